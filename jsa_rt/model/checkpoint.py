@@ -1,0 +1,108 @@
+"""jsa-rt checkpoints: weights + the model config (+ training state), written atomically.
+
+A checkpoint alone rebuilds its model. Shipped models are addressable by name
+(`edge-jsa`, `edge-ezvsl`, `paper-jsa`) wherever a checkpoint is accepted.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import CheckpointError
+
+FORMAT = "jsa-rt"
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED = ("edge-jsa", "edge-ezvsl", "paper-jsa")
+DEFAULT_MODEL = "edge-jsa"
+
+
+def resolve_checkpoint(name_or_path: str | Path | None, suffix: str = ".pt") -> Path:
+    """A shipped model name (or None for the default) -> its file; a path -> itself."""
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    if name in SHIPPED:
+        path = WEIGHTS_DIR / f"{name}{suffix}"
+        if not path.is_file():
+            raise CheckpointError(f"shipped model {name!r} is not in this install ({path}); "
+                                  f"train one with `jsa-rt train` or pass --checkpoint PATH")
+        return path
+    path = Path(name)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (pass a .pt file or one of {', '.join(SHIPPED)})")
+    return path
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash or Ctrl-C leaves
+    the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, model, extra: dict | None = None, half: bool = False) -> None:
+    """`half` stores float weights as fp16 (shipped models); they load back as fp32."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
+             for k, v in model.state_dict().items()}
+    atomic_torch_save({
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": model.kind,
+        "config": model.cfg.to_dict(), "state_dict": state, "extra": extra or {},
+    }, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and validate the raw checkpoint dict; one-line errors for corrupt or foreign files."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}): "
+                              f"the file is corrupt or truncated; re-download or re-train it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        if isinstance(ckpt, dict) and looks_official(ckpt):
+            raise CheckpointError(f"{path} is an official JSA checkpoint: convert it first with "
+                                  f"`jsa-rt convert-official {path} OUT.pt`")
+        raise CheckpointError(f"{path} is not a jsa-rt checkpoint (no '{FORMAT}' header); "
+                              f"pass a file written by `jsa-rt train` or `convert-official`")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer jsa-rt (format "
+                              f"{ckpt['format_version']}); upgrade jsa-rt")
+    return ckpt
+
+
+def looks_official(obj: dict) -> bool:
+    state = obj.get("model", obj)
+    return isinstance(state, dict) and any(
+        isinstance(k, str) and k.replace("module.", "", 1).startswith("slot_attn.") for k in state)
+
+
+def load_checkpoint(path_or_name=None, device="cpu", kernels: str = "torch"):
+    """-> (model in eval mode, meta dict with kind, config, extra, path)."""
+    from . import build_model
+    path = resolve_checkpoint(path_or_name)
+    ckpt = read_checkpoint(path)
+    try:
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        model = build_model(cfg, ckpt["kind"], pretrained=False, kernels=kernels)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        model.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{path} does not match its model ({first}); the file is damaged "
+                              f"or from an incompatible jsa-rt version") from None
+    model.to(device).eval()
+    meta = {"kind": ckpt["kind"], "config": cfg, "extra": ckpt.get("extra", {}), "path": str(path)}
+    return model, meta

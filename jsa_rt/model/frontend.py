@@ -1,0 +1,43 @@
+"""Waveform -> log power spectrogram, as a convolution with a fixed windowed DFT basis.
+
+torch.stft does not map to ONNX/TensorRT; a strided Conv1d with cos/sin rows of the Hann
+window does, and gives the same numbers: |STFT|^2 with centre (reflect) padding,
+then log(S + offset) / scale (method.md section 1).
+"""
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+
+
+class LogSpectrogram(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
+        self.log_offset, self.log_scale = cfg.log_offset, cfg.log_scale
+        n = torch.arange(self.n_fft, dtype=torch.float64)
+        freqs = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64)
+        window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / self.n_fft)      # periodic Hann
+        phase = 2 * math.pi * freqs[:, None] * n[None, :] / self.n_fft
+        basis = torch.cat([torch.cos(phase), -torch.sin(phase)]) * window  # (2F, n_fft)
+        # a buffer, not a parameter: fixed, but saved so exported graphs carry it
+        self.register_buffer("basis", basis.float().unsqueeze(1), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, L) float waveform -> (B, 1, n_fft/2+1, L/hop+1) log power spectrogram."""
+        x = F.pad(wave.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        spec = F.conv1d(x, self.basis, stride=self.hop)                 # (B, 2F, T)
+        real, imag = spec.chunk(2, dim=1)
+        power = real * real + imag * imag
+        return (torch.log(power + self.log_offset) / self.log_scale).unsqueeze(1)
+
+
+def reference_log_spectrogram(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """The same computation through torch.stft (tests compare the two)."""
+    window = torch.hann_window(cfg.n_fft, dtype=wave.dtype, device=wave.device)
+    spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window=window, center=True,
+                      pad_mode="reflect", return_complex=True)
+    return (torch.log(spec.abs() ** 2 + cfg.log_offset) / cfg.log_scale).unsqueeze(1)

@@ -1,0 +1,60 @@
+"""The four JSA losses (method.md section 4) and EZ-VSL's multiple-instance contrastive loss.
+
+Each is a plain function of tensors so tests can check it on hand-made cases.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def k_reciprocal_false_negatives(image_slots: torch.Tensor, audio_slots: torch.Tensor,
+                                 k: int) -> torch.Tensor:
+    """(B,B) bool: j is a potential false negative of i when j is among the k nearest of i in
+    both modalities, and the relation is reciprocal (i->j and j->i). Never the diagonal."""
+    with torch.no_grad():
+        pv = F.normalize(image_slots.detach().float(), dim=-1)
+        pa = F.normalize(audio_slots.detach().float(), dim=-1)
+        batch = pv.shape[0]
+        k = min(k, batch)
+        eye = torch.eye(batch, dtype=torch.bool, device=pv.device)
+
+        def knn(p):
+            idx = (p @ p.T).topk(k, dim=1).indices
+            return torch.zeros(batch, batch, dtype=torch.bool, device=p.device).scatter_(1, idx, True)
+
+        both = knn(pv) & knn(pa)
+        return both & both.T & ~eye
+
+
+def contrastive_loss(image_slots, audio_slots, tau: float, k: int = 0) -> torch.Tensor:
+    """Symmetric InfoNCE on L2-normalised target slots; k > 0 masks k-reciprocal false negatives."""
+    pv, pa = F.normalize(image_slots.float(), dim=-1), F.normalize(audio_slots.float(), dim=-1)
+    logits = pv @ pa.T / tau
+    if k > 0:
+        logits = logits.masked_fill(k_reciprocal_false_negatives(pv, pa, k), float("-inf"))
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
+
+
+def attention_matching_loss(ca_av, ia_vv, ca_va, ia_aa) -> torch.Tensor:
+    """Cross-modal target-slot maps follow the (detached) intra-modal ones."""
+    return (F.mse_loss(ca_av[:, 0], ia_vv[:, 0].detach())
+            + F.mse_loss(ca_va[:, 0], ia_aa[:, 0].detach()))
+
+
+def slot_divergence_loss(slots: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ReLU(cos(target, off-target)) for one modality's (B,2,D) slots."""
+    return F.relu(F.cosine_similarity(slots[:, 0], slots[:, 1], dim=-1)).mean()
+
+
+def reconstruction_loss(reconstruction, tokens) -> torch.Tensor:
+    return F.mse_loss(reconstruction, tokens.detach())
+
+
+def ezvsl_mil_loss(audio_emb: torch.Tensor, image_map: torch.Tensor, tau: float) -> torch.Tensor:
+    """EZ-VSL: audio (B,D) vs image locations (B,N,D), both normalised; the score of a pair is
+    the max over image locations; symmetric cross-entropy against the diagonal."""
+    a = F.normalize(audio_emb.float(), dim=-1)
+    v = F.normalize(image_map.float(), dim=-1)
+    scores = torch.einsum("id,jnd->ijn", a, v).amax(dim=2) / tau      # (B audio, B image)
+    labels = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)

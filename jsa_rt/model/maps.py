@@ -1,0 +1,30 @@
+"""From 7x7 attention maps to the 224x224 localisation heatmap (method.md section 5)."""
+import torch
+import torch.nn.functional as F
+
+
+def min_max(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Normalise each (H, W) map of a (B, H, W) batch to [0, 1]."""
+    flat = x.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo + eps)).view_as(x)
+
+
+def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, g, g) -> (B, size, size), bicubic, align_corners False."""
+    return F.interpolate(maps.unsqueeze(1), size=(size, size), mode="bicubic",
+                         align_corners=False).squeeze(1)
+
+
+def fuse(primary: torch.Tensor, prior: torch.Tensor, alpha: float, size: int) -> torch.Tensor:
+    """IQR (prior = IMG map) or OGL (prior = object map): norm(alpha*AUD + (1-alpha)*prior),
+    each upsampled and min-max normalised first."""
+    a = min_max(upsample(primary, size))
+    b = min_max(upsample(prior, size))
+    return min_max(alpha * a + (1 - alpha) * b)
+
+
+def object_prior(layer4: torch.Tensor) -> torch.Tensor:
+    """OGL's object map: channel-mean |layer4| of an ImageNet ResNet-18, (B,C,g,g) -> (B,g,g)."""
+    return layer4.abs().mean(dim=1)

@@ -1,0 +1,111 @@
+"""The environment block of a profile report: which machine, which libraries.
+
+Reads /proc, nvidia-smi and package metadata; imports no torch (versions come from
+`importlib.metadata`), so it is cheap and safe on the onnxruntime / TensorRT paths.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+
+# distribution names, first installed one wins
+LIBRARIES = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "triton": ("triton",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "tensorrt": ("tensorrt", "tensorrt-lean", "tensorrt_lean"),
+    "opencv": ("opencv-python-headless", "opencv-python"),
+    "sounddevice": ("sounddevice",),
+    "jsa-rt": ("jsa-rt",),
+}
+
+
+def library_versions() -> dict:
+    versions = {}
+    for name, dists in LIBRARIES.items():
+        versions[name] = None
+        for dist in dists:
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_total_gb() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def gpus() -> list[dict]:
+    """NVIDIA GPUs as nvidia-smi reports them (empty without a driver)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,driver_version,memory.total,compute_cap",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in out.stdout.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            found.append(dict(name=parts[0], driver=parts[1], memory=parts[2],
+                              compute_capability=parts[3] if len(parts) > 3 else None))
+    return found
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_name(gpu_list: list[dict] | None = None) -> str:
+    """Short name for benchmark files: `cpu-2core-x86_64` or `gpu-nvidia-h100-80gb-hbm3`."""
+    gpu_list = gpus() if gpu_list is None else gpu_list
+    if gpu_list:
+        return "gpu-" + _slug(gpu_list[0]["name"])
+    return f"cpu-{os.cpu_count()}core-{platform.machine()}"
+
+
+def environment() -> dict:
+    gpu_list = gpus()
+    return {
+        "machine": machine_name(gpu_list),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "memory_gb": memory_total_gb(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "gpu": ", ".join(g["name"] for g in gpu_list) or None,
+        "gpus": gpu_list,
+        "driver": gpu_list[0]["driver"] if gpu_list else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": library_versions(),
+    }

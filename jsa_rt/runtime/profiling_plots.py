@@ -1,0 +1,75 @@
+"""PNG figure of a profile report: latency CDF per backend, and stacked per-stage bars.
+
+matplotlib is imported lazily with the Agg backend (no display needed).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .profiling import partition_stages
+
+
+def save_plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_cdf, ax_bar) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _cdf(ax_cdf, report)
+    _stacked_stages(ax_bar, report)
+    fig.suptitle(f"jsa-rt {report['mode']} profile, {report['machine']}, "
+                 f"preset {report['settings'].get('preset', '?')}")
+    fig.tight_layout()
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _cdf(ax, report: dict) -> None:
+    for name, entry in report["backends"].items():
+        samples = np.sort(np.asarray(entry["raw_ms"]["total"], dtype=float))
+        fraction = np.arange(1, samples.size + 1) / samples.size
+        ax.step(samples, fraction, where="post", label=f"{name} (p50 {entry['total']['p50_ms']:.2f})")
+    for q in (0.5, 0.95, 0.99):
+        ax.axhline(q, color="grey", lw=0.5, ls=":")
+    what = "frame age (capture to render)" if report["mode"] == "pipeline" else "forward pass"
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{what}, ms (log)")
+    ax.set_ylabel("fraction of samples")
+    ax.set_title("latency CDF, all samples")
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def _stacked_stages(ax, report: dict) -> None:
+    order = partition_stages(report)
+    names = [n for n, e in report["backends"].items() if any(s in e["stages"] for s in order)]
+    if not names:
+        ax.text(0.5, 0.5, "no per-stage timings", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    x = np.arange(len(names))
+    bottom = np.zeros(len(names))
+    colours = matplotlib_colours(len(order))
+    for stage, colour in zip(order, colours):
+        heights = np.array([report["backends"][n]["stages"].get(stage, {}).get("p50_ms", 0.0)
+                            for n in names])
+        if heights.any():
+            ax.bar(x, heights, bottom=bottom, label=stage, color=colour)
+            bottom += heights
+    totals = [report["backends"][n]["total"]["p50_ms"] for n in names]
+    ax.scatter(x, totals, marker="_", s=600, color="black", zorder=3, label="total p50")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("p50, ms")
+    ax.set_title("per-stage p50 (stacked)")
+    ax.legend(fontsize=8)
+
+
+def matplotlib_colours(n: int):
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]

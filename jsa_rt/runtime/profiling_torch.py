@@ -1,0 +1,212 @@
+"""Torch-side measurements for model mode: per-stage timing, FLOPs, and the fp32 matmul peak.
+
+The stage plan splits `JSA.localize` into the six stages of the method (front end, audio
+encoder, image encoder, slot attention, maps, upsampling). It calls the model's own submodules
+in the order `localize` does; `check_stage_plan` proves on every run that chaining the stages
+reproduces `localize`, so the split cannot silently drift from the model.
+Imported only on the torch path (it imports torch at the top).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from ..model import maps as model_maps
+
+
+# ---- inputs --------------------------------------------------------------------------------
+def model_inputs(frame: np.ndarray, audio: np.ndarray, device: str):
+    """uint8 (S,S,3) RGB frame and float32 waveform -> the model's (1,3,S,S) and (1,L) tensors."""
+    image = torch.from_numpy(frame).to(device).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    images = ((image - mean) / std).unsqueeze(0).contiguous()
+    wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(device).unsqueeze(0)
+    return images, wave
+
+
+# ---- the stage plan ------------------------------------------------------------------------
+def stage_plan(model, images, wave) -> tuple[list[tuple[str, callable]], dict]:
+    """[(stage, fn)] that, run in order, compute `model.localize(images, wave)` into `ctx`."""
+    cfg: ModelConfig = model.cfg
+    slots = model.slots
+    ctx: dict = {}
+
+    def audio_frontend():
+        ctx["spec"] = model.frontend(wave)
+
+    def audio_encoder():
+        ctx["audio_tokens"] = model.audio_encoder(ctx["spec"])
+
+    def image_encoder():
+        ctx["image_tokens"] = model.image_encoder(images)
+
+    def slot_attention():
+        ctx["aud"] = slots.audio(ctx["audio_tokens"], slots.initial_slots)
+        ctx["img"] = slots.image(ctx["image_tokens"], slots.initial_slots)
+
+    def maps_fusion():   # the gamma-sharpened 7x7 maps, the normalised target slots, confidence
+        aud, img, g = ctx["aud"], ctx["img"], cfg.grid
+        ctx["aud_map"] = slots.attention(aud.query, img.keys, cfg.gamma)[:, 0].view(-1, g, g)
+        ctx["img_map"] = slots.attention(img.query, img.keys, cfg.gamma)[:, 0].view(-1, g, g)
+        image_slot = F.normalize(img.slots[:, 0], dim=-1)
+        audio_slot = F.normalize(aud.slots[:, 0], dim=-1)
+        ctx["confidence"] = (image_slot * audio_slot).sum(-1).clamp(0, 1)
+
+    def upsample():      # bicubic to image size, min-max, IQR blend
+        ctx["heatmap"] = model_maps.fuse(ctx["aud_map"], ctx["img_map"], cfg.iqr_alpha, cfg.image_size)
+
+    plan = [("audio_frontend", audio_frontend), ("audio_encoder", audio_encoder),
+            ("image_encoder", image_encoder), ("slot_attention", slot_attention),
+            ("maps_fusion", maps_fusion), ("upsample", upsample)]
+    return plan, ctx
+
+
+@torch.inference_mode()
+def check_stage_plan(model, images, wave, atol: float = 1e-5) -> float:
+    """Run the plan and `localize`; return the max heatmap difference, raise if they disagree."""
+    plan, ctx = stage_plan(model, images, wave)
+    for _, fn in plan:
+        fn()
+    reference = model.localize(images, wave)
+    diff = float((ctx["heatmap"] - reference["heatmap"]).abs().max())
+    diff = max(diff, float((ctx["confidence"] - reference["confidence"]).abs().max()))
+    if not diff <= atol:
+        raise RuntimeError(f"profiling stage plan differs from model.localize by {diff:.3g}; "
+                           "update jsa_rt/runtime/profiling_torch.stage_plan to match the model")
+    return diff
+
+
+# ---- timing --------------------------------------------------------------------------------
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(fn, warmup: int, iterations: int, device: str) -> list[float]:
+    """Latency of `fn()` in ms, one sample per call; CUDA events on GPU, perf_counter on CPU."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        samples = []
+        cuda = device.startswith("cuda")
+        for _ in range(iterations):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def time_stages(plan, warmup: int, iterations: int, device: str) -> dict[str, list[float]]:
+    """Run the whole chain each iteration and time every stage inside it (realistic caches).
+
+    On GPU, events mark the stage boundaries and the host waits once per iteration, so the
+    stage times are GPU times without extra synchronisation between stages.
+    """
+    samples = {name: [] for name, _ in plan}
+    cuda = device.startswith("cuda")
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for _, fn in plan:
+                fn()
+        _sync(device)
+        for _ in range(iterations):
+            if cuda:
+                events = [torch.cuda.Event(enable_timing=True) for _ in range(len(plan) + 1)]
+                events[0].record()
+                for (_, fn), ev in zip(plan, events[1:]):
+                    fn()
+                    ev.record()
+                events[-1].synchronize()
+                for i, (name, _) in enumerate(plan):
+                    samples[name].append(events[i].elapsed_time(events[i + 1]))
+            else:
+                t_prev = time.perf_counter()
+                for name, fn in plan:
+                    fn()
+                    now = time.perf_counter()
+                    samples[name].append((now - t_prev) * 1e3)
+                    t_prev = now
+    return samples
+
+
+# ---- FLOPs ---------------------------------------------------------------------------------
+def count_flops(fn) -> int:
+    """Matmul and convolution FLOPs of one call (torch's FlopCounterMode; elementwise ops,
+    norms and softmax are not counted, so this is a lower bound on the work)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def stage_flops(plan) -> dict[str, int]:
+    return {name: count_flops(fn) for name, fn in plan}
+
+
+# ---- the machine's measured peak -----------------------------------------------------------
+def matmul_peak(device: str, size: int | None = None, repeats: int = 5) -> dict:
+    """Best fp32 GEMM throughput, torch and numpy, in GFLOP/s, measured now (same threads)."""
+    cuda = device.startswith("cuda")
+    n = size or (8192 if cuda else 1024)
+    flop = 2.0 * n ** 3
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    if cuda:   # count fp32 as fp32, not TF32
+        old_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        best_torch = min(time_call(lambda: torch.mm(a, b), warmup=2, iterations=repeats,
+                                   device=device))
+    finally:
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = old_tf32
+    result = {"torch_gflops": flop / (best_torch * 1e-3) / 1e9, "size": n,
+              "device": device, "threads": torch.get_num_threads()}
+    if not cuda:
+        result["numpy_gflops"] = numpy_matmul_gflops(n, repeats, torch.get_num_threads())
+    result["fp32_gflops"] = max(result["torch_gflops"], result.get("numpy_gflops") or 0.0)
+    result["method"] = (f"best of {repeats} fp32 {n}x{n} GEMMs, torch.mm"
+                        + ("" if cuda else " and numpy.matmul") + f", {result['threads']} threads"
+                        + (", TF32 off" if cuda else ""))
+    return result
+
+
+_NUMPY_GEMM = """
+import sys, time, numpy as np
+n, repeats = int(sys.argv[1]), int(sys.argv[2])
+a = np.random.rand(n, n).astype(np.float32); b = a.copy(); a @ b
+best = float("inf")
+for _ in range(repeats):
+    t0 = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t0)
+print(2.0 * n ** 3 / best / 1e9)
+"""
+
+
+def numpy_matmul_gflops(n: int, repeats: int, threads: int) -> float | None:
+    """numpy's BLAS picks its thread count at import, so measure it in a child process with the
+    same thread count as torch (None if that fails)."""
+    env = dict(os.environ, **{v: str(threads) for v in
+                              ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    try:
+        out = subprocess.run([sys.executable, "-c", _NUMPY_GEMM, str(n), str(repeats)], env=env,
+                             capture_output=True, text=True, timeout=120, check=True)
+        return float(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None

@@ -1,0 +1,182 @@
+"""What the scene composer can draw from: sounding stamps, silent stamps, spoken digits, backgrounds.
+
+Sources (see ../shared/data/README.md):
+- Tux Paint stamps: `X.png` with `X.ogg` beside it is a *sounding* object; a PNG without a sound
+  is a *silent* object (distractor material). Stamps whose recordings are byte-identical (the
+  German umlaut letters in four styles) form one class with several images. `symbols/math` is
+  left out here: spoken digits come from FSDD instead.
+- FSDD: `recordings/{digit}_{speaker}_{take}.wav`; the digit images are Tux Paint's
+  `symbols/math/N.png` (32 px, "colorable": the composer colours and upscales them).
+- Backgrounds: photographs (composited whole or as crops) and grey textures (tinted).
+
+The catalogue is pure bookkeeping (paths and names, no pixels or samples), so it is cheap to
+build in every worker process, and sorted everywhere so the same files give the same plan.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+
+# Recordings named like `X_fr.ogg` or `X_en_GB.ogg` are translations of a stamp's spoken name.
+_LANG_SUFFIX = re.compile(r"_[a-z]{2}(_[A-Za-z]{2})?$")
+_MIN_TARGET_SIDE = 64        # px: smaller stamps turn to mush when scaled to a quarter of the frame
+_MIN_DISTRACTOR_SIDE = 40
+PHOTO_BACKGROUNDS = ("astronaut", "coffee", "rocket")     # the rest are textures
+
+
+@dataclass(frozen=True)
+class Stamp:
+    image: str               # absolute path of the PNG
+    category: str            # e.g. "animals/birds": distractors "of the same category" come from here
+    flags: frozenset = frozenset()   # Tux Paint .dat flags: colorable, tintable, nomirror, noflip
+
+
+@dataclass(frozen=True)
+class SoundClass:
+    name: str
+    sound: str               # absolute path of the recording
+    stamps: tuple[Stamp, ...]
+
+    @property
+    def category(self) -> str:
+        return self.stamps[0].category
+
+
+@dataclass
+class Catalog:
+    classes: list[SoundClass]                 # sounding Tux Paint classes usable as targets
+    silent: list[Stamp]                       # stamps without sound: distractors only
+    digit_images: dict[int, Stamp]            # digit -> image
+    digit_takes: dict[tuple[int, str], list[str]]   # (digit, speaker) -> wav paths
+    speakers: list[str]
+    backgrounds: list[str]                    # image paths
+    skipped: dict[str, str] = field(default_factory=dict)   # name -> why it is not a target class
+
+    def class_by_name(self, name: str) -> SoundClass:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def default_data_root() -> Path:
+    """$JSA_DATA, else ../shared/data next to the repository."""
+    env = os.environ.get("JSA_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def default_stamp_root() -> Path:
+    """The shared copy of tuxpaint-stamps, else Debian's tuxpaint-stamps-default package."""
+    shared = default_data_root() / "tuxpaint-stamps"
+    if shared.is_dir():
+        return shared
+    return Path("/usr/share/tuxpaint/stamps")
+
+
+def _stamps_dir(root: Path) -> Path:
+    # The source package keeps them under stamps/; the Debian package installs that folder itself.
+    return root / "stamps" if (root / "stamps").is_dir() else root
+
+
+def _flags(png: Path) -> frozenset:
+    dat = png.with_suffix(".dat")
+    if not dat.is_file():
+        return frozenset()
+    return frozenset(w.strip() for w in dat.read_text(errors="replace").split() if w.strip())
+
+
+def _category(rel: Path) -> str:
+    parts = rel.parts[:-1]
+    return "/".join(parts[:2]) if parts else "misc"
+
+
+def _max_side(png: Path) -> int:
+    from PIL import Image
+    with Image.open(png) as im:
+        return max(im.size)
+
+
+def _class_name(stems: list[str]) -> str:
+    # "a_with_umlaut_filled" / "A_with_umlaut_outline" -> "a_with_umlaut"
+    base = [re.sub(r"_(filled|outline|outlined)$", "", s).lower().replace("-", "_") for s in stems]
+    return sorted(base)[0]
+
+
+def scan_stamps(stamp_root: Path) -> tuple[list[SoundClass], list[Stamp], dict[int, Stamp], dict[str, str]]:
+    stamps_dir = _stamps_dir(stamp_root)
+    if not stamps_dir.is_dir():
+        raise InputError(f"no Tux Paint stamps at {stamp_root} (pass --source DIR or set JSA_DATA)")
+    by_audio: dict[str, list[tuple[Path, Path]]] = {}
+    silent: list[Stamp] = []
+    digits: dict[int, Stamp] = {}
+    skipped: dict[str, str] = {}
+    for png in sorted(stamps_dir.rglob("*.png")):
+        rel = png.relative_to(stamps_dir)
+        stamp = Stamp(str(png), _category(rel), _flags(png))
+        if rel.parts[:2] == ("symbols", "math"):
+            if png.stem.isdigit():
+                digits[int(png.stem)] = stamp
+            continue
+        ogg = png.with_suffix(".ogg")
+        if ogg.is_file():
+            digest = hashlib.sha1(ogg.read_bytes()).hexdigest()
+            by_audio.setdefault(digest, []).append((png, ogg))
+        elif _max_side(png) >= _MIN_DISTRACTOR_SIDE:
+            silent.append(stamp)
+    classes: list[SoundClass] = []
+    for digest in sorted(by_audio, key=lambda d: str(by_audio[d][0][0])):
+        members = by_audio[digest]
+        name = _class_name([p.stem for p, _ in members])
+        big = [p for p, _ in members if _max_side(p) >= _MIN_TARGET_SIDE]
+        if not big:
+            skipped[name] = f"image under {_MIN_TARGET_SIDE} px"
+            continue
+        stamps = tuple(Stamp(str(p), _category(p.relative_to(stamps_dir)), _flags(p)) for p in big)
+        classes.append(SoundClass(name, str(members[0][1]), stamps))
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):   # two different recordings share a stem: keep them apart
+        seen: dict[str, int] = {}
+        renamed = []
+        for c in classes:
+            seen[c.name] = seen.get(c.name, 0) + 1
+            renamed.append(c if seen[c.name] == 1 else SoundClass(f"{c.name}_{seen[c.name]}", c.sound, c.stamps))
+        classes = renamed
+    return classes, silent, digits, skipped
+
+
+def scan_fsdd(fsdd_root: Path) -> tuple[dict[tuple[int, str], list[str]], list[str]]:
+    takes: dict[tuple[int, str], list[str]] = {}
+    rec = fsdd_root / "recordings" if (fsdd_root / "recordings").is_dir() else fsdd_root
+    for wav in sorted(rec.glob("*.wav")):
+        parts = wav.stem.split("_")
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        takes.setdefault((int(parts[0]), parts[1]), []).append(str(wav))
+    for key in takes:   # take order 0, 1, 2, ... 10 (not lexicographic)
+        takes[key].sort(key=lambda p: int(Path(p).stem.split("_")[2]))
+    speakers = sorted({s for _, s in takes})
+    return takes, speakers
+
+
+def build_catalog(stamp_root: Path | None = None, fsdd_root: Path | None = None,
+                  background_root: Path | None = None) -> Catalog:
+    data = default_data_root()
+    stamp_root = Path(stamp_root) if stamp_root else default_stamp_root()
+    fsdd_root = Path(fsdd_root) if fsdd_root else data / "fsdd"
+    background_root = Path(background_root) if background_root else data / "backgrounds"
+    classes, silent, digits, skipped = scan_stamps(stamp_root)
+    if len(classes) < 4:
+        raise InputError(f"only {len(classes)} sounding stamps under {stamp_root}: need X.png with X.ogg beside it")
+    takes, speakers = scan_fsdd(fsdd_root) if fsdd_root.is_dir() else ({}, [])
+    if takes and len(digits) < 10:
+        raise InputError(f"digit images symbols/math/0-9.png missing under {stamp_root}")
+    backgrounds = sorted(str(p) for p in background_root.glob("*")
+                         if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if background_root.is_dir() else []
+    return Catalog(classes, silent, digits, takes, speakers, backgrounds, skipped)
