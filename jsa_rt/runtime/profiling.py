@@ -164,9 +164,10 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {name} | {b.get('device', '-')} | " + " | ".join(
             _fmt(t[k]) for k in ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
                                  "mean_ms")) + f" | {t['samples']} | {_fmt(fps, 1)} |")
-    for name, why in report.get("skipped", {}).items():
-        lines.append(f"| {name} | not measured: {why} |||||||||| ")
     lines.append("")
+    if report.get("skipped"):
+        lines += ["Not measured:", ""]
+        lines += [f"- **{name}**: {why}" for name, why in report["skipped"].items()] + [""]
 
     for name, b in report["backends"].items():
         if not b["stages"]:
@@ -187,7 +188,7 @@ def to_markdown(report: dict) -> str:
                          f"{'-' if of_peak is None else f'{100 * of_peak:.1f}'} |")
         whole = b.get("flops", {}).get("total")
         if whole:
-            lines.append(f"| **forward** | {_fmt(b['total']['p50_ms'])} | | | | 100 % | "
+            lines.append(f"| **whole call (total)** | {_fmt(b['total']['p50_ms'])} | | | | 100 % | "
                          f"{_fmt(whole['gflop'], 3)} | {_fmt(whole['gflops_per_s'], 1)} | "
                          f"{100 * whole['fraction_of_peak']:.1f} |")
         lines.append("")

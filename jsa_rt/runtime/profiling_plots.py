@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .profiling import partition_stages
+from .profiling import BRANCH_STAGES, partition_stages
 
 
 def save_plot(report: dict, path: str) -> None:
@@ -44,18 +44,28 @@ def _cdf(ax, report: dict) -> None:
     ax.legend(fontsize=8, loc="lower right")
 
 
-def _stacked_stages(ax, report: dict) -> None:
+def _stack_order(report: dict, entry: dict) -> tuple[str, ...]:
+    """The stages that partition this backend's work: the model's six, else its two branches."""
     order = partition_stages(report)
-    names = [n for n, e in report["backends"].items() if any(s in e["stages"] for s in order)]
+    if any(s in entry["stages"] for s in order):
+        return order
+    return BRANCH_STAGES if any(s in entry["stages"] for s in BRANCH_STAGES) else ()
+
+
+def _stacked_stages(ax, report: dict) -> None:
+    names = [n for n, e in report["backends"].items() if _stack_order(report, e)]
     if not names:
         ax.text(0.5, 0.5, "no per-stage timings", ha="center", va="center")
         ax.set_axis_off()
         return
+    stages = []
+    for n in names:
+        stages += [s for s in _stack_order(report, report["backends"][n]) if s not in stages]
     x = np.arange(len(names))
     bottom = np.zeros(len(names))
-    colours = matplotlib_colours(len(order))
-    for stage, colour in zip(order, colours):
+    for stage, colour in zip(stages, matplotlib_colours(len(stages))):
         heights = np.array([report["backends"][n]["stages"].get(stage, {}).get("p50_ms", 0.0)
+                            if stage in _stack_order(report, report["backends"][n]) else 0.0
                             for n in names])
         if heights.any():
             ax.bar(x, heights, bottom=bottom, label=stage, color=colour)

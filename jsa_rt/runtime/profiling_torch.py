@@ -156,8 +156,17 @@ def count_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def stage_flops(plan) -> dict[str, int]:
-    return {name: count_flops(fn) for name, fn in plan}
+def model_flops(model, frame, audio, device) -> dict[str, int]:
+    """FLOPs of each stage, of the whole forward and of the two branches."""
+    images, wave = model_inputs(frame, audio, device)
+    plan, _ = stage_plan(model, images, wave)
+    flops = {name: count_flops(fn) for name, fn in plan}
+    flops["forward"] = count_flops(lambda: model.localize(images, wave))
+    flops["audio_branch"] = count_flops(lambda: model.audio_branch(wave))
+    with torch.inference_mode():
+        branch = model.audio_branch(wave)
+    flops["visual_branch"] = count_flops(lambda: model.visual_branch(images, **branch))
+    return flops
 
 
 # ---- the machine's measured peak -----------------------------------------------------------

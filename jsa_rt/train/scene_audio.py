@@ -122,15 +122,15 @@ def compose_audio(rng: np.random.Generator, n: int, rate: int,
         info["offscreen_db"] = round(float(rel_db), 2)
     if (target is not None or offscreen is not None) and rng.random() < 0.5:
         mix, info["rt60"] = room(rng, mix, rate)
-    noise, info["noise"] = coloured_noise(rng, n)
+    noise, noise_kind = coloured_noise(rng, n)
     if target is None and offscreen is None:
         floor_db = rng.uniform(-60, -40)               # a silent room: only the noise floor
         mix += np.float32(10 ** (floor_db / 20)) * noise
-        info["noise_dbfs"] = round(float(floor_db), 2)
+        info["noise_dbfs"], info["noise"] = round(float(floor_db), 2), noise_kind
     elif rng.random() < 0.6:
         snr = rng.uniform(5, 30)
         mix += np.float32(rms(mix) / 10 ** (snr / 20)) * noise
-        info["snr_db"] = round(float(snr), 2)
+        info["snr_db"], info["noise"] = round(float(snr), 2), noise_kind
     peak = float(np.abs(mix).max())
     if peak > 0.99:
         mix *= np.float32(0.99 / peak)

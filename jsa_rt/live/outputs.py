@@ -1,0 +1,177 @@
+"""Where rendered frames go: a window, an mp4 recording (with sound), a JSON-lines log.
+
+The recording is written to a hidden temporary file next to the target and renamed into place
+only once finished (and muxed with the audio when ffmpeg is present), so a crash or a Ctrl-C
+never leaves a half-written `out.mp4`. Frames are repeated or skipped to keep the video's
+timeline equal to the source's, which keeps the muxed sound in sync even when the pipeline
+renders fewer frames than the camera delivers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MAX_GAP_S = 10.0          # never fill more than this much missing time with repeated frames
+
+
+def display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def opencv_has_gui() -> bool:
+    import cv2
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return "NONE" not in line.upper()
+    return True
+
+
+def window_problem() -> str:
+    """Why no window can be shown here, or "" when it can."""
+    if not display_available():
+        return "no display (DISPLAY is not set)"
+    if not opencv_has_gui():
+        return "this OpenCV has no GUI support (opencv-python-headless): pip install opencv-python"
+    return ""
+
+
+class Window:
+    """cv2.imshow with 'q' / Esc to quit. Call only from one thread (the output thread)."""
+
+    def __init__(self, title: str = "jsa-rt live"):
+        self.title = title
+        self._opened = False
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show a frame; False when the user asked to quit (q, Esc, or closed the window)."""
+        import cv2
+        if not self._opened:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            self._opened = True
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except Exception:
+            return True
+
+    def close(self) -> None:
+        if self._opened:
+            import cv2
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+
+
+class VideoRecorder:
+    """mp4 (MPEG-4 part 2, muxed with AAC audio by ffmpeg when available), finished atomically."""
+
+    def __init__(self, path: str | Path, fps: float, audio_rate: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = float(fps)
+        self.audio_rate = audio_rate
+        stem = f".{self.path.stem}.partial-{os.getpid()}"
+        self._video_tmp = self.path.with_name(stem + ".mp4")
+        self._audio_tmp = self.path.with_name(stem + ".wav")
+        self._writer = None
+        self._audio = None
+        self._t0: float | None = None
+        self.frames_written = 0
+        self.audio_samples = 0
+
+    def _open(self, image: np.ndarray) -> None:
+        import cv2
+        h, w = image.shape[:2]
+        self._writer = cv2.VideoWriter(str(self._video_tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                       self.fps, (w, h))
+        if not self._writer.isOpened():
+            from ..errors import InputError
+            raise InputError(f"cannot write video {self.path} (check the folder is writable)")
+        if self.audio_rate:
+            import soundfile as sf
+            self._audio = sf.SoundFile(str(self._audio_tmp), "w", samplerate=int(self.audio_rate),
+                                       channels=1, subtype="PCM_16")
+
+    def write(self, image: np.ndarray, t_media: float) -> int:
+        """Add a frame shown at `t_media` seconds; returns how many video frames that took."""
+        if self._writer is None:
+            self._open(image)
+            self._t0 = t_media
+        due = int((t_media - self._t0) * self.fps + 1e-6) + 1       # frames that should exist now
+        copies = 1 if self.frames_written == 0 else min(due - self.frames_written, int(MAX_GAP_S * self.fps))
+        for _ in range(max(0, copies)):
+            self._writer.write(image)
+        self.frames_written += max(0, copies)
+        return max(0, copies)
+
+    def write_audio(self, samples: np.ndarray) -> None:
+        if self._audio is not None and samples.size:
+            self._audio.write(np.clip(samples, -1.0, 1.0))
+            self.audio_samples += samples.size
+
+    def close(self) -> str:
+        """Finish the file; returns a short description (path, frames, with or without sound)."""
+        if self._writer is None:
+            return f"{self.path}: nothing recorded"
+        self._writer.release()
+        self._writer = None
+        if self._audio is not None:
+            self._audio.close()
+            self._audio = None
+        with_audio = self.audio_samples > 0 and shutil.which("ffmpeg") is not None
+        note = ""
+        if with_audio:
+            muxed = self.path.with_name(self._video_tmp.stem + ".av.mp4")
+            cmd = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-i", str(self._video_tmp),
+                   "-i", str(self._audio_tmp), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                   "-c:a", "aac", "-b:a", "128k", "-shortest", str(muxed)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode == 0:
+                os.replace(muxed, self._video_tmp)
+            else:
+                with_audio = False
+                note = f" (ffmpeg could not add the sound: {done.stderr.strip().splitlines()[-1:]})"
+                muxed.unlink(missing_ok=True)
+        elif self.audio_samples and not shutil.which("ffmpeg"):
+            note = " (no sound: install ffmpeg to mux it)"
+        self._audio_tmp.unlink(missing_ok=True)
+        os.replace(self._video_tmp, self.path)
+        return f"{self.path} ({self.frames_written} frames{', with sound' if with_audio else ''}){note}"
+
+    def abandon(self) -> None:
+        """Drop the temporary files (used when the run failed before producing anything)."""
+        if self._writer is not None:
+            self._writer.release()
+        if self._audio is not None:
+            self._audio.close()
+        self._video_tmp.unlink(missing_ok=True)
+        self._audio_tmp.unlink(missing_ok=True)
+
+
+class JsonLog:
+    """One JSON object per rendered frame, one per line, flushed as it goes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", encoding="utf-8")
+        self.lines = 0
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.lines += 1
+
+    def close(self) -> str:
+        self._file.close()
+        return f"{self.path} ({self.lines} lines)"

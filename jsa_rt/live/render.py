@@ -1,0 +1,163 @@
+"""From the model's heatmap to what the user sees: smoothing, the no-source gate, overlay and HUD.
+
+Acoustic cameras integrate over a persistence window of a few hundred milliseconds; we do the
+same with an exponential moving average whose time constant is `--persistence-ms`, so the
+overlay neither flickers nor lags by more than about that long.
+
+Learned localizers draw a heatmap even for silence or an off-screen sound, so a frame is in the
+"no source" state when the audio level is under `--min-level-db` or the model's confidence is
+under `--min-confidence`; then no peak is reported and the stored map fades out.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .preprocess import to_frame_xy
+
+COLORMAPS = ("jet", "inferno", "turbo", "hot", "viridis")
+METER_FLOOR_DB = -80.0
+
+
+@dataclass
+class RenderOptions:
+    persistence_ms: float = 250.0
+    min_level_db: float = -50.0
+    min_confidence: float = 0.0
+    box_threshold: float = 0.5      # the box encloses the peak's region above this fraction of the peak
+    alpha: float = 0.45
+    colormap: str = "jet"
+    show_hud: bool = True
+
+
+@dataclass
+class Localization:
+    active: bool                           # False: the no-source state
+    reason: str                            # why not active ("quiet", "low confidence"), else ""
+    peak: tuple[float, float] | None       # full-frame [0, 1] coordinates
+    box: tuple[float, float, float, float] | None   # (x0, y0, x1, y1) in full-frame [0, 1]
+    heatmap: np.ndarray                    # smoothed (S, S) in [0, 1], for drawing
+
+
+class Localizer:
+    """Temporal smoothing, gating, peak and box. Holds state between frames; one per stream."""
+
+    def __init__(self, options: RenderOptions):
+        self.options = options
+        self._heat: np.ndarray | None = None
+        self._t: float | None = None
+
+    def _smooth(self, heat: np.ndarray, t: float) -> np.ndarray:
+        tau = self.options.persistence_ms / 1000.0
+        if self._heat is None or tau <= 0 or self._heat.shape != heat.shape:
+            self._heat = heat.astype(np.float32, copy=True)
+        else:
+            dt = max(0.0, t - (self._t if self._t is not None else t))
+            w = 1.0 - math.exp(-dt / tau) if dt > 0 else 0.0
+            self._heat += np.float32(w) * (heat - self._heat)
+        self._t = t
+        return self._heat
+
+    def update(self, heatmap: np.ndarray, confidence: float, level_db: float, t: float,
+               view: tuple = (0.0, 0.0, 1.0, 1.0)) -> Localization:
+        o = self.options
+        reason = ("quiet" if level_db < o.min_level_db else
+                  "low confidence" if confidence < o.min_confidence else "")
+        # In the no-source state the map decays towards zero at the persistence rate.
+        target = np.zeros_like(heatmap, dtype=np.float32) if reason else heatmap.astype(np.float32)
+        heat = self._smooth(target, t)
+        if reason or float(heat.max()) <= 1e-6:
+            return Localization(False, reason or "empty map", None, None, heat)
+        peak_yx = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        s_h, s_w = heat.shape
+        peak = to_frame_xy((peak_yx[1] + 0.5) / s_w, (peak_yx[0] + 0.5) / s_h, view)
+        box = _region_box(heat, peak_yx, o.box_threshold)
+        x0, y0 = to_frame_xy(box[0] / s_w, box[1] / s_h, view)
+        x1, y1 = to_frame_xy(box[2] / s_w, box[3] / s_h, view)
+        return Localization(True, "", peak, (x0, y0, x1, y1), heat)
+
+
+def _region_box(heat: np.ndarray, peak_yx: tuple, fraction: float) -> tuple[int, int, int, int]:
+    """Pixel box (x0, y0, x1, y1; exclusive ends) of the connected region around the peak."""
+    import cv2
+    mask = (heat >= fraction * heat[peak_yx]).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    x, y, w, h = stats[labels[peak_yx], :4]
+    return int(x), int(y), int(x + w), int(y + h)
+
+
+# ---- drawing ------------------------------------------------------------------------------------
+def _colormap_id(name: str) -> int:
+    import cv2
+    return getattr(cv2, f"COLORMAP_{name.upper()}")
+
+
+def draw_localization(image: np.ndarray, loc: Localization, options: RenderOptions,
+                      view: tuple = (0.0, 0.0, 1.0, 1.0)) -> np.ndarray:
+    """Overlay the smoothed heatmap, the peak and the box on a BGR frame (in place, returned)."""
+    import cv2
+    h, w = image.shape[:2]
+    x0, y0 = int(round(view[0] * w)), int(round(view[1] * h))
+    x1, y1 = int(round(view[2] * w)), int(round(view[3] * h))
+    heat = loc.heatmap
+    if float(heat.max()) > 0.02:
+        region = image[y0:y1, x0:x1]
+        heat_px = cv2.resize(heat, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        colour = cv2.applyColorMap(np.clip(heat_px * 255, 0, 255).astype(np.uint8),
+                                   _colormap_id(options.colormap))
+        # Weight by the map itself so cold regions keep the camera picture.
+        a = (options.alpha * np.clip(heat_px, 0, 1))[..., None]
+        region[:] = (region * (1 - a) + colour * a).astype(np.uint8)
+    if loc.active and loc.peak is not None:
+        px, py = int(loc.peak[0] * w), int(loc.peak[1] * h)
+        bx0, by0, bx1, by1 = loc.box
+        cv2.rectangle(image, (int(bx0 * w), int(by0 * h)), (int(bx1 * w) - 1, int(by1 * h) - 1),
+                      (255, 255, 255), 2)
+        cv2.drawMarker(image, (px, py), (255, 255, 255), cv2.MARKER_CROSS, 24, 2)
+        cv2.circle(image, (px, py), 6, (0, 0, 255), -1)
+    return image
+
+
+@dataclass
+class HudInfo:
+    fps: float
+    latency_ms: float
+    backend: str
+    level_db: float
+    window_s: float
+    confidence: float
+    state: str                 # "" when a source is shown, else the no-source reason
+    dropped: int = 0
+    overflows: int = 0
+    min_level_db: float = -50.0
+
+
+def draw_hud(image: np.ndarray, info: HudInfo) -> np.ndarray:
+    """Text lines top-left and a vertical audio level meter on the right edge (in place)."""
+    import cv2
+    h, w = image.shape[:2]
+    scale = max(0.4, min(1.0, w / 1280 * 0.9))
+    lines = [f"{info.fps:5.1f} fps  {info.latency_ms:4.0f} ms  {info.backend}",
+             f"audio {info.level_db:6.1f} dBFS  window {info.window_s:.1f} s  conf {info.confidence:.2f}"]
+    if info.dropped or info.overflows:
+        lines.append(f"dropped {info.dropped}  mic overflows {info.overflows}")
+    if info.state:
+        lines.append(f"NO SOURCE ({info.state})")
+    line_h = int(22 * scale / 0.6)
+    for i, text in enumerate(lines):
+        org = (8, 8 + line_h * (i + 1) - 6)
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        colour = (80, 80, 255) if text.startswith("NO SOURCE") else (255, 255, 255)
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+    # Level meter: green bar from METER_FLOOR_DB to 0 dBFS, a tick at the gate threshold.
+    mx0, mx1, my0, my1 = w - 18, w - 8, 10, h - 10
+    cv2.rectangle(image, (mx0, my0), (mx1, my1), (40, 40, 40), -1)
+    frac = np.clip((info.level_db - METER_FLOOR_DB) / -METER_FLOOR_DB, 0, 1)
+    top = int(my1 - frac * (my1 - my0))
+    cv2.rectangle(image, (mx0, top), (mx1, my1), (0, 200, 0) if not info.state else (0, 160, 200), -1)
+    gate = np.clip((info.min_level_db - METER_FLOOR_DB) / -METER_FLOOR_DB, 0, 1)
+    gy = int(my1 - gate * (my1 - my0))
+    cv2.line(image, (mx0 - 4, gy), (mx1, gy), (0, 0, 255), 1)
+    return image

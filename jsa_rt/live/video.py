@@ -1,0 +1,240 @@
+"""Video sources by URI (jetson-inference style) and a grabber thread that keeps the newest frame.
+
+Accepted `--camera` values:
+  `0`, `/dev/video0`, `v4l2:///dev/video0`   a V4L2 / USB camera
+  `csi://0`                                 a Jetson CSI camera (GStreamer nvarguscamerasrc)
+  `file://clip.mp4` or a path               a video file, paced at its frame rate (a camera stand-in)
+  `rtsp://...`, `http(s)://...`             a network stream (FFmpeg)
+  `... ! appsink`                           a raw GStreamer pipeline
+
+OpenCV buffers a few frames and often ignores CAP_PROP_BUFFERSIZE, so a thread reads
+continuously and hands only the newest frame on, stamped with `time.monotonic()` on arrival.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeviceError, InputError
+from .handoff import LatestSlot
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+RECONNECT_WAIT_S = 1.0
+ACCEPTED = ("0, /dev/video0, v4l2:///dev/video0, csi://0, file://clip.mp4 (or a path), rtsp://..., "
+            "or a GStreamer pipeline ending in appsink")
+
+
+@dataclass
+class Frame:
+    image: np.ndarray      # BGR uint8 (H, W, 3), as OpenCV captured it
+    index: int             # frame number on the source (keeps counting across --loop)
+    t_capture: float       # time.monotonic() when the grabber received it
+    t_media: float         # seconds on the source's timeline (file position, or since the camera started)
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    kind: str              # "camera" | "csi" | "file" | "stream" | "gstreamer"
+    target: object         # camera index or device path, file path, URL, or pipeline text
+    uri: str
+
+
+def cameras_present() -> list[str]:
+    return sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p))
+
+
+def describe_cameras() -> str:
+    found = cameras_present()
+    if found:
+        return "cameras present: " + ", ".join(found)
+    return "no /dev/video* cameras found (use --camera file://clip.mp4, or run `jsa-rt devices`)"
+
+
+def opencv_has_gstreamer() -> bool:
+    import cv2
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def csi_pipeline(sensor: int, width: int, height: int, rate: int) -> str:
+    """The usual Jetson Argus pipeline: NVMM capture, hardware conversion, BGR into appsink."""
+    return (f"nvarguscamerasrc sensor-id={sensor} ! "
+            f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
+            f"framerate=(fraction){rate}/1, format=(string)NV12 ! "
+            f"nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert ! "
+            f"video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+def parse_video_uri(uri: str) -> VideoSpec:
+    """Classify a --camera value; raises a one-line InputError for anything unrecognised."""
+    text = str(uri).strip()
+    if not text:
+        raise InputError(f"empty --camera; use one of: {ACCEPTED}")
+    if text.isdigit():
+        return VideoSpec("camera", int(text), text)
+    if text.startswith("v4l2://"):
+        path = text[len("v4l2://"):]
+        if not path.startswith("/dev/video"):
+            raise InputError(f"bad camera URI {text!r}: expected v4l2:///dev/videoN")
+        return VideoSpec("camera", path, text)
+    if text.startswith("/dev/video"):
+        return VideoSpec("camera", text, text)
+    if text.startswith("csi://"):
+        sensor = text[len("csi://"):]
+        if not sensor.isdigit():
+            raise InputError(f"bad camera URI {text!r}: expected csi://N (N = sensor id, e.g. csi://0)")
+        return VideoSpec("csi", int(sensor), text)
+    if text.startswith(STREAM_SCHEMES):
+        return VideoSpec("stream", text, text)
+    if "!" in text:
+        return VideoSpec("gstreamer", text, text)
+    if text.startswith("file://"):
+        path = Path(text[len("file://"):])
+    elif "://" in text:
+        raise InputError(f"unknown camera URI scheme in {text!r}; use one of: {ACCEPTED}")
+    else:
+        path = Path(text)
+    if path.is_file():
+        return VideoSpec("file", str(path), text)
+    if path.suffix.lower() in VIDEO_SUFFIXES or text.startswith("file://"):
+        raise InputError(f"video file not found: {path} (check the --camera path)")
+    raise InputError(f"cannot read --camera {text!r}: not a file, device or URI; use one of: {ACCEPTED}")
+
+
+def _open(spec: VideoSpec, width: int | None, height: int | None, rate: float | None):
+    import cv2
+    if spec.kind == "camera":
+        if isinstance(spec.target, str) and not os.path.exists(spec.target):
+            raise DeviceError(f"camera {spec.target} does not exist; {describe_cameras()}")
+        api = cv2.CAP_V4L2 if os.name == "posix" and Path("/dev").is_dir() else cv2.CAP_ANY
+        cap = cv2.VideoCapture(spec.target, api)
+        if cap.isOpened():
+            if width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            if height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if rate:
+                cap.set(cv2.CAP_PROP_FPS, rate)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        what = f"camera {spec.uri}"
+    elif spec.kind in ("csi", "gstreamer"):
+        if not opencv_has_gstreamer():
+            raise DeviceError(f"{spec.uri if spec.kind == 'csi' else 'a GStreamer pipeline'} needs OpenCV "
+                              f"built with GStreamer, and this OpenCV {cv2.__version__} has none: on Jetson "
+                              "use the system OpenCV (pip uninstall opencv-python; see docs/jetson.md)")
+        pipeline = (csi_pipeline(spec.target, width or 1280, height or 720, int(rate or 30))
+                    if spec.kind == "csi" else spec.target)
+        cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+        what = f"GStreamer source {spec.uri}"
+    else:
+        cap = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG)
+        what = f"{'video file' if spec.kind == 'file' else 'stream'} {spec.target}"
+    if not cap.isOpened():
+        cap.release()
+        hint = describe_cameras() if spec.kind == "camera" else \
+            "check the path/URL and that OpenCV can decode it (FFmpeg)"
+        raise DeviceError(f"cannot open {what} (busy, no permission, or not a video source); {hint}")
+    return cap
+
+
+class VideoSource:
+    """Opens the source now (so errors come before any thread starts), grabs on `start()`."""
+
+    def __init__(self, uri: str, width: int | None = None, height: int | None = None,
+                 rate: float | None = None, loop: bool = False, reconnect: bool = False,
+                 paced: bool = True):
+        import cv2
+        self.spec = parse_video_uri(uri)
+        self.width, self.height, self.rate = width, height, rate
+        self.loop, self.reconnect = loop, reconnect
+        self.is_file = self.spec.kind == "file"
+        self.paced = paced or not self.is_file          # live sources are real time anyway
+        self._cap = _open(self.spec, width, height, rate)
+        reported = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(rate or (reported if 1.0 <= reported <= 240.0 else 30.0))
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.is_file else 0
+        # Files not paced are processed exactly once per frame; everything else is latest-wins.
+        self.frames = LatestSlot(lossless=self.is_file and not self.paced)
+        self.grabbed = 0
+        self.reconnects = 0
+        self.error: str | None = None      # why capture stopped early (shown in the summary)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="video-grabber", daemon=True)
+
+    @property
+    def name(self) -> str:
+        return self.spec.uri
+
+    @property
+    def dropped(self) -> int:
+        return self.frames.dropped
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.frames.close()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ---- the grabber thread -------------------------------------------------------------------
+    def _reopen(self) -> bool:
+        try:
+            self._cap.release()
+            self._cap = _open(self.spec, self.width, self.height, self.rate)
+            return True
+        except Exception as exc:          # the camera is gone for now: retry later
+            self.error = str(exc)
+            return False
+
+    def _run(self) -> None:
+        import cv2
+        t0 = time.monotonic()
+        index = 0
+        try:
+            while not self._stop.is_set():
+                ok, image = self._cap.read()
+                if not ok:
+                    if self.is_file and self.loop and self.grabbed > 0:
+                        if self._reopen():
+                            continue
+                        break
+                    if not self.is_file and self.reconnect:
+                        self.error = f"{self.name} stopped delivering frames; reconnecting"
+                        if not self._stop.wait(RECONNECT_WAIT_S) and self._reopen():
+                            self.reconnects += 1
+                            self.error = None
+                        continue
+                    if not self.is_file:
+                        self.error = f"{self.name} stopped delivering frames (use --reconnect to retry)"
+                    break
+                if self.is_file and self.width and self.height:
+                    image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                if self.is_file:
+                    t_media = index / self.fps
+                    if self.paced and self._stop.wait(max(0.0, t0 + t_media - time.monotonic())):
+                        break
+                now = time.monotonic()
+                frame = Frame(image, index, now, t_media if self.is_file else now - t0)
+                while not self.frames.put(frame):          # only a lossless slot refuses
+                    if self._stop.is_set() or self.frames.closed:
+                        return
+                self.grabbed += 1
+                index += 1
+        except Exception as exc:         # never die silently: the summary says why capture ended
+            self.error = f"video capture failed: {exc}"
+        finally:
+            self._cap.release()
+            self.frames.close()

@@ -1,0 +1,398 @@
+"""`jsa-rt make-scenes`: an offline audio-visual localisation benchmark built from real data.
+
+A scene pastes one sounding object (a Tux Paint stamp with its recording, or a digit with a
+spoken FSDD take) and 0-3 silent distractors (about half of them from the target's own
+category) onto a background: a whole photograph, a zoomed photo crop, a tinted texture or a
+synthetic gradient. Scale, position, rotation, lighting, shadows, blur, sensor noise, JPEG
+quality and occlusion (a distractor in front hides at most a quarter of the target) vary.
+The soundtrack is the target's sound, augmented (scene_audio.py), plus in some scenes an
+off-screen sound and background noise. In the evaluation splits 10 % of the scenes have no
+visible source: half a silent room (noise floor only), half an off-screen sound only.
+
+Splits (VGG-SS layout, see `write_split`):
+- train / val / test: the seen classes (80 % of the sounding stamps + the digits spoken by the
+  training speakers).
+- test-unheard: the other 20 % of the stamp classes, which never appear in train/val/test,
+  neither as image nor as sound.
+- digits: digits spoken by held-out FSDD speakers (2 of the 5).
+
+Target boxes: 85 % of the scenes draw a box area of 25-60 % of the frame (a median-threshold
+map marks half the frame, so cIoU >= 0.5 needs a box of at least 25 %); 15 % draw 8-25 %
+(the "small" bucket). Very elongated stamps and rotation move the realised area a little; the
+manifest `scenes.json` records the realised distribution per split.
+
+Frames are 256x256 JPEG (so training's resize-246/random-crop-224 has room; evaluation resizes
+the whole frame, and boxes are normalised so they scale with it); audio 16 kHz mono 16-bit,
+5.0 s by default. Each scene depends only on (seed, split, index): the same seed gives the same
+bytes, whatever the number of worker processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .scene_audio import compose_audio, load_clip
+from .scene_catalog import Catalog, Stamp, build_catalog
+from .scene_image import ObjectSpec, compose_image
+
+SPLITS = ("train", "val", "test", "test-unheard", "digits")
+DEFAULT_COUNTS = {"train": 3000, "val": 200, "test": 400, "test-unheard": 300, "digits": 300}
+SMALL_COUNTS = {"train": 24, "val": 8, "test": 12, "test-unheard": 10, "digits": 10}
+SAMPLE_RATE = 16000
+UNHEARD_FRACTION = 0.2
+HELD_OUT_SPEAKERS = 2
+LARGE_TARGET = (0.25, 0.60)
+SMALL_TARGET = (0.08, 0.25)
+SMALL_TARGET_P = 0.15
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """What a scene shows and plays; how it looks is drawn from its own seed in the worker."""
+    id: str
+    split: str
+    seed: tuple[int, int, int]
+    target: str | None            # class name ("digit_3" for digits); None: no visible source
+    speaker: str | None           # FSDD speaker of a digit scene
+    no_source: str | None         # None | "silence" | "offscreen"
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    seen: tuple[str, ...]                  # stamp classes
+    unheard: tuple[str, ...]
+    train_speakers: tuple[str, ...]
+    heldout_speakers: tuple[str, ...]
+
+
+def plan_classes(catalog: Catalog, seed: int) -> SplitPlan:
+    rng = np.random.default_rng([seed, 1000])
+    names = sorted(c.name for c in catalog.classes)
+    order = [names[i] for i in rng.permutation(len(names))]
+    k = max(1, round(UNHEARD_FRACTION * len(names)))
+    speakers = list(catalog.speakers)
+    speakers = [speakers[i] for i in rng.permutation(len(speakers))]
+    held = min(HELD_OUT_SPEAKERS, max(len(speakers) - 1, 0))
+    return SplitPlan(tuple(sorted(order[k:])), tuple(sorted(order[:k])),
+                     tuple(sorted(speakers[held:])), tuple(sorted(speakers[:held])))
+
+
+def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int,
+                no_source_fraction: float) -> list[SceneSpec]:
+    digits = [f"digit_{d}" for d in range(10)] if plan.train_speakers else []
+    specs = []
+    for split_index, split in enumerate(SPLITS):
+        n = counts.get(split, 0)
+        if n <= 0:
+            continue
+        if split == "test-unheard":
+            pool, speakers = list(plan.unheard), list(plan.train_speakers)
+        elif split == "digits":
+            pool, speakers = digits, list(plan.heldout_speakers)
+        else:
+            pool, speakers = list(plan.seen) + digits, list(plan.train_speakers)
+        if not pool or (split == "digits" and not speakers):
+            continue
+        rng = np.random.default_rng([seed, split_index, 1_000_000])
+        # class-balanced: every class the same number of times (+-1), in random order
+        targets = [pool[i % len(pool)] for i in range(n)]
+        targets = [targets[i] for i in rng.permutation(n)]
+        n_none = 0 if split == "train" else int(round(no_source_fraction * n))
+        none_at = set(rng.permutation(n)[:n_none].tolist())
+        for i in range(n):
+            target = None if i in none_at else targets[i]
+            no_source = None if target else ("silence" if len(none_at) and rng.random() < 0.5 else "offscreen")
+            speaker = speakers[int(rng.integers(len(speakers)))] if target and target.startswith("digit_") else None
+            specs.append(SceneSpec(f"{split}_{i:05d}", split, (seed, split_index, i), target, speaker, no_source))
+    return specs
+
+
+# ---- one scene (runs in a worker process) -----------------------------------------------------
+_CATALOG: Catalog | None = None
+_PLAN: SplitPlan | None = None
+_OPTIONS: dict = {}
+
+
+def _init_worker(catalog: Catalog, plan: SplitPlan, options: dict) -> None:
+    global _CATALOG, _PLAN, _OPTIONS
+    import cv2
+    cv2.setNumThreads(1)
+    _CATALOG, _PLAN, _OPTIONS = catalog, plan, options
+
+
+def _visible_pool(split: str) -> tuple[list[str], list[str]]:
+    """(classes whose images may appear as distractors, classes that may sound off-screen)."""
+    if split == "test-unheard":
+        return list(_PLAN.seen) + list(_PLAN.unheard), list(_PLAN.seen) + list(_PLAN.unheard)
+    return list(_PLAN.seen), list(_PLAN.seen)
+
+
+def _object_for(name: str, rng: np.random.Generator) -> tuple[ObjectSpec, str]:
+    if name.startswith("digit_"):
+        d = int(name.split("_")[1])
+        return ObjectSpec(name, _CATALOG.digit_images.get(d), d), "digits"
+    cls = _CATALOG.class_by_name(name)
+    stamp = cls.stamps[int(rng.integers(len(cls.stamps)))]
+    return ObjectSpec(name, stamp), cls.category
+
+
+def _pick_distractors(rng: np.random.Generator, spec: SceneSpec, category: str | None,
+                      exclude: set[str], count: int) -> list[ObjectSpec]:
+    visible, _ = _visible_pool(spec.split)
+    others: list[tuple[str, Stamp]] = [(Path(s.image).stem, s) for s in _CATALOG.silent]
+    for name in visible:
+        if name not in exclude:
+            others += [(name, s) for s in _CATALOG.class_by_name(name).stamps]
+    out = []
+    for _ in range(count):
+        if category == "digits" and rng.random() < 0.6:
+            d = int(rng.choice([d for d in range(10) if f"digit_{d}" not in exclude]))
+            out.append(ObjectSpec(f"digit_{d}", _CATALOG.digit_images.get(d), d))
+            continue
+        same = [o for o in others if o[1].category == category]
+        pool = same if same and rng.random() < 0.5 else others
+        name, stamp = pool[int(rng.integers(len(pool)))]
+        out.append(ObjectSpec(name, stamp))
+    return out
+
+
+def _target_clips(name: str, speaker: str | None, rng: np.random.Generator) -> list[np.ndarray]:
+    rate = SAMPLE_RATE
+    if name.startswith("digit_"):
+        takes = _CATALOG.digit_takes[(int(name.split("_")[1]), speaker)]
+        chosen = rng.permutation(len(takes))[: int(rng.integers(2, 6))]
+        return [load_clip(takes[i], rate) for i in chosen]
+    return [load_clip(_CATALOG.class_by_name(name).sound, rate)]
+
+
+def make_scene(spec: SceneSpec) -> dict:
+    """Compose, write frames/<id>.jpg and audio/<id>.wav, return the annotation entry."""
+    rng = np.random.default_rng(list(spec.seed))
+    size, n = _OPTIONS["image_size"], int(round(_OPTIONS["seconds"] * SAMPLE_RATE))
+    out = Path(_OPTIONS["out"])
+    _, audible = _visible_pool(spec.split)
+
+    target = category = None
+    if spec.target:
+        target, category = _object_for(spec.target, rng)
+        area_range = SMALL_TARGET if rng.random() < SMALL_TARGET_P else LARGE_TARGET
+        area = rng.uniform(*area_range)
+        count = int(rng.choice([0, 1, 2, 3], p=[0.2, 0.3, 0.3, 0.2]))
+    else:
+        area, count = 0.0, int(rng.integers(1, 5))
+
+    offscreen_name = None
+    wants_offscreen = spec.no_source == "offscreen" or (spec.target and rng.random() < 0.3)
+    if wants_offscreen:
+        choices = [c for c in audible if c != spec.target]
+        offscreen_name = choices[int(rng.integers(len(choices)))]
+    exclude = {x for x in (spec.target, offscreen_name) if x}
+    distractors = _pick_distractors(rng, spec, category, exclude, count)
+
+    image, placed, background = compose_image(rng, size, _CATALOG.backgrounds, target, area, distractors)
+    target_clips = _target_clips(spec.target, spec.speaker, rng) if spec.target else None
+    offscreen_clips = [load_clip(_CATALOG.class_by_name(offscreen_name).sound, SAMPLE_RATE)] if offscreen_name else None
+    wave, audio_info = compose_audio(rng, n, SAMPLE_RATE, target_clips,
+                                     bool(spec.target and spec.target.startswith("digit_")), offscreen_clips)
+
+    quality = int(rng.integers(75, 96))
+    _write_jpeg(out / "frames" / f"{spec.id}.jpg", image, quality)
+    _write_wav(out / "audio" / f"{spec.id}.wav", wave)
+
+    def box(p):
+        return [round(v, 5) for v in p.box]
+    targets = [p for p in placed if p.role == "target"]
+    others = [p for p in placed if p.role == "distractor"]
+    return {
+        "file": spec.id,
+        "class": spec.target or (offscreen_name if spec.no_source == "offscreen" else "silence"),
+        "bbox": [box(p) for p in targets],
+        "no_source": spec.no_source is not None,
+        "distractor_boxes": [box(p) for p in others],
+        "distractor_classes": [p.name for p in others],
+        "category": category,
+        "speaker": spec.speaker,
+        "target_area": round(targets[0].area, 5) if targets else 0.0,
+        "offscreen_class": offscreen_name,
+        "background": background,
+        "audio": audio_info,
+    }
+
+
+def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
+    from PIL import Image
+    tmp = path.with_suffix(".tmp.jpg")
+    Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp, quality=quality)
+    os.replace(tmp, path)
+
+
+def _write_wav(path: Path, wave: np.ndarray) -> None:
+    import soundfile as sf
+    tmp = path.with_suffix(".tmp.wav")
+    sf.write(str(tmp), wave, SAMPLE_RATE, subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---- the whole set ------------------------------------------------------------------------------
+def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, source: Path | None = None,
+             fsdd: Path | None = None, backgrounds: Path | None = None, image_size: int = 256,
+             seconds: float = 5.0, workers: int = 2, no_source_fraction: float = 0.1,
+             progress: bool = True) -> dict:
+    """Generate the scene set under `out`; returns the manifest (also written as scenes.json)."""
+    counts = dict(DEFAULT_COUNTS if counts is None else counts)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "scenes.json").exists() \
+            and not (out / "frames").is_dir():
+        raise InputError(f"{out} is not empty and holds no scene set: choose a new folder")
+    catalog = build_catalog(source, fsdd, backgrounds)
+    plan = plan_classes(catalog, seed)
+    specs = plan_scenes(plan, counts, seed, no_source_fraction)
+    for sub in ("frames", "audio", "annotations", "splits"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    options = {"out": str(out), "image_size": image_size, "seconds": seconds}
+
+    entries: list[dict] = []
+    started = time.monotonic()
+    bar = _progress(len(specs), progress)
+    if workers <= 1:
+        _init_worker(catalog, plan, options)
+        for entry in map(make_scene, specs):
+            entries.append(entry)
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers, _init_worker, (catalog, plan, options)) as pool:
+            for entry in pool.imap(make_scene, specs, chunksize=4):
+                entries.append(entry)
+                bar.update(1)
+    bar.close()
+
+    by_split: dict[str, list[dict]] = {}
+    for spec, entry in zip(specs, entries):
+        by_split.setdefault(spec.split, []).append(entry)
+    stats = {}
+    for split, items in by_split.items():
+        _write_text(out / "annotations" / f"{split}.json", json.dumps(items, indent=1, sort_keys=True))
+        _write_text(out / "splits" / f"{split}.txt", "".join(e["file"] + "\n" for e in items))
+        areas = np.array([e["target_area"] for e in items if not e["no_source"]])
+        stats[split] = {
+            "n": len(items),
+            "no_source": sum(e["no_source"] for e in items),
+            "classes": len({e["class"] for e in items if not e["no_source"]}),
+            "target_area_quantiles_10_50_90": [round(float(q), 3) for q in np.quantile(areas, [0.1, 0.5, 0.9])] if areas.size else [],
+            "target_area_at_least_0.25": round(float((areas >= 0.25).mean()), 3) if areas.size else None,
+        }
+    manifest = {
+        "format": "vggss-scenes", "version": FORMAT_VERSION, "seed": seed,
+        "image_size": image_size, "sample_rate": SAMPLE_RATE, "seconds": seconds,
+        "counts": {s: len(v) for s, v in by_split.items()},
+        "classes_seen": list(plan.seen), "classes_unheard": list(plan.unheard),
+        "digit_speakers_train": list(plan.train_speakers), "digit_speakers_heldout": list(plan.heldout_speakers),
+        "skipped_classes": dict(sorted(catalog.skipped.items())),
+        "splits": stats,
+        "layout": {"frames": "frames/<id>.jpg", "audio": "audio/<id>.wav",
+                   "annotations": "annotations/<split>.json", "ids": "splits/<split>.txt"},
+    }
+    _write_text(out / "scenes.json", json.dumps(manifest, indent=1, sort_keys=True))
+    manifest["elapsed_s"] = round(time.monotonic() - started, 1)
+    return manifest
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, desc="scenes", unit="scene", file=sys.stderr)
+    except ImportError:
+        return _NoBar()
+
+
+def parse_counts(text: str, base: dict[str, int]) -> dict[str, int]:
+    """"train=3000,val=200" -> `base` with those counts replaced."""
+    counts = dict(base)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in SPLITS or not value.isdigit():
+            raise InputError(f"bad --counts entry {part!r}: use split=N with split in {', '.join(SPLITS)}")
+        counts[name] = int(value)
+    return counts
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("make-scenes", help="compose the offline audio-visual benchmark from real images and sounds",
+                              description=__doc__.split("\n\n")[0])
+    _add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--source", type=Path, default=None,
+                   help="Tux Paint stamps folder (default $JSA_DATA/tuxpaint-stamps, else /usr/share/tuxpaint/stamps)")
+    p.add_argument("--fsdd", type=Path, default=None, help="FSDD folder (default $JSA_DATA/fsdd)")
+    p.add_argument("--backgrounds", type=Path, default=None, help="background photos (default $JSA_DATA/backgrounds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--counts", default="", help="scenes per split, e.g. train=3000,val=200,test=400,test-unheard=300,digits=300")
+    p.add_argument("--small", action="store_true", help=f"a tiny set for tests: {SMALL_COUNTS}")
+    p.add_argument("--image-size", type=int, default=256, help="frame side in pixels (default 256)")
+    p.add_argument("--seconds", type=float, default=5.0, help="audio length per scene (default 5.0)")
+    p.add_argument("--no-source-fraction", type=float, default=0.1,
+                   help="fraction of evaluation scenes without a visible source (default 0.1)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    counts = parse_counts(args.counts, SMALL_COUNTS if args.small else DEFAULT_COUNTS)
+    m = generate(args.out, args.seed, counts, args.source, args.fsdd, args.backgrounds, args.image_size,
+                 args.seconds, args.workers, args.no_source_fraction, progress=not args.quiet)
+    for split, s in m["splits"].items():
+        print(f"  {split:13s} {s['n']:5d} scenes, {s['classes']:3d} classes, {s['no_source']:3d} without source, "
+              f"target area p10/p50/p90 {s['target_area_quantiles_10_50_90']}")
+    total = sum(m["counts"].values())
+    print(f"made {total} scenes in {args.out} ({m['elapsed_s']} s; {len(m['classes_seen'])} seen + "
+          f"{len(m['classes_unheard'])} unheard classes, held-out speakers {', '.join(m['digit_speakers_heldout']) or 'none'}); "
+          f"next: jsa-rt train --data {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import JsaError
+    parser = argparse.ArgumentParser(prog="python -m jsa_rt.train.scenes", description=__doc__.split("\n\n")[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except JsaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""`jsa-rt train`: train JSA or the EZ-VSL baseline from a preset (+ a JSON config or flags).
+
+AdamW per the method, mixed precision on GPU, worker-process data loading, a progress bar with
+the loss terms and throughput, validation metrics every epoch (selection on val, never test),
+atomic checkpoints with `--resume` (exact: RNG states and the position in the epoch are saved),
+CSV + JSON logs. Multi-GPU / multi-node through torchrun (DDP; gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..config import TRAIN_PRESETS, TrainConfig, get_preset
+from ..errors import InputError
+from ..model import build_model, count_parameters
+from ..model.checkpoint import atomic_torch_save, save_checkpoint
+
+
+# ---- set-up ------------------------------------------------------------------------------------
+def add_parser(sub):
+    p = sub.add_parser("train", help="train JSA or EZ-VSL")
+    p.add_argument("--preset", default="edge", help="model preset: paper | edge | tiny")
+    p.add_argument("--model", default="jsa", choices=["jsa", "ezvsl"])
+    p.add_argument("--data", required=True, help="dataset root (scenes / VGG-SS / Flickr layout)")
+    p.add_argument("--format", default="scenes", help="dataset layout (scenes, vggss, flickr, ...)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<model>)")
+    p.add_argument("--config", default=None, help="JSON file overriding train/model settings")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--max-train-items", type=int, default=None, help="use only the first N training items")
+    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (and each epoch)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
+    p.add_argument("--no-pretrained", action="store_true", help="random image encoder init")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def resolve_configs(args):
+    """Preset -> overrides from --config JSON ({"model": {...}, "train": {...}}) -> flags."""
+    model_cfg = get_preset(args.preset)
+    train_cfg = TRAIN_PRESETS.get(args.preset, TrainConfig())
+    if args.config:
+        try:
+            overrides = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read config {args.config}: {exc}") from None
+        model_cfg = model_cfg.with_overrides(**overrides.get("model", {}))
+        train_cfg = replace(train_cfg, **overrides.get("train", {}))
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "weight_decay": args.weight_decay, "num_workers": args.workers, "seed": args.seed}
+    train_cfg = replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
+    if args.no_amp:
+        train_cfg = replace(train_cfg, amp=False)
+    return model_cfg, train_cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32          # derived from the loader's seeded generator
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class Distributed:
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1:
+            backend = "nccl" if device == "cuda" else "gloo"
+            if device == "cuda":
+                torch.cuda.set_device(self.local_rank)
+            dist.init_process_group(backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self):
+        if self.world > 1:
+            dist.destroy_process_group()
+
+
+# ---- data --------------------------------------------------------------------------------------
+def make_dataset(args, cfg, split: str, train: bool, max_items: int | None = None):
+    from . import datasets
+    ds = datasets.build_dataset(args.format, args.data, split, cfg, train=train)
+    if max_items is not None and max_items < len(ds):
+        ds = torch.utils.data.Subset(ds, range(max_items))
+    return ds
+
+
+def batch_to(batch, device):
+    """Datasets yield dicts with at least "image" (B,3,H,W) and "audio" (B,L)."""
+    return batch["image"].to(device, non_blocking=True), batch["audio"].to(device, non_blocking=True)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch, this rank's share of it, starting at `start` batches in
+    (so a resumed run sees exactly the samples it would have seen)."""
+
+    def __init__(self, n, seed, epoch, rank, world, batch_size, start_batch=0):
+        self.n, self.seed, self.epoch = n, seed, epoch
+        self.rank, self.world, self.batch_size, self.start_batch = rank, world, batch_size, start_batch
+
+    def indices(self):
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        per_rank = self.n // self.world
+        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        usable = len(mine) // self.batch_size * self.batch_size        # drop_last
+        return mine[self.start_batch * self.batch_size:usable]
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self):
+        return len(self.indices())
+
+
+def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device):
+    sampler = EpochSampler(len(ds), train_cfg.seed, epoch, dist_info.rank, dist_info.world,
+                           train_cfg.batch_size, start_batch)
+    gen = torch.Generator().manual_seed(train_cfg.seed * 7919 + epoch * 104729 + start_batch)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=train_cfg.batch_size, sampler=sampler, num_workers=train_cfg.num_workers,
+        pin_memory=device == "cuda", drop_last=True, worker_init_fn=_worker_init, generator=gen,
+        persistent_workers=False)
+
+
+# ---- validation --------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model, ds, device, batch_size: int, amp_dtype=None) -> dict:
+    """Localisation on the val split: pointing game, cIoU@0.5 (median threshold), AUC, and
+    retrieval R@1 (a2i). Uses the same metric code as `jsa-rt eval`."""
+    from . import metrics
+    from .evaluate import collect_predictions
+    model.eval()
+    preds = collect_predictions(model, ds, device, batch_size=batch_size, progress=False,
+                                amp_dtype=amp_dtype)
+    summary = metrics.summarize(preds)
+    model.train()
+    return {k: summary[k] for k in ("ciou50", "auc", "pointing") if k in summary} | {
+        "r1_a2i": summary.get("retrieval", {}).get("a2i", {}).get("r1")}
+
+
+# ---- training ----------------------------------------------------------------------------------
+def run(args) -> int:
+    model_cfg, train_cfg = resolve_configs(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dist_info = Distributed(device)
+    if device == "cuda" and dist_info.world > 1:
+        device_obj = torch.device("cuda", dist_info.local_rank)
+    else:
+        device_obj = torch.device(device)
+    out = Path(args.out or f"runs/{model_cfg.preset}-{args.model}")
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(train_cfg.seed + dist_info.rank)
+
+    train_ds = make_dataset(args, model_cfg, args.train_split, True, args.max_train_items)
+    val_ds = make_dataset(args, model_cfg, args.val_split, False) if args.val_split else None
+    if len(train_ds) < train_cfg.batch_size * dist_info.world:
+        raise InputError(f"{len(train_ds)} training items is fewer than one batch of "
+                         f"{train_cfg.batch_size} x {dist_info.world} processes: lower --batch-size")
+
+    model = build_model(model_cfg, args.model, pretrained=not args.no_pretrained).to(device_obj)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "history": []}
+
+    last_path = out / "last.pt"
+    if args.resume:
+        if not last_path.is_file():
+            raise InputError(f"--resume: no {last_path} yet; drop --resume to start a new run")
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["train_state"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        if dist_info.main:
+            print(f"resumed {last_path} at epoch {state['epoch']}, step {state['step']}")
+
+    train_model = LossModule(model)
+    if dist_info.world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[dist_info.local_rank] if device == "cuda" else None,
+            find_unused_parameters=True)
+    amp_dtype = torch.bfloat16 if device == "cuda" and train_cfg.amp else None
+    if dist_info.main:
+        print(f"training {args.model} ({model_cfg.preset}, {count_parameters(model) / 1e6:.2f} M params) "
+              f"on {len(train_ds)} items, {dist_info.world} process(es) on {device}, "
+              f"batch {train_cfg.batch_size}, lr {train_cfg.lr}, epochs {train_cfg.epochs}, "
+              f"mixed precision {'bf16' if amp_dtype else 'off'}")
+
+    def save(path):
+        atomic_torch_save({
+            "format": "jsa-rt", "format_version": 1, "kind": model.kind,
+            "config": model_cfg.to_dict(), "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "train_state": state,
+            "train_config": train_cfg.to_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+            "extra": {"model": args.model, "data": str(args.data)},
+        }, path)
+
+    log_path = out / "log.csv"
+    log_new = not log_path.exists() or not args.resume
+    log_file = open(log_path, "w" if log_new else "a", newline="") if dist_info.main else None
+    log = csv.writer(log_file) if log_file else None
+    term_names = None
+    stop = False
+    try:
+        while state["epoch"] < train_cfg.epochs and not stop:
+            epoch = state["epoch"]
+            loader = make_loader(train_ds, train_cfg, epoch, dist_info, state["batch_in_epoch"], device)
+            bar = _progress(len(loader), f"epoch {epoch + 1}/{train_cfg.epochs}",
+                            disable=args.no_progress or not dist_info.main)
+            model.train()
+            t0, seen = time.perf_counter(), 0
+            for batch in loader:
+                images, wave = batch_to(batch, device_obj)
+                with torch.autocast(device_type=device_obj.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    total, terms = train_model(images, wave)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if train_cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                optimizer.step()
+                state["step"] += 1
+                state["batch_in_epoch"] += 1
+                seen += images.shape[0] * dist_info.world
+                rate = seen / (time.perf_counter() - t0)
+                values = {"loss": float(total)} | {k: float(v) for k, v in terms.items()}
+                if log:
+                    if term_names is None:
+                        term_names = list(values)
+                        if log_new:
+                            log.writerow(["step", "epoch", *term_names, "samples_per_s"])
+                    log.writerow([state["step"], epoch, *[f"{values[k]:.6f}" for k in term_names], f"{rate:.2f}"])
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"it/s": f"{rate:.1f}"})
+                bar.update(1)
+                if dist_info.main and state["step"] % args.save_every == 0:
+                    save(last_path)
+                if args.max_steps and state["step"] >= args.max_steps:
+                    stop = True
+                    break
+            bar.close()
+            if stop and state["batch_in_epoch"] < len(loader) + loader.sampler.start_batch:
+                # stopped mid-epoch: keep the position so --resume continues exactly here
+                if dist_info.main:
+                    save(last_path)
+                break
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            record = {"epoch": state["epoch"], "step": state["step"], "samples_per_s": round(rate, 2),
+                      "loss": round(values["loss"], 5)}
+            if val_ds is not None and dist_info.main:
+                record["val"] = validate(model, val_ds, device_obj, train_cfg.batch_size, amp_dtype)
+                score = record["val"].get("pointing") or 0.0
+                if state["best"] is None or score > state["best"]["score"]:
+                    state["best"] = {"score": score, "epoch": state["epoch"]}
+                    save_checkpoint(out / "best.pt", model, extra={"val": record["val"], "epoch": state["epoch"]})
+            state["history"].append(record)
+            if dist_info.main:
+                save(last_path)
+                _write_json(out / "history.json", state["history"])
+                print(f"epoch {state['epoch']}: " + json.dumps(record))
+            dist_info.barrier()
+    finally:
+        if log_file:
+            log_file.close()
+        dist_info.close()
+    if dist_info.main:
+        final = out / "final.pt"
+        save_checkpoint(final, model, extra={"steps": state["step"], "epochs": state["epoch"]})
+        best = out / "best.pt" if (out / "best.pt").exists() else final
+        print(f"trained {state['step']} steps -> {final} (best on val: {best}); next: "
+              f"jsa-rt eval --checkpoint {best} --data {args.data} --split test --json {out}/test.json")
+    return 0
+
+
+class LossModule(torch.nn.Module):
+    """forward() = the model's loss, so DistributedDataParallel sees (and syncs) the call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, wave):
+        return self.model.loss(images, wave)
+
+
+def _progress(total, desc, disable):
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
+    except ImportError:
+        class _Quiet:
+            def set_postfix(self, *a, **k): pass
+            def update(self, *a): pass
+            def close(self): pass
+        return _Quiet()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)

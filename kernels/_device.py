@@ -1,0 +1,101 @@
+"""Triton device helpers shared by the kernels: activations, LayerNorm rows, a GEMM tile, a grid barrier.
+
+Everything here computes in fp32. Transcendentals use only tl.exp / tl.sqrt because the
+interpreter (TRITON_INTERPRET=1, used by the CPU tests) has no libdevice.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    # 2*sigmoid(2x) - 1: no libdevice tanh in the interpreter
+    return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def row_stats(x_ptr, row_stride, rows, row_mask, K: tl.constexpr, eps, BR: tl.constexpr,
+              BK: tl.constexpr):
+    """Mean and 1/std (biased variance, as LayerNorm) of rows of a (.., K) fp32-able matrix; two passes."""
+    total = tl.zeros((BR,), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        m = row_mask[:, None] & (ks < K)[None, :]
+        a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
+                    cache_modifier=".cg").to(tl.float32)
+        total += tl.sum(a, axis=1)
+    mean = total / K
+    sq = tl.zeros((BR,), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        m = row_mask[:, None] & (ks < K)[None, :]
+        a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
+                    cache_modifier=".cg").to(tl.float32)
+        d = tl.where(m, a - mean[:, None], 0.0)
+        sq += tl.sum(d * d, axis=1)
+    rstd = 1.0 / tl.sqrt(sq / K + eps)
+    return mean, rstd
+
+
+@triton.jit
+def linear_tile(x_ptr, row_stride, row0, n_rows, w_ptr, b_ptr, col0, n_cols,
+                ln_w_ptr, ln_b_ptr, ln_eps,
+                K: tl.constexpr, HAS_LN: tl.constexpr,
+                BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    """fp32 tile (BR, BC) of LN?(X[row0:row0+BR]) @ W[col0:col0+BC]^T + b.
+
+    X rows have `row_stride` elements (any float dtype); W is (n_cols, K) row-major (nn.Linear).
+    Rows >= n_rows and columns >= n_cols come out as garbage-free zeros + bias; callers mask stores.
+    """
+    rows = row0 + tl.arange(0, BR)
+    cols = col0 + tl.arange(0, BC)
+    row_mask = rows < n_rows
+    col_mask = cols < n_cols
+    if HAS_LN:
+        mean, rstd = row_stats(x_ptr, row_stride, rows, row_mask, K, ln_eps, BR, BK)
+    acc = tl.zeros((BR, BC), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_mask = ks < K
+        m = row_mask[:, None] & k_mask[None, :]
+        a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
+                    cache_modifier=".cg").to(tl.float32)
+        if HAS_LN:
+            g = tl.load(ln_w_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
+            beta = tl.load(ln_b_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
+            a = tl.where(m, (a - mean[:, None]) * rstd[:, None] * g[None, :] + beta[None, :], 0.0)
+        w = tl.load(w_ptr + cols[:, None] * K + ks[None, :],
+                    mask=col_mask[:, None] & k_mask[None, :], other=0.0).to(tl.float32)
+        acc += tl.dot(a, tl.trans(w), input_precision="ieee")   # fp32 FMA: the 1e-5 target rules out tf32
+    bias = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    return acc + bias[None, :]
+
+
+@triton.jit
+def grid_barrier(bar_ptr, target):
+    """Wait until `target` arrivals have been counted at bar_ptr (every program arrives once per barrier).
+
+    Only correct when all programs of the grid are resident at once (grid <= number of SMs):
+    the persistent kernels size their grid that way. Thread 0 does the atomics (Triton predicates
+    scalar atomics); release/acquire at GPU scope + the CTA barriers order the phases' memory.
+    """
+    tl.debug_barrier()
+    tl.atomic_add(bar_ptr, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def grid_exit(bar_ptr):
+    """Last program out resets the barrier counters, so the next launch (or CUDA-graph replay) starts at 0."""
+    old = tl.atomic_add(bar_ptr + 1, 1, sem="acq_rel", scope="gpu")
+    if old == tl.num_programs(0) - 1:
+        tl.atomic_xchg(bar_ptr, 0, sem="relaxed", scope="gpu")
+        tl.atomic_xchg(bar_ptr + 1, 0, sem="relaxed", scope="gpu")

@@ -1,0 +1,157 @@
+"""Fused GRUCell: the elementwise tail (forward and backward), and the whole cell with its GEMMs.
+
+PyTorch GRUCell, gates in the order r, z, n, biases already inside gi = W_ih x + b_ih and
+gh = W_hh h + b_hh:
+    r = sigmoid(gi_r + gh_r);  z = sigmoid(gi_z + gh_z);  n = tanh(gi_n + r * gh_n)
+    h' = (1 - z) * n + z * h
+`gru_update_kernel` reads gi, gh, h once and writes h' (one launch instead of ~8 eager ops);
+`gru_update_backward_kernel` is its exact adjoint; `gru_cell_kernel` also does both gate GEMMs
+for a column tile, so the whole cell is one launch. All arithmetic is fp32.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from . import reference
+from ._device import linear_tile, sigmoid, tanh
+
+
+@triton.jit
+def gru_update_kernel(gi_ptr, gh_ptr, h_ptr, n_rows, h_new_ptr, D: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n_rows * D
+    row = offs // D
+    col = offs % D
+    gate = row * 3 * D + col
+    r = sigmoid(tl.load(gi_ptr + gate, mask=ok, other=0.0).to(tl.float32)
+                + tl.load(gh_ptr + gate, mask=ok, other=0.0).to(tl.float32))
+    z = sigmoid(tl.load(gi_ptr + gate + D, mask=ok, other=0.0).to(tl.float32)
+                + tl.load(gh_ptr + gate + D, mask=ok, other=0.0).to(tl.float32))
+    n = tanh(tl.load(gi_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32)
+             + r * tl.load(gh_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32))
+    h = tl.load(h_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    tl.store(h_new_ptr + offs, ((1.0 - z) * n + z * h).to(h_new_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def gru_update_backward_kernel(gi_ptr, gh_ptr, h_ptr, grad_ptr, n_rows,
+                               dgi_ptr, dgh_ptr, dh_ptr, D: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n_rows * D
+    row = offs // D
+    col = offs % D
+    gate = row * 3 * D + col
+    r = sigmoid(tl.load(gi_ptr + gate, mask=ok, other=0.0).to(tl.float32)
+                + tl.load(gh_ptr + gate, mask=ok, other=0.0).to(tl.float32))
+    z = sigmoid(tl.load(gi_ptr + gate + D, mask=ok, other=0.0).to(tl.float32)
+                + tl.load(gh_ptr + gate + D, mask=ok, other=0.0).to(tl.float32))
+    gh_n = tl.load(gh_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32)
+    n = tanh(tl.load(gi_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32) + r * gh_n)
+    h = tl.load(h_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    g = tl.load(grad_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    d_n = g * (1.0 - z) * (1.0 - n * n)          # through tanh
+    d_z = g * (h - n) * z * (1.0 - z)            # through sigmoid
+    d_r = d_n * gh_n * r * (1.0 - r)
+    ty = dgi_ptr.dtype.element_ty
+    tl.store(dgi_ptr + gate, d_r.to(ty), mask=ok)
+    tl.store(dgi_ptr + gate + D, d_z.to(ty), mask=ok)
+    tl.store(dgi_ptr + gate + 2 * D, d_n.to(ty), mask=ok)
+    tl.store(dgh_ptr + gate, d_r.to(ty), mask=ok)
+    tl.store(dgh_ptr + gate + D, d_z.to(ty), mask=ok)
+    tl.store(dgh_ptr + gate + 2 * D, (d_n * r).to(ty), mask=ok)
+    tl.store(dh_ptr + offs, (g * z).to(dh_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def gru_cell_kernel(x_ptr, h_ptr, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, n_rows, h_new_ptr,
+                    D: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    """One (BR rows, BC columns) tile of h': six GEMM tiles (3 gates x {ih, hh}) then the tail."""
+    row0 = tl.program_id(0) * BR
+    col0 = tl.program_id(1) * BC
+    gi_r = linear_tile(x_ptr, D, row0, n_rows, w_ih_ptr, b_ih_ptr, col0, D, w_ih_ptr, w_ih_ptr, 0.0,
+                       D, False, BR, BC, BK)
+    gi_z = linear_tile(x_ptr, D, row0, n_rows, w_ih_ptr + D * D, b_ih_ptr + D, col0, D,
+                       w_ih_ptr, w_ih_ptr, 0.0, D, False, BR, BC, BK)
+    gi_n = linear_tile(x_ptr, D, row0, n_rows, w_ih_ptr + 2 * D * D, b_ih_ptr + 2 * D, col0, D,
+                       w_ih_ptr, w_ih_ptr, 0.0, D, False, BR, BC, BK)
+    gh_r = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr, b_hh_ptr, col0, D, w_hh_ptr, w_hh_ptr, 0.0,
+                       D, False, BR, BC, BK)
+    gh_z = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr + D * D, b_hh_ptr + D, col0, D,
+                       w_hh_ptr, w_hh_ptr, 0.0, D, False, BR, BC, BK)
+    gh_n = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr + 2 * D * D, b_hh_ptr + 2 * D, col0, D,
+                       w_hh_ptr, w_hh_ptr, 0.0, D, False, BR, BC, BK)
+    r = sigmoid(gi_r + gh_r)
+    z = sigmoid(gi_z + gh_z)
+    n = tanh(gi_n + r * gh_n)
+    rows = row0 + tl.arange(0, BR)
+    cols = col0 + tl.arange(0, BC)
+    ok = (rows < n_rows)[:, None] & (cols < D)[None, :]
+    h = tl.load(h_ptr + rows[:, None] * D + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(h_new_ptr + rows[:, None] * D + cols[None, :],
+             ((1.0 - z) * n + z * h).to(h_new_ptr.dtype.element_ty), mask=ok)
+
+
+BLOCK = 1024
+
+
+def forward(gi, gh, h):
+    gi, gh, h = gi.contiguous(), gh.contiguous(), h.contiguous()
+    D = h.shape[-1]
+    rows = h.numel() // D
+    h_new = torch.empty_like(h)
+    gru_update_kernel[(triton.cdiv(rows * D, BLOCK),)](gi, gh, h, rows, h_new, D=D, BLOCK=BLOCK)
+    return h_new
+
+
+def backward(gi, gh, h, grad):
+    D = h.shape[-1]
+    rows = h.numel() // D
+    dgi, dgh, dh = torch.empty_like(gi), torch.empty_like(gh), torch.empty_like(h)
+    gru_update_backward_kernel[(triton.cdiv(rows * D, BLOCK),)](
+        gi, gh, h, grad.contiguous(), rows, dgi, dgh, dh, D=D, BLOCK=BLOCK)
+    return dgi, dgh, dh
+
+
+class GruUpdate(torch.autograd.Function):
+    """Triton forward and Triton backward (gru_update_backward_kernel)."""
+
+    @staticmethod
+    def forward(ctx, gi, gh, h):
+        gi, gh, h = gi.contiguous(), gh.contiguous(), h.contiguous()
+        ctx.save_for_backward(gi, gh, h)
+        return forward(gi, gh, h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return backward(*ctx.saved_tensors, grad)
+
+
+def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh):
+    """Whole GRUCell in one launch; x, h (M, D) with one dtype, weights fp32 or that dtype."""
+    x, h = x.contiguous(), h.contiguous()
+    M, D = h.shape
+    w_ih, w_hh, b_ih, b_hh = (t.contiguous() for t in (w_ih, w_hh, b_ih, b_hh))
+    h_new = torch.empty_like(h)
+    br, bc, bk = 16, 32, 64
+    gru_cell_kernel[(triton.cdiv(M, br), triton.cdiv(D, bc))](
+        x, h, w_ih, w_hh, b_ih, b_hh, M, h_new, D=D, BR=br, BC=bc, BK=min(bk, triton.next_power_of_2(D)))
+    return h_new
+
+
+class GruCell(torch.autograd.Function):
+    """Fused cell forward; backward recomputes `reference.gru_cell` with autograd."""
+
+    @staticmethod
+    def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh):
+        ctx.save_for_backward(x, h, w_ih, w_hh, b_ih, b_hh)
+        return cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = ctx.saved_tensors
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(t.requires_grad) for t in inputs]
+            wanted = [t for t in leaves if t.requires_grad]
+            out = reference.gru_cell(*leaves)
+            grads = iter(torch.autograd.grad(out, wanted, grad)) if wanted else iter(())
+        return tuple(next(grads) if t.requires_grad else None for t in leaves)
