@@ -57,6 +57,13 @@ def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:
     return wave[start:start + num_samples]
 
 
+def composite_on_black(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H,W,3) x alpha uint8 (H,W) -> RGB uint8: transparent pixels become black.
+    (Cut-outs such as Tux Paint stamps keep arbitrary colours under alpha = 0.)"""
+    weight = alpha.astype(np.float32)[..., None] / 255.0
+    return np.round(rgb.astype(np.float32) * weight).astype(np.uint8)
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image as RGB uint8 (H, W, 3); alpha is composited on black."""
     path = Path(path)
@@ -64,18 +71,31 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"image file not found: {path} (check the path)")
     try:
         from PIL import Image
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
     except ImportError:
-        pass
+        return _load_image_cv2(path)
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+                return composite_on_black(rgba[..., :3], rgba[..., 3])
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except Exception as exc:
         raise InputError(f"cannot decode image {path}: {exc} (use png or jpg)") from None
+
+
+def _load_image_cv2(path: Path) -> np.ndarray:
     import cv2
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(f"cannot decode image {path} (use png or jpg)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is not None and raw.ndim == 3 and raw.shape[2] == 4:
+        alpha = raw[..., 3]
+        if alpha.dtype == np.uint16:
+            alpha = (alpha // 257).astype(np.uint8)
+        rgb = composite_on_black(rgb, alpha)
+    return rgb
 
 
 def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:

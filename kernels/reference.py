@@ -22,27 +22,34 @@ PARAM_NAMES = (
 )
 
 
+def _compute_dtype(t):
+    """fp32 for half types, float64 stays float64 (the float64 references of the tests)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def slot_attention_step(q, k, v, scale: float, eps: float, gamma: float = 1.0):
     """One slot-attention read-out.
 
     q (B,S,D), k and v (B,N,D). logits = gamma * scale * q k^T; softmax over the S slots (fp32);
-    + eps; renormalise over the N tokens; U = A v. Returns (U in q's dtype, A fp32 (B,S,N)).
+    + eps; renormalise over the N tokens; U = A v. Returns (U in q's dtype, A (B,S,N) in fp32, or float64 for float64 inputs).
     """
-    logits = torch.matmul(q.float(), k.float().transpose(1, 2)) * (gamma * scale)
+    dt = _compute_dtype(q)
+    logits = torch.matmul(q.to(dt), k.to(dt).transpose(1, 2)) * (gamma * scale)
     attn = torch.softmax(logits, dim=1) + eps
     attn = attn / attn.sum(dim=2, keepdim=True)
-    updates = torch.matmul(attn, v.float())
+    updates = torch.matmul(attn, v.to(dt))
     return updates.to(q.dtype), attn
 
 
 def gru_update(gi, gh, h):
     """GRUCell tail: gi, gh (..., 3D) gate pre-activations with biases, order r, z, n; h (..., D)."""
-    gi_r, gi_z, gi_n = gi.float().chunk(3, dim=-1)
-    gh_r, gh_z, gh_n = gh.float().chunk(3, dim=-1)
+    dt = _compute_dtype(h)
+    gi_r, gi_z, gi_n = gi.to(dt).chunk(3, dim=-1)
+    gh_r, gh_z, gh_n = gh.to(dt).chunk(3, dim=-1)
     r = torch.sigmoid(gi_r + gh_r)
     z = torch.sigmoid(gi_z + gh_z)
     n = torch.tanh(gi_n + r * gh_n)
-    return ((1.0 - z) * n + z * h.float()).to(h.dtype)
+    return ((1.0 - z) * n + z * h.to(dt)).to(h.dtype)
 
 
 def gru_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh):

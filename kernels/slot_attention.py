@@ -60,11 +60,11 @@ def slot_attention_step_kernel(q_ptr, k_ptr, v_ptr, n_tokens, u_ptr, attn_ptr,
                  u.to(u_ptr.dtype.element_ty), mask=slot_ok[:, None] & d_ok[None, :])
 
 
-def block_sizes(num_slots: int, num_tokens: int, dim: int) -> dict:
+def block_sizes(num_slots: int, num_tokens: int, dim: int, budget: int = 8192) -> dict:
     """Power-of-two tiles; the (BS, BN, BD) product bounds the registers of the broadcast products."""
     bs = triton.next_power_of_2(num_slots)
     bn = triton.next_power_of_2(num_tokens)
-    bd = max(4, min(64, triton.next_power_of_2(dim), 8192 // (bs * bn)))
+    bd = max(4, min(64, triton.next_power_of_2(dim), budget // (bs * bn)))
     bd = 1 << (bd.bit_length() - 1)     # round down to a power of two
     return {"BS": bs, "BN": bn, "BD": bd}
 

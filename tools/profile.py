@@ -9,7 +9,9 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Python puts this script's folder first on sys.path, where this file would shadow the standard
+# library's `profile` module (cProfile imports it, torch imports cProfile): use the repo root.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from jsa_rt.runtime.profiling_cli import main  # noqa: E402
 

@@ -151,7 +151,8 @@ def io_specs(trt, engine) -> tuple[list, list]:
     inputs, outputs = [], []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        spec = {"name": name, "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1],
+        dtype = engine.get_tensor_dtype(name)
+        spec = {"name": name, "dtype": getattr(dtype, "name", str(dtype).split(".")[-1]),
                 "shape": [int(d) for d in engine.get_tensor_shape(name)]}
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         (inputs if is_input else outputs).append(spec)
@@ -226,6 +227,10 @@ def build_engine(onnx_path, *, precision: str = "fp16", plugins: str = "none",
         raise EngineError(f"{onnx_path.name} is an {onnx_precision} graph but {precision} was asked: "
                           f"strongly typed engines take their precision from the ONNX; export it "
                           f"with `jsa-rt export-onnx{flag}`")
+    onnx_plugins = meta.get("jsa_rt.plugins")
+    if onnx_plugins and onnx_plugins != plugins:
+        raise EngineError(f"{onnx_path.name} was exported with --plugins {onnx_plugins} but "
+                          f"--plugins {plugins} was asked; export and build with the same setting")
     model_name = model_name or meta.get("jsa_rt.model_name") or onnx_path.name.split(".")[0]
     if gpu is None:
         from ..runtime.cuda_mem import gpu_identity
@@ -248,7 +253,7 @@ def build_engine(onnx_path, *, precision: str = "fp16", plugins: str = "none",
     extra_flags = 0
     if plugins == "triton":
         from . import trt_plugins
-        extra_flags = trt_plugins.prepare(trt, feats, log=log)
+        extra_flags = trt_plugins.prepare(trt, feats, log=log, gpu=gpu)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt, feats, extra_flags))
     parser = trt.OnnxParser(network, logger)

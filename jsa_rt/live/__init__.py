@@ -1,0 +1,14 @@
+"""Live localization: camera + microphone in, annotated video out. No torch anywhere in here.
+
+    video.py       camera / file / stream / CSI sources by URI; grabber thread, newest frame wins
+    audio.py       microphone (sounddevice) and file sources; the model's audio window
+    ring.py        the lock-free ring buffer the microphone callback writes into
+    handoff.py     one-item latest-wins hand-off between threads
+    preprocess.py  camera frame -> the model's square RGB input
+    pipeline.py    capture -> inference thread (owns the backend) -> output thread
+    render.py      smoothing, the no-source gate, heatmap overlay, HUD
+    outputs.py     window, mp4 recorder (atomic, with sound), JSON-lines log
+    devices.py     `jsa-rt devices`     doctor.py  `jsa-rt doctor`
+    demo_clip.py   builds the demo clip from real data; demo.py runs and scores `jsa-rt demo`
+    cli_live.py    argument parsing for live / demo / devices / doctor
+"""

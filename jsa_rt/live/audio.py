@@ -130,6 +130,10 @@ class AudioSource:
     def available(self) -> int:
         raise NotImplementedError
 
+    def oldest(self) -> int:
+        """The oldest position still readable (a ring buffer forgets; a file does not)."""
+        return -(1 << 62)
+
     def position_for(self, t_capture: float, t_media: float) -> int:
         """The sample position captured together with a video frame."""
         raise NotImplementedError
@@ -160,7 +164,7 @@ class MicSource(AudioSource):
             return False
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        # Runs on PortAudio's thread: copy, stamp, count. No allocation, no logging, no locks.
+        # Runs on PortAudio's thread: copy, stamp, count. No buffers allocated, no logging, no locks.
         if status.input_overflow:
             self.overflows += 1
         now = time.monotonic()
@@ -190,6 +194,9 @@ class MicSource(AudioSource):
 
     def available(self) -> int:
         return self.ring.written
+
+    def oldest(self) -> int:
+        return self.ring.oldest()
 
     def position_for(self, t_capture: float, t_media: float) -> int:
         return self.ring.index_at(t_capture)
@@ -271,10 +278,16 @@ class AudioWindow:
         self.window = max(1, int(round(window_seconds * source.rate)))
         self.offset_s = offset_ms / 1000.0
 
-    def read(self, t_capture: float, t_media: float) -> AudioChunk:
+    def position(self, t_capture: float, t_media: float) -> int:
+        """The newest existing sample that belongs with a frame (native rate, absolute)."""
         # Positive --av-offset-ms: the sound of a frame arrives that much later than its picture.
         end = self.source.position_for(t_capture + self.offset_s, t_media + self.offset_s)
-        end = min(end, self.source.available())
+        # Audio already overwritten (the reader stalled): the freshest window beats silence.
+        end = max(end, self.source.oldest() + self.window)
+        return min(end, self.source.available())
+
+    def read(self, t_capture: float, t_media: float) -> AudioChunk:
+        end = self.position(t_capture, t_media)
         native = self.source.read(end - self.window, end)
         level_n = min(native.size, int(LEVEL_WINDOW_S * self.source.rate))
         level = rms_dbfs(native[native.size - level_n:])

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 MAX_GAP_S = 10.0          # never fill more than this much missing time with repeated frames
+AUDIO_LEAD_S = 0.5        # the sound track may run this far ahead of the video, no further
 
 
 def display_available() -> bool:
@@ -114,8 +115,21 @@ class VideoRecorder:
         self.frames_written += max(0, copies)
         return max(0, copies)
 
+    def audio_room(self) -> int:
+        """How many more samples the sound track takes now: it may lead the video by AUDIO_LEAD_S.
+
+        Against a real microphone this never binds; it keeps a source that delivers faster than
+        real time (a file-backed ALSA device) from growing the track without bound.
+        """
+        if self._audio is None:
+            return 0
+        allowed = (self.frames_written / self.fps + AUDIO_LEAD_S) * self.audio_rate
+        return max(0, int(allowed) - self.audio_samples)
+
     def write_audio(self, samples: np.ndarray) -> None:
-        if self._audio is not None and samples.size:
+        """Append sound (mono float at `audio_rate`); whatever exceeds `audio_room()` is dropped."""
+        samples = samples[:self.audio_room()]
+        if samples.size:
             self._audio.write(np.clip(samples, -1.0, 1.0))
             self.audio_samples += samples.size
 

@@ -104,12 +104,11 @@ def draw_localization(image: np.ndarray, loc: Localization, options: RenderOptio
     heat = loc.heatmap
     if float(heat.max()) > 0.02:
         region = image[y0:y1, x0:x1]
-        heat_px = cv2.resize(heat, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        colour = cv2.applyColorMap(np.clip(heat_px * 255, 0, 255).astype(np.uint8),
-                                   _colormap_id(options.colormap))
-        # Weight by the map itself so cold regions keep the camera picture.
-        a = (options.alpha * np.clip(heat_px, 0, 1))[..., None]
-        region[:] = (region * (1 - a) + colour * a).astype(np.uint8)
+        heat_px = np.clip(cv2.resize(heat, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR), 0, 1)
+        colour = cv2.applyColorMap(cv2.convertScaleAbs(heat_px, alpha=255), _colormap_id(options.colormap))
+        # Weight by the map itself so cold regions keep the camera picture (blendLinear: one pass in C).
+        a = heat_px * np.float32(options.alpha)
+        region[:] = cv2.blendLinear(region, colour, 1 - a, a)
     if loc.active and loc.peak is not None:
         px, py = int(loc.peak[0] * w), int(loc.peak[1] * h)
         bx0, by0, bx1, by1 = loc.box
@@ -138,19 +137,22 @@ def draw_hud(image: np.ndarray, info: HudInfo) -> np.ndarray:
     """Text lines top-left and a vertical audio level meter on the right edge (in place)."""
     import cv2
     h, w = image.shape[:2]
-    scale = max(0.4, min(1.0, w / 1280 * 0.9))
+    scale = max(0.45, min(1.0, w / 1280))
     lines = [f"{info.fps:5.1f} fps  {info.latency_ms:4.0f} ms  {info.backend}",
              f"audio {info.level_db:6.1f} dBFS  window {info.window_s:.1f} s  conf {info.confidence:.2f}"]
     if info.dropped or info.overflows:
         lines.append(f"dropped {info.dropped}  mic overflows {info.overflows}")
     if info.state:
         lines.append(f"NO SOURCE ({info.state})")
-    line_h = int(22 * scale / 0.6)
+    line_h = int(round(34 * scale))
+    # A darkened panel behind the text keeps it readable on any picture.
+    text_w = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t in lines)
+    panel = image[0:line_h * len(lines) + line_h // 2, 0:min(w, text_w + 16)]
+    panel[:] = (panel * 0.45).astype(np.uint8)
     for i, text in enumerate(lines):
-        org = (8, 8 + line_h * (i + 1) - 6)
-        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
         colour = (80, 80, 255) if text.startswith("NO SOURCE") else (255, 255, 255)
-        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+        cv2.putText(image, text, (8, line_h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1,
+                    cv2.LINE_AA)
     # Level meter: green bar from METER_FLOOR_DB to 0 dBFS, a tick at the gate threshold.
     mx0, mx1, my0, my1 = w - 18, w - 8, 10, h - 10
     cv2.rectangle(image, (mx0, my0), (mx1, my1), (40, 40, 40), -1)

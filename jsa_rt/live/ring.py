@@ -1,9 +1,9 @@
 """A lock-free, preallocated audio ring buffer with capture timestamps.
 
 One writer (the PortAudio callback thread) and any number of readers. The writer only copies
-into arrays allocated up front and bumps two counters, so the callback never allocates, never
-blocks and never logs. Readers check the counters before and after a copy (a seqlock), so a
-read that raced with a wrap-around is detected instead of returning torn audio.
+into arrays allocated up front and bumps two counters, so the callback never allocates a
+buffer, never blocks and never logs. Readers check the counters before and after a copy (a
+seqlock), so a read that raced with a wrap-around is detected instead of returning torn audio.
 
 Sample positions are absolute: sample `i` is the i-th sample ever written. `index_at(t)` maps a
 `time.monotonic()` instant to a position using the (end position, end time) stamp of each block.
@@ -30,12 +30,13 @@ class RingBuffer:
         # The writer publishes `written` only after its copy, so a reader cannot see a block in
         # flight: keep this many of the oldest samples off-limits (larger than any block).
         self.margin = max(1, self.capacity // 8)
+        self._last_t = float("-inf")
         self.written = 0          # samples ever written (published after the copy)
         self.blocks = 0           # stamps ever written
 
     # ---- writer (callback thread) -------------------------------------------------------------
     def write(self, samples: np.ndarray, t_end: float) -> None:
-        """Copy a 1-D block in; `t_end` is when its last sample was captured. No allocation."""
+        """Copy a 1-D block in; `t_end` is when its last sample was captured. No buffer allocation."""
         n = samples.shape[0]
         if n > self.capacity:                      # keep only what fits (a huge block is abnormal)
             samples = samples[n - self.capacity:]
@@ -47,6 +48,10 @@ class RingBuffer:
         if first < n:
             self._data[:n - first] = samples[first:]
         slot = self.blocks % self._max_blocks
+        # Keep stamps non-decreasing (np.interp needs it): latency estimates jitter.
+        if t_end < self._last_t:
+            t_end = self._last_t
+        self._last_t = t_end
         self._stamp_pos[slot] = self.written + n
         self._stamp_time[slot] = t_end
         self.written += n                          # publish samples, then the stamp
@@ -75,14 +80,14 @@ class RingBuffer:
         return out
 
     def read_padded(self, start: int, stop: int) -> np.ndarray:
-        """Like `read`, but positions before the oldest kept sample (or before 0) read as silence."""
+        """Like `read`, but positions not (or no longer) in the buffer read as silence."""
         out = np.zeros(max(0, stop - start), np.float32)
         for _ in range(3):                         # retry if the writer laps the copy
-            lo = max(start, self.oldest())
-            if lo >= stop:
+            lo, hi = max(start, self.oldest()), min(stop, self.written)
+            if lo >= hi:
                 return out
             try:
-                self.read(lo, stop, out[lo - start:])
+                self.read(lo, hi, out[lo - start:])
                 return out
             except Overwritten:
                 continue

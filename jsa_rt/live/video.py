@@ -184,6 +184,12 @@ class VideoSource:
     def stop(self) -> None:
         self._stop.set()
         self.frames.close()
+        if self._thread.ident is None:      # never started: release the device here
+            self._cap.release()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)

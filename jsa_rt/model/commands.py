@@ -61,7 +61,12 @@ def run_localize(args) -> int:
     if args.png:
         import cv2
         picture = overlay_heatmap(resize_image(rgb, cfg.image_size), maps["heatmap"])
-        if not cv2.imwrite(args.png, picture[..., ::-1]):
+        Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            written_ok = cv2.imwrite(args.png, np.ascontiguousarray(picture[..., ::-1]))
+        except cv2.error:           # OpenCV raises (rather than returning False) for unknown extensions
+            written_ok = False
+        if not written_ok:
             raise InputError(f"cannot write {args.png} (check the folder and the extension .png/.jpg)")
         written.append(args.png)
     x, y = peak_xy(maps["heatmap"])

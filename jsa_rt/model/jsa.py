@@ -32,6 +32,17 @@ def spec_augment(spec: torch.Tensor, max_width: int = 10) -> torch.Tensor:
     return spec * keep
 
 
+def count_tokens(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Tokens an encoder makes from an input of this shape. Runs it in eval mode without
+    gradients: a training-mode pass would update the BatchNorm running statistics."""
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        tokens = encoder(torch.zeros(input_shape)).shape[1]
+    encoder.train(was_training)
+    return tokens
+
+
 class JSA(nn.Module):
     kind = "jsa"
 
@@ -43,7 +54,7 @@ class JSA(nn.Module):
         self.audio_encoder = build_audio_encoder(cfg)
         self.slots = JointSlotAttention(cfg.dim, cfg.num_slots, cfg.iterations, cfg.mlp_hidden,
                                         cfg.attn_eps, cfg.token_mask_prob, kernels)
-        audio_tokens = self.audio_encoder(torch.zeros(1, 1, cfg.spec_bins, cfg.spec_frames)).shape[1]
+        audio_tokens = count_tokens(self.audio_encoder, (1, 1, cfg.spec_bins, cfg.spec_frames))
         self.image_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, cfg.grid, cfg.grid)
         self.audio_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, 1, audio_tokens)
 

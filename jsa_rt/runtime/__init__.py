@@ -1,0 +1,137 @@
+"""Backends behind one interface (base.Backend): torch, onnxruntime, tensorrt.
+
+    from jsa_rt.runtime import load_backend
+    with load_backend("auto", model="edge-jsa") as backend:
+        maps = backend.run(frame_uint8_rgb, audio_float32)
+
+`model`: a checkpoint .pt, an exported .onnx, a TensorRT plan, or a shipped name (edge-jsa,
+edge-ezvsl, paper-jsa); None -> edge-jsa. `preset` with model=None: random weights of that
+preset (timing). "auto" tries, fastest first: tensorrt > onnxruntime-cuda > torch-cuda >
+onnxruntime-cpu > torch-cpu, skipping what is not installed or has no model file.
+Importing this package imports neither torch nor onnxruntime.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import EngineError, JsaError
+from .base import AudioState, Backend, Maps
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+AUTO_ORDER = (("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"),
+              ("onnxruntime", "cpu"), ("torch", "cpu"))
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+ENGINES_DIR = PACKAGE_DIR.parent / "engines"
+SHIPPED = ("edge-jsa", "edge-ezvsl", "paper-jsa")      # as model.checkpoint.SHIPPED (no torch here)
+DEFAULT_MODEL = "edge-jsa"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_backends() -> list[str]:
+    """Backends whose library is installed (cheap: nothing is imported)."""
+    found = []
+    if _installed("tensorrt") or _installed("tensorrt_lean"):
+        found.append("tensorrt")
+    if _installed("onnxruntime"):
+        found.append("onnxruntime")
+    if _installed("torch"):
+        found.append("torch")
+    return found
+
+
+# ---- which file serves which backend ------------------------------------------------------------
+def onnx_for(model, preset: str | None = None) -> Path:
+    """The full-graph ONNX for a model argument, exporting random weights for a preset."""
+    if model is None and preset is not None:
+        path = ENGINES_DIR / f"random-{preset}" / f"random-{preset}.onnx"
+        if not path.is_file():
+            from ..export.onnx_export import export_all, random_model   # needs torch (export only)
+            export_all(random_model(preset), path, model_name=f"random-{preset}", log=lambda *_: None)
+        return path
+    name = str(model or DEFAULT_MODEL)
+    if name.endswith(".onnx"):
+        return Path(name)
+    if name in SHIPPED:
+        for cand in (PACKAGE_DIR / "weights" / f"{name}.onnx", ENGINES_DIR / f"{name}.onnx"):
+            if cand.is_file():
+                return cand
+        raise EngineError(f"no ONNX export of {name}: run `jsa-rt export-onnx --checkpoint {name}`")
+    if name.endswith(".pt"):
+        cand = Path(name).with_suffix(".onnx")
+        if cand.is_file():
+            return cand
+        raise EngineError(f"no ONNX next to {name}: run `jsa-rt export-onnx --checkpoint {name}`")
+    raise EngineError(f"onnxruntime needs an .onnx file or a shipped model name, got {name}")
+
+
+def plan_for(model) -> Path:
+    name = str(model or DEFAULT_MODEL)
+    if name.endswith((".plan", ".engine")):
+        return Path(name)
+    from .trt_backend import find_engine
+    return find_engine(Path(name).stem.split(".")[0])
+
+
+def load_backend(name: str = "auto", model=None, preset: str | None = None,
+                 device: str | None = None, **options) -> Backend:
+    """A ready backend (see module docstring). Options: threads (onnxruntime/torch CPU),
+    kernels ("auto"|"torch"|"triton", torch), cuda_graph (torch CUDA, tensorrt)."""
+    if name == "auto":
+        return _auto(model, preset, device, options)
+    if name == "torch":
+        from .torch_backend import TorchBackend
+        if model is not None and str(model).endswith((".onnx", ".plan", ".engine")):
+            raise EngineError(f"the torch backend needs a checkpoint (.pt or shipped name), got {model}")
+        return TorchBackend(model=model if (model is not None or preset is None) else None,
+                            preset=preset, device=device, **_pick(options, "kernels", "cuda_graph", "threads"))
+    if name == "onnxruntime":
+        from .ort_backend import OrtBackend
+        return OrtBackend(onnx_for(model, preset), device=device, **_pick(options, "threads"))
+    if name == "tensorrt":
+        if device == "cpu":
+            raise EngineError("the tensorrt backend runs on CUDA only; use onnxruntime for --device cpu")
+        from .trt_backend import TrtBackend
+        return TrtBackend(plan_for(model), **_pick(options, "cuda_graph"))
+    raise EngineError(f"unknown backend {name!r}; choose auto, {', '.join(BACKENDS)}")
+
+
+def _pick(options: dict, *names) -> dict:
+    return {k: v for k, v in options.items() if k in names and v is not None}
+
+
+def _auto(model, preset, device, options) -> Backend:
+    installed = available_backends()
+    reasons = []
+    for backend, dev in AUTO_ORDER:
+        if backend not in installed:
+            continue
+        if device is not None and dev != device:
+            continue
+        if dev == "cuda" and not _cuda_possible(backend):
+            continue
+        try:
+            return load_backend(backend, model=model, preset=preset, device=dev, **options)
+        except JsaError as exc:
+            reasons.append(f"{backend}-{dev}: {exc}")
+    raise EngineError("no backend could load the model (" + " | ".join(reasons or ["none installed"])
+                      + "); install onnxruntime or torch, or export/build the model first")
+
+
+def _cuda_possible(backend: str) -> bool:
+    if backend == "onnxruntime":
+        from .ort_backend import cuda_available
+        return cuda_available()
+    if backend == "torch":
+        import torch
+        return torch.cuda.is_available()
+    return True                                   # tensorrt: the backend says why it cannot
+
+
+__all__ = ["available_backends", "load_backend", "Backend", "Maps", "AudioState", "BACKENDS"]

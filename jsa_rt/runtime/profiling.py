@@ -35,11 +35,16 @@ STAT_KEYS = ("samples", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_m
 
 # Stages that partition one forward pass (model mode) or one video frame (pipeline mode), in order;
 # the stacked bars draw these. Other stage names (e.g. the branches) are reported but not stacked.
-MODEL_STAGES = ("audio_frontend", "audio_encoder", "image_encoder", "slot_attention",
+MODEL_STAGES = ("preprocess", "audio_frontend", "audio_encoder", "image_encoder", "slot_attention",
                 "maps_fusion", "upsample")
 BRANCH_STAGES = ("audio_branch", "visual_branch")
-PIPELINE_STAGES = ("capture_wait", "preprocess", "audio_branch", "visual_branch", "render",
-                   "encode_display")
+# the live pipeline's per-frame stages (jsa_rt.live.pipeline, `stages_ms` of each frame record):
+# they add up to the frame's capture-to-render age. `audio` is 0 on frames that reuse the cached
+# audio state; `result_wait` is the hand-off from the inference to the output thread.
+PIPELINE_STAGES = ("capture_wait", "preprocess", "audio", "visual", "result_wait", "render")
+# what the stacked bars draw for a backend: the first of these sets it reports completely
+STACK_ORDERS = (MODEL_STAGES, MODEL_STAGES[1:], PIPELINE_STAGES, ("inference", "after_inference"),
+                BRANCH_STAGES)
 
 
 # ---- statistics ----------------------------------------------------------------------------
@@ -77,6 +82,13 @@ def new_report(mode: str, environment: dict, settings: dict) -> dict:
         "environment": environment, "settings": settings,
         "backends": {}, "skipped": {},
     }
+
+
+def finish_report(report: dict) -> dict:
+    """Stamp the end of the run: the load average then says whether the CPU was shared."""
+    if hasattr(os, "getloadavg"):
+        report["environment"]["load_average_end"] = list(os.getloadavg())
+    return report
 
 
 def validate_report(report: dict) -> None:
@@ -132,13 +144,9 @@ def load_report(path: str) -> dict:
 def _fmt(x, digits=2) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    if isinstance(x, int):
+    if isinstance(x, (int, str)):
         return str(x)
     return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.0f}"
-
-
-def partition_stages(report: dict) -> tuple[str, ...]:
-    return PIPELINE_STAGES if report["mode"] == "pipeline" else MODEL_STAGES
 
 
 def to_markdown(report: dict) -> str:
@@ -146,10 +154,14 @@ def to_markdown(report: dict) -> str:
     what = "capture-to-render frame age" if report["mode"] == "pipeline" else "one forward pass"
     lines = [f"# jsa-rt {report['mode']} profile: {report['machine']}, preset "
              f"`{settings.get('preset', '?')}`", "",
-             f"{report['created']}; {env.get('cpu', '?')} ({env.get('cores', '?')} cores, "
-             f"{settings.get('threads', '?')} threads); GPU: {env.get('gpu') or 'none'}; "
+             f"{report['created']}; {env.get('cpu', '?')} ({env.get('cores', '?')} cores"
+             f"{', %s threads' % settings['threads'] if settings.get('threads') else ''}); "
+             f"GPU: {env.get('gpu') or 'none'}; "
              f"torch {env.get('versions', {}).get('torch', '-')}, onnxruntime "
-             f"{env.get('versions', {}).get('onnxruntime', '-')}.", ""]
+             f"{env.get('versions', {}).get('onnxruntime', '-')}; 1-min load average "
+             f"{_fmt((env.get('load_average') or [None])[0])} at start, "
+             f"{_fmt((env.get('load_average_end') or [None])[0])} at end (above the core count, "
+             "other processes competed for the CPU: read the tails with that in mind).", ""]
     peak = report.get("peak")
     if peak:
         lines += [f"Measured fp32 matmul peak: **{_fmt(peak['fp32_gflops'], 1)} GFLOP/s** "
@@ -174,24 +186,27 @@ def to_markdown(report: dict) -> str:
             continue
         flops = b.get("flops", {}).get("stages", {})
         lines += [f"## Stages, {name} ({b.get('device', '-')}), ms", "",
-                  "| stage | p50 | p95 | p99 | max | share of p50 total | GFLOP | GFLOP/s at p50 | % of peak |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| stage | p50 | p95 | p99 | max | mean | share of mean total | GFLOP | GFLOP/s at p50 | % of peak |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for stage, s in b["stages"].items():
-            share = s["p50_ms"] / b["total"]["p50_ms"] if b["total"]["p50_ms"] > 0 else None
+            share = s["mean_ms"] / b["total"]["mean_ms"] if b["total"]["mean_ms"] > 0 else None
             gflop = flops.get(stage, {}).get("gflop")
             rate = flops.get(stage, {}).get("gflops_per_s")
             of_peak = flops.get(stage, {}).get("fraction_of_peak")
             lines.append(f"| {stage} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} | "
-                         f"{_fmt(s['p99_ms'])} | {_fmt(s['max_ms'])} | "
+                         f"{_fmt(s['p99_ms'])} | {_fmt(s['max_ms'])} | {_fmt(s['mean_ms'])} | "
                          f"{'-' if share is None else f'{100 * share:.0f} %'} | "
                          f"{_fmt(gflop, 3)} | {_fmt(rate, 1)} | "
                          f"{'-' if of_peak is None else f'{100 * of_peak:.1f}'} |")
         whole = b.get("flops", {}).get("total")
         if whole:
-            lines.append(f"| **whole call (total)** | {_fmt(b['total']['p50_ms'])} | | | | 100 % | "
+            lines.append(f"| **whole call (total)** | {_fmt(b['total']['p50_ms'])} | | | | "
+                         f"{_fmt(b['total']['mean_ms'])} | 100 % | "
                          f"{_fmt(whole['gflop'], 3)} | {_fmt(whole['gflops_per_s'], 1)} | "
                          f"{100 * whole['fraction_of_peak']:.1f} |")
         lines.append("")
+        if b.get("description") or b.get("timer"):
+            lines += [f"Backend: {b.get('description', name)}; timing: {b.get('timer', '-')}.", ""]
         if b.get("notes"):
             lines += [f"- {n}" for n in b["notes"]] + [""]
 

@@ -47,6 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--backend", default="auto", help="runtime backend (default auto)")
     pipe.add_argument("--checkpoint", default=None, help="model (default: the live pipeline's)")
     pipe.add_argument("--preset", default=None, help="random weights of a preset instead of a model")
+    pipe.add_argument("--output", default=None, help="also record the annotated video (costs CPU)")
     _outputs(pipe)
 
     check = modes.add_parser("check", help="apply --fail-if guards to a saved report")
@@ -93,7 +94,7 @@ def run(args) -> int:
             from .profiling_pipeline import profile_pipeline
             report = profile_pipeline(camera=args.camera, mic=args.mic, duration=args.duration,
                                       backend=args.backend, checkpoint=args.checkpoint,
-                                      preset=args.preset, progress=_progress)
+                                      preset=args.preset, output=args.output, progress=_progress)
         else:
             raise JsaError("choose a mode: model, pipeline, check, or --compare A.json B.json "
                            "(see --help)")
@@ -140,6 +141,9 @@ def _write(report: dict, args) -> list[str]:
 
 def _compare(path_a: str, path_b: str, guards: list[str]) -> int:
     a, b = profiling.load_report(path_a), profiling.load_report(path_b)
+    for tag, r in (("A", a), ("B", b)):
+        print(f"{tag}: {r['mode']} {r['machine']} preset {r['settings'].get('preset')} "
+              f"({r['created']})")
     print(profiling.format_compare(profiling.compare(a, b), path_a, path_b))
     return _guard(guards, b, baseline=a)
 

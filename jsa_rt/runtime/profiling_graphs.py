@@ -1,15 +1,14 @@
 """The fastest PyTorch path on a GPU: Triton slot-attention kernels, replayed as CUDA graphs.
 
 `total` = copy the uint8 frame and waveform in, replay one graph of (normalise + localize),
-copy the heatmap out: what an application pays per frame. Stages are the same six stages as
-eager torch, each captured as its own graph and timed with CUDA events.
+copy the heatmap out: what an application pays per frame. Stages are the same model stages as
+eager torch (profiling_torch.stage_plan), each captured as its own graph and timed with CUDA events.
 Needs a CUDA GPU and jsa_rt.kernels; raises JsaError (reported as skipped) otherwise.
 """
 from __future__ import annotations
 
 import torch
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import JsaError
 from . import profiling
 from . import profiling_torch as pt
@@ -31,19 +30,11 @@ def _capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
 
 
 def _whole_call(model, frame, audio, device, warmup, iterations) -> list[float]:
-    host_frame = torch.from_numpy(frame).pin_memory()
-    host_audio = torch.from_numpy(audio).pin_memory()
-    dev_frame = torch.empty(host_frame.shape, dtype=torch.uint8, device=device)
-    dev_audio = torch.empty(host_audio.shape, dtype=torch.float32, device=device)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    host_frame = torch.from_numpy(frame).unsqueeze(0).pin_memory()
+    host_audio = torch.from_numpy(audio).unsqueeze(0).pin_memory()
+    dev_frame, dev_audio = pt.model_inputs(frame, audio, device)
     out = {}
-
-    def forward():
-        images = (dev_frame.permute(2, 0, 1).unsqueeze(0).float() / 255.0 - mean) / std
-        out.update(model.localize(images.contiguous(), dev_audio.unsqueeze(0)))
-
-    graph = _capture(forward)
+    graph = _capture(lambda: out.update(model.localize(pt.preprocess(dev_frame), dev_audio)))
 
     def call():
         dev_frame.copy_(host_frame, non_blocking=True)
@@ -55,21 +46,22 @@ def _whole_call(model, frame, audio, device, warmup, iterations) -> list[float]:
 
 
 def profile_triton_graphs(model, device: str, warmup: int, iterations: int) -> dict:
-    if model is None or not str(device).startswith("cuda") or not torch.cuda.is_available():
+    if model is None:
+        raise JsaError("torch-triton-graphs needs a PyTorch model: give --preset or a .pt checkpoint")
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
         raise JsaError("torch-triton-graphs needs a CUDA GPU (Triton kernels + CUDA graphs); "
                        "run on an NVIDIA machine with --device cuda")
-    try:
-        from ..kernels import gru_update, slot_attention_step  # noqa: F401  (availability)
-    except ImportError as e:
-        raise JsaError(f"torch-triton-graphs needs the Triton kernels ({e}); "
-                       "pip install 'jsa-rt[kernels]'") from None
+    from .. import kernels
+    if not kernels.triton_available(device):
+        raise JsaError("torch-triton-graphs needs Triton and a GPU of compute capability >= 8.0; "
+                       "pip install 'jsa-rt[kernels]'")
     frame, audio = synthetic_inputs(model.cfg)
     model.slots.set_kernels("triton")
     try:
         with torch.inference_mode():
             total = _whole_call(model, frame, audio, device, warmup, iterations)
-            images, wave = pt.model_inputs(frame, audio, device)
-            plan, _ = pt.stage_plan(model, images, wave)
+            frame_t, wave = pt.model_inputs(frame, audio, device)
+            plan, _ = pt.stage_plan(model, frame_t, wave)
             graphs = []
             for name, fn in plan:      # capture in order: each stage reads the previous outputs
                 graphs.append((name, _capture(fn).replay))

@@ -2,12 +2,16 @@
 
 For every backend (`jsa_rt.runtime.load_backend`): the whole call `run(frame, audio)` (uint8
 frame and waveform in, numpy maps out: what an application pays) and the two branches
-`run_audio` / `run_visual`. On the torch path also the six model stages (CUDA events on GPU),
-the plain forward, FLOPs per stage, and the fp32 matmul peak measured in the same run, so
-achieved GFLOP/s can be read against what this machine can do.
+`run_audio` / `run_visual`. Per model stage (profiling.MODEL_STAGES: preprocess, audio front end,
+audio encoder, image encoder, slot attention, maps, upsampling): on torch by calling the model's
+submodules (CUDA events on GPU), on onnxruntime from its node profiler. FLOPs per stage come from
+the PyTorch model, and the fp32 matmul peak is measured in the same run, so achieved GFLOP/s can
+be read against what this machine can do.
 """
 from __future__ import annotations
 
+import copy
+import os
 import time
 
 import numpy as np
@@ -42,23 +46,26 @@ def time_host(fn, warmup: int, iterations: int) -> list[float]:
     return samples
 
 
-def _load_backend(name: str, checkpoint, preset, device):
-    try:
-        from . import load_backend
-    except ImportError:
-        raise JsaError("jsa_rt.runtime.load_backend is not available yet (runtime not installed)")
+def _load_backend(name: str, checkpoint, preset, device, threads):
+    from . import load_backend
+    # "torch" is eager PyTorch with its reference ops; the Triton + CUDA-graph variant is its
+    # own entry (torch-triton-graphs), so the two can be read side by side.
+    extra = {"kernels": "torch"} if name == "torch" else {}
     return load_backend(name, model=checkpoint, preset=None if checkpoint else preset,
-                        device=device)
+                        device=device, threads=threads, **extra)
 
 
 def _torch_model(checkpoint, preset, device):
-    """The PyTorch model to split into stages: the checkpoint's, or random weights of a preset."""
+    """The PyTorch model to split into stages: the checkpoint's, or random weights of a preset
+    (None for an exported .onnx / TensorRT file: no stages or FLOPs from torch then)."""
+    if checkpoint and str(checkpoint).endswith((".onnx", ".plan", ".engine")):
+        return None
     if checkpoint:
         from ..model.checkpoint import load_checkpoint
         model, _ = load_checkpoint(checkpoint, device=device)
-    else:
-        from ..model import build_model
-        model = build_model(get_preset(preset), pretrained=False).to(device)
+    else:   # the same seeded random weights the runtime backends build for a preset
+        from ..export.onnx_export import random_model
+        model = random_model(preset).to(device)
     return model.eval().requires_grad_(False)   # requires_grad off: FlopCounterMode needs it
 
 
@@ -69,14 +76,15 @@ def _branch_samples(backend, frame, audio, warmup, iterations) -> dict[str, list
 
 
 def _torch_stage_samples(model, frame, audio, device, warmup, iterations, progress):
-    """The six stages and the plain forward of the PyTorch model, in ms."""
+    """The model stages and the plain forward of the PyTorch model, in ms."""
     from . import profiling_torch as pt
 
-    images, wave = pt.model_inputs(frame, audio, device)
-    pt.check_stage_plan(model, images, wave)
-    plan, _ = pt.stage_plan(model, images, wave)
+    frame_t, wave = pt.model_inputs(frame, audio, device)
+    pt.check_stage_plan(model, frame_t, wave)
+    plan, _ = pt.stage_plan(model, frame_t, wave)
     progress(f"  torch stages on {device} ({iterations} iterations)")
     stages = pt.time_stages(plan, warmup, iterations, device)
+    images = pt.preprocess(frame_t)
     stages["forward"] = pt.time_call(lambda: model.localize(images, wave), warmup, iterations, device)
     return stages
 
@@ -135,6 +143,7 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
         peak = pt.matmul_peak(dev)
         report["peak"] = peak
         model = _torch_model(checkpoint, preset, dev)
+    if model is not None:
         report["settings"]["preset"] = model.cfg.preset
         frame, audio = synthetic_inputs(model.cfg)
         flops = pt.model_flops(model, frame, audio, dev)
@@ -150,24 +159,33 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
                 from .profiling_graphs import profile_triton_graphs
                 entry = profile_triton_graphs(model, dev, warmup, iterations)
             else:
-                entry = _profile_backend(name, checkpoint, preset, dev, warmup, iterations)
+                entry, cfg = _profile_backend(name, checkpoint, preset, dev, warmup, iterations,
+                                              threads)
+            onnx_path = entry.pop("onnx_path", None)
+            if name == "onnxruntime" and entry["device"] == "cpu":
+                entry = _with_stages(entry, _ort_stages(onnx_path, cfg, model, warmup, iterations,
+                                                        threads, progress))
+                entry["timer"] += ("; model stages: kernel times from onnxruntime's node "
+                                   "profiler, summed per stage and run")
         except JsaError as e:
             report["skipped"][name] = str(e)
             progress(f"  skipped: {e}")
             continue
         if name == "torch":
             entry = _with_stages(entry, torch_stages)
+            entry["timer"] += ("; model stages: " + ("CUDA events" if dev.startswith("cuda") else
+                               "perf_counter") + " at stage boundaries of one chained forward")
         if flops:
             entry["flops"] = _flops_block(flops, entry, peak_gflops)
         report["backends"][name] = entry
         t = entry["total"]
         progress(f"  total p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms")
     report["notes"] = [FLOPS_NOTE] if flops else []
-    return report
+    return profiling.finish_report(report)
 
 
 def _with_stages(entry: dict, extra: dict[str, list[float]]) -> dict:
-    """Add stage samples; order: the six model stages, forward, then the branches."""
+    """Add stage samples; order: the model stages, forward, then the branches."""
     raw = dict(entry["raw_ms"]["stages"], **extra)
     order = [*profiling.MODEL_STAGES, "forward", *profiling.BRANCH_STAGES]
     ordered = {s: raw[s] for s in order if s in raw}
@@ -177,13 +195,52 @@ def _with_stages(entry: dict, extra: dict[str, list[float]]) -> dict:
     return entry
 
 
-def _profile_backend(name, checkpoint, preset, device, warmup, iterations) -> dict:
-    backend = _load_backend(name, checkpoint, preset, device)
+def _ort_stages(onnx_path, cfg, model, warmup, iterations, threads, progress) -> dict:
+    """Per-stage samples from onnxruntime's node profiler on the backend's own full graph
+    (exported here when the backend does not say which file it runs); empty if unknown."""
+    import tempfile
+
+    from .profiling_ort import ort_stage_samples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if not onnx_path or not os.path.isfile(onnx_path):
+            if model is None:
+                return {}
+            progress("  exporting the full graph for onnxruntime's node profiler")
+            onnx_path = export_full_graph(model, os.path.join(tmp, "full.onnx"))
+        progress(f"  onnxruntime stages from its node profiler ({iterations} runs)")
+        frame, audio = synthetic_inputs(cfg)
+        return ort_stage_samples(str(onnx_path), frame, audio, warmup, iterations, threads)
+
+
+def export_full_graph(model, path: str) -> str:
+    """The raw-in maps-out graph, exported by the project's exporter (as deployed), quietly."""
+    import contextlib
+    import io
+    import warnings
+
+    from ..export.onnx_export import export_graph
+
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        warnings.simplefilter("ignore")
+        export_graph(copy.deepcopy(model).cpu().float(), "full", path)
+    return path
+
+
+def _profile_backend(name, checkpoint, preset, device, warmup, iterations, threads) -> dict:
+    backend = _load_backend(name, checkpoint, preset, device, threads)
     try:
         frame, audio = synthetic_inputs(backend.config)
         total = time_host(lambda: backend.run(frame, audio), warmup, iterations)
         branches = _branch_samples(backend, frame, audio, warmup, iterations)
-        return profiling.backend_entry(total, branches, device=getattr(backend, "device", device),
-                                       timer="perf_counter around run(); results are numpy")
+        path = getattr(backend, "path", None)
+        describe = getattr(backend, "describe", None)
+        entry = profiling.backend_entry(
+            total, branches, device=getattr(backend, "device", device),
+            description=describe() if callable(describe) else name,
+            onnx_path=str(path) if path and str(path).endswith(".onnx") else None,
+            timer="perf_counter around run(); results are numpy")
+        return entry, backend.config
     finally:
         backend.close()

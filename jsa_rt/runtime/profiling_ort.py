@@ -23,30 +23,51 @@ SCOPE_STAGES = (("preprocess", "preprocess"), ("model.frontend", "audio_frontend
 
 
 def node_stage(node) -> str | None:
-    """The model stage an exported ONNX node belongs to, from its metadata (None: unknown)."""
+    """The stage of an exported node from its module scope; "" for top-level code (the maps),
+    None without exporter metadata."""
     meta = {p.key: p.value for p in node.metadata_props}
+    if "pkg.torch.onnx.name_scopes" not in meta:
+        return None
     try:
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        scopes = ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])
     except (ValueError, SyntaxError):
-        scopes = []
+        return None
     for scope in scopes:
         for prefix, stage in SCOPE_STAGES:
             if scope == prefix or scope.startswith(prefix + "."):
                 return stage
-    trace = meta.get("pkg.torch.onnx.stack_trace", "")
-    if not trace:
-        return None
-    # top-level code of visual_branch: maps.py does upsampling, min-max and the IQR blend
-    return "upsample" if "maps.py" in trace else "maps_fusion"
+    return ""
+
+
+def exported_stages(graph) -> dict[str, str]:
+    """Node name -> stage for an exported graph. Top-level code is `visual_branch`'s: the
+    bicubic Resize and everything computed from it is "upsample" (maps.fuse), the rest
+    (sharpened maps, normalised slots, confidence) "maps_fusion"."""
+    stages, tensor_stage = {}, {}
+    for node in graph.node:                       # topologically sorted
+        stage = node_stage(node)
+        if stage == "":
+            upstream = {tensor_stage.get(t) for t in node.input}
+            stage = "upsample" if node.op_type == "Resize" or "upsample" in upstream else "maps_fusion"
+        if stage is not None:
+            stages[node.name] = stage
+            for t in node.output:
+                tensor_stage[t] = stage
+    return stages
 
 
 def _stages_of_optimized(original, optimized) -> dict[str, str]:
-    """Node name -> stage in the optimised graph; nodes onnxruntime made inherit from inputs."""
-    known = {n.name: node_stage(n) for n in original.graph.node}
+    """Node name -> stage in onnxruntime's optimised graph. Fused nodes keep the original name
+    before a '/' (`node_MatMul_284/MatMulAddFusion`) or are named after the tensor they compute
+    (`relu_9_nchwc`); layout reorders and the like inherit the stage of their input."""
+    known = exported_stages(original.graph)
+    by_tensor = {t: known[n.name] for n in original.graph.node if n.name in known for t in n.output}
     producer_stage: dict[str, str] = {}
     stages = {}
-    for node in optimized.graph.node:              # topologically sorted
-        stage = known.get(node.name)
+    for node in optimized.graph.node:             # topologically sorted
+        base = node.name.split("/")[0]
+        stage = known.get(node.name) or known.get(base) or by_tensor.get(
+            base[: -len("_nchwc")] if base.endswith("_nchwc") else base)
         if stage is None:
             stage = next((producer_stage[t] for t in node.input if t in producer_stage), "other")
         stages[node.name] = stage
@@ -70,10 +91,11 @@ def ort_stage_samples(onnx_path: str, frame: np.ndarray, audio: np.ndarray, warm
     import onnxruntime as ort
 
     original = onnx.load(onnx_path)
-    if not any(node_stage(n) for n in original.graph.node):
+    if not exported_stages(original.graph):
         return {}                                  # no exporter metadata: stages unknown
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
+        options.log_severity_level = 3             # quiet: saving an NCHWc-optimised graph warns
         options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "ort_profile")

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .profiling import BRANCH_STAGES, partition_stages
+from .profiling import STACK_ORDERS
 
 
 def save_plot(report: dict, path: str) -> None:
@@ -45,11 +45,11 @@ def _cdf(ax, report: dict) -> None:
 
 
 def _stack_order(report: dict, entry: dict) -> tuple[str, ...]:
-    """The stages that partition this backend's work: the model's six, else its two branches."""
-    order = partition_stages(report)
-    if any(s in entry["stages"] for s in order):
-        return order
-    return BRANCH_STAGES if any(s in entry["stages"] for s in BRANCH_STAGES) else ()
+    """The stages that partition this backend's work: the first complete set it reports."""
+    for order in STACK_ORDERS:
+        if all(s in entry["stages"] for s in order):
+            return order
+    return ()
 
 
 def _stacked_stages(ax, report: dict) -> None:
@@ -64,17 +64,17 @@ def _stacked_stages(ax, report: dict) -> None:
     x = np.arange(len(names))
     bottom = np.zeros(len(names))
     for stage, colour in zip(stages, matplotlib_colours(len(stages))):
-        heights = np.array([report["backends"][n]["stages"].get(stage, {}).get("p50_ms", 0.0)
+        heights = np.array([report["backends"][n]["stages"].get(stage, {}).get("mean_ms", 0.0)
                             if stage in _stack_order(report, report["backends"][n]) else 0.0
                             for n in names])
         if heights.any():
             ax.bar(x, heights, bottom=bottom, label=stage, color=colour)
             bottom += heights
-    totals = [report["backends"][n]["total"]["p50_ms"] for n in names]
-    ax.scatter(x, totals, marker="_", s=600, color="black", zorder=3, label="total p50")
+    totals = [report["backends"][n]["total"]["mean_ms"] for n in names]
+    ax.scatter(x, totals, marker="_", s=600, color="black", zorder=3, label="total mean")
     ax.set_xticks(x, names)
-    ax.set_ylabel("p50, ms")
-    ax.set_title("per-stage p50 (stacked)")
+    ax.set_ylabel("mean, ms")
+    ax.set_title("per-stage mean, stacked (means add up; p50s do not)")
     ax.legend(fontsize=8)
 
 

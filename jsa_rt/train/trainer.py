@@ -120,10 +120,17 @@ class Distributed:
 
 # ---- data --------------------------------------------------------------------------------------
 def make_dataset(args, cfg, split: str, train: bool, max_items: int | None = None):
-    from . import datasets
-    ds = datasets.build_dataset(args.format, args.data, split, cfg, train=train)
-    if max_items is not None and max_items < len(ds):
-        ds = torch.utils.data.Subset(ds, range(max_items))
+    from .datasets import open_dataset
+    ds = open_dataset(args.format, Path(args.data), cfg, split, train=train, method=args.model)
+    if train:
+        # a silent or off-screen-only clip has no visible source: it is no positive pair
+        ds.samples = [s for s in ds.samples if not s.no_source]
+        if max_items is not None:
+            ds.samples = ds.samples[:max_items]
+    for item_id, reason in ds.missing[:5]:
+        print(f"  skipped {item_id}: {reason}")
+    if ds.missing:
+        print(f"  {len(ds.missing)} {split} items unreadable or missing (listed above, first 5)")
     return ds
 
 
@@ -159,26 +166,24 @@ def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device):
     sampler = EpochSampler(len(ds), train_cfg.seed, epoch, dist_info.rank, dist_info.world,
                            train_cfg.batch_size, start_batch)
     gen = torch.Generator().manual_seed(train_cfg.seed * 7919 + epoch * 104729 + start_batch)
+    from .datasets import collate
     return torch.utils.data.DataLoader(
         ds, batch_size=train_cfg.batch_size, sampler=sampler, num_workers=train_cfg.num_workers,
+        collate_fn=collate,
         pin_memory=device == "cuda", drop_last=True, worker_init_fn=_worker_init, generator=gen,
         persistent_workers=False)
 
 
 # ---- validation --------------------------------------------------------------------------------
-@torch.no_grad()
-def validate(model, ds, device, batch_size: int, amp_dtype=None) -> dict:
+def validate(model, ds, device, batch_size: int) -> dict:
     """Localisation on the val split: pointing game, cIoU@0.5 (median threshold), AUC, and
-    retrieval R@1 (a2i). Uses the same metric code as `jsa-rt eval`."""
-    from . import metrics
-    from .evaluate import collect_predictions
-    model.eval()
-    preds = collect_predictions(model, ds, device, batch_size=batch_size, progress=False,
-                                amp_dtype=amp_dtype)
-    summary = metrics.summarize(preds)
+    retrieval R@1 (a2i), with the same code as `jsa-rt eval`."""
+    from .evaluate import evaluate
+    summary, _, _ = evaluate(model, ds, batch_size=batch_size, device=str(device), grid=0, progress=False)
     model.train()
-    return {k: summary[k] for k in ("ciou50", "auc", "pointing") if k in summary} | {
-        "r1_a2i": summary.get("retrieval", {}).get("a2i", {}).get("r1")}
+    retrieval = summary.get("retrieval") or {}
+    return {"ciou50": summary["ciou50"], "auc": summary["auc"], "pointing": summary["pointing"],
+            "r1_a2i": retrieval.get("a2i", {}).get("r1"), "r1_i2a": retrieval.get("i2a", {}).get("r1")}
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -256,6 +261,11 @@ def run(args) -> int:
             model.train()
             t0, seen = time.perf_counter(), 0
             for batch in loader:
+                if batch["errors"]:
+                    state.setdefault("unreadable", []).extend(batch["errors"])
+                    print(f"  unreadable training items skipped: {batch['errors']}")
+                if "image" not in batch:
+                    continue
                 images, wave = batch_to(batch, device_obj)
                 with torch.autocast(device_type=device_obj.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     total, terms = train_model(images, wave)
@@ -268,7 +278,7 @@ def run(args) -> int:
                 state["batch_in_epoch"] += 1
                 seen += images.shape[0] * dist_info.world
                 rate = seen / (time.perf_counter() - t0)
-                values = {"loss": float(total)} | {k: float(v) for k, v in terms.items()}
+                values = {"loss": float(total.detach())} | {k: float(v.detach()) for k, v in terms.items()}
                 if log:
                     if term_names is None:
                         term_names = list(values)
@@ -293,8 +303,8 @@ def run(args) -> int:
             record = {"epoch": state["epoch"], "step": state["step"], "samples_per_s": round(rate, 2),
                       "loss": round(values["loss"], 5)}
             if val_ds is not None and dist_info.main:
-                record["val"] = validate(model, val_ds, device_obj, train_cfg.batch_size, amp_dtype)
-                score = record["val"].get("pointing") or 0.0
+                record["val"] = validate(model, val_ds, device_obj, train_cfg.batch_size)
+                score = (record["val"].get("pointing") or 0.0) + (record["val"].get("ciou50") or 0.0)
                 if state["best"] is None or score > state["best"]["score"]:
                     state["best"] = {"score": score, "epoch": state["epoch"]}
                     save_checkpoint(out / "best.pt", model, extra={"val": record["val"], "epoch": state["epoch"]})

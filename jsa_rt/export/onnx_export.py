@@ -1,0 +1,239 @@
+"""`jsa-rt export-onnx`: a checkpoint -> three "raw in, maps out" ONNX graphs.
+
+  <base>.onnx         full:   frame uint8 (B,S,S,3) RGB HWC + wave float32 (B,L) -> heatmap (B,S,S),
+                              aud (B,g,g), img (B,g,g), image_slot (B,D), audio_slot (B,D),
+                              confidence (B,)
+  <base>.audio.onnx   audio:  wave -> audio_query (B,slots,D), audio_slot (B,D)
+  <base>.visual.onnx  visual: frame, audio_query, audio_slot -> the six outputs above
+The live loop runs the audio graph at the audio rate and the visual graph per frame.
+
+B is 1 unless --dynamic-batch. `--fp16` writes `<name>.fp16.onnx` (+ siblings): fp16 encoders and
+slot updates, fp32 islands for the front end, the slot softmax/eps/renormalisation and the maps
+(wrappers.py). The model config and graph facts travel in the ONNX metadata (`jsa_rt.*`), so
+runtimes need neither torch nor the checkpoint. Opset 18; ops checked against TensorRT 10.3.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError
+from . import onnx_checks
+from ..runtime.ort_backend import graph_path   # x.onnx -> x.audio.onnx / x.visual.onnx
+from .engine_cache import DEFAULT_ROOT
+
+OPSET = 18
+GRAPHS = ("full", "audio", "visual")
+
+
+# ---- file names -----------------------------------------------------------------------------------
+def sibling_paths(full: Path, graphs=GRAPHS) -> dict[str, Path]:
+    """The graphs that exist next to a full-graph ONNX file (full first)."""
+    full = Path(full)
+    if not full.is_file():
+        raise EngineError(f"ONNX file not found: {full}; make it with `jsa-rt export-onnx`")
+    found = {g: graph_path(full, g) for g in graphs}
+    return {g: p for g, p in found.items() if p.is_file()}
+
+
+def default_base(checkpoint: str | None, precision: str, root: Path = DEFAULT_ROOT) -> Path:
+    """Shipped name or None -> engines/<name>[.fp16].onnx; a file -> next to it."""
+    from ..model.checkpoint import DEFAULT_MODEL, SHIPPED
+    suffix = ".fp16.onnx" if precision == "fp16" else ".onnx"
+    name = checkpoint or DEFAULT_MODEL
+    if name in SHIPPED:
+        return Path(root) / f"{name}{suffix}"
+    path = Path(name)
+    return path.with_name(path.stem + suffix)
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+def example_inputs(cfg, graph: str = "full", batch: int = 1, seed: int = 0,
+                   query_slots: int | None = None) -> dict[str, np.ndarray]:
+    """Fixed, deterministic inputs (export tracing, validation): a random RGB frame and a
+    tone-plus-noise waveform at ~-20 dBFS. Visual-graph state comes from an L2-normalised draw."""
+    rng = np.random.default_rng(seed)
+    s = cfg.image_size
+    frame = rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
+    t = np.arange(cfg.num_samples) / cfg.sample_rate
+    tone = 0.1 * np.sin(2 * np.pi * 440.0 * t)
+    wave = (tone + 0.02 * rng.standard_normal((batch, cfg.num_samples))).astype(np.float32)
+    if graph == "full":
+        return {"frame": frame, "wave": wave}
+    if graph == "audio":
+        return {"wave": wave}
+    slots = cfg.num_slots if query_slots is None else query_slots     # EZ-VSL: 1
+    query = rng.standard_normal((batch, slots, cfg.dim)).astype(np.float32)
+    slot = rng.standard_normal((batch, cfg.dim)).astype(np.float32)
+    slot /= np.linalg.norm(slot, axis=1, keepdims=True)
+    return {"frame": frame, "audio_query": query, "audio_slot": slot}
+
+
+# ---- models ------------------------------------------------------------------------------------------
+def random_model(preset: str, seed: int = 0, kind: str = "jsa", pretrained: bool = False):
+    """Random weights of a preset (timing, tests): deterministic for a given seed.
+    `pretrained`: ImageNet weights for the image encoder where available locally."""
+    import torch
+    from ..model import build_model
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build_model(preset, kind, pretrained=pretrained).eval()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def load_model(checkpoint: str | None):
+    from ..model.checkpoint import load_checkpoint
+    model, meta = load_checkpoint(checkpoint, device="cpu")
+    return model, Path(meta["path"]).stem
+
+
+# ---- export ------------------------------------------------------------------------------------------
+def _atomic_save(model_proto, path: Path) -> None:
+    import onnx
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model_proto, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_graph(model, graph: str, path: Path, *, precision: str = "fp32",
+                 dynamic_batch: bool = False, model_name: str = "model", plugins: str = "none"):
+    """Export one graph; returns the ModelProto written to `path`."""
+    import onnx
+    import torch
+    from . import wrappers
+
+    cfg = model.cfg
+    wrapper_cls, input_names, output_names = wrappers.GRAPHS[graph]
+    net = wrappers.half_precision(model) if precision == "fp16" else model.float().eval()
+    table = None
+    if plugins == "triton":
+        from .trt_plugins import translation_table, use_plugin_ops
+        net, table = use_plugin_ops(net if precision == "fp16" else copy.deepcopy(net)), translation_table()
+    wrapper = wrapper_cls(net).eval()
+    # torch.export specialises size-1 dims: trace a dynamic batch with 2 examples
+    example = example_inputs(cfg, graph, batch=2 if dynamic_batch else 1, query_slots=query_slots(model))
+    args = tuple(torch.from_numpy(example[n]) for n in input_names)
+    dynamic = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=64)
+        dynamic = {n: {0: batch} for n in input_names}
+    with torch.no_grad():
+        # optimize=False: onnxscript's default rewrites drop `x + 1e-8` as "adding zero"
+        # (math.isclose with an absolute tolerance of 1e-8), which would delete the slot
+        # attention's eps; constant folding alone is safe.
+        program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=OPSET,
+                                    input_names=list(input_names), output_names=list(output_names),
+                                    dynamic_shapes=dynamic, optimize=False, verbose=False,
+                                    custom_translation_table=table)
+    proto = _fold_constants(program.model)
+    bad = onnx_checks.unsupported_ops(proto, plugin_domains=("jsa_rt",) if plugins == "triton" else ())
+    if bad:
+        raise EngineError(f"the {graph} graph uses ops TensorRT 10.3 lacks: {bad}; this is a jsa-rt bug, "
+                          f"please report it")
+    lost = [i["softmax"] for i in onnx_checks.softmax_islands(proto)
+            if not any(op == "Add" for op, _ in i["followers"])]
+    if lost:
+        raise EngineError(f"the exported {graph} graph lost the slot attention eps after {lost}; "
+                          f"this is a jsa-rt/exporter bug, please report it")
+    onnx.helper.set_model_props(proto, {
+        "jsa_rt.graph": graph, "jsa_rt.precision": precision, "jsa_rt.plugins": plugins,
+        "jsa_rt.model_name": model_name, "jsa_rt.model_kind": getattr(model, "kind", "jsa"),
+        "jsa_rt.config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "jsa_rt.inputs": json.dumps({n: list(example[n].shape[1:]) for n in input_names}),
+        "jsa_rt.channel_order": wrappers.CHANNEL_ORDER,
+        "jsa_rt.dynamic_batch": str(bool(dynamic_batch)).lower(),
+    })
+    proto.doc_string = f"jsa-rt {graph} graph ({precision}); frame: {wrappers.CHANNEL_ORDER}"
+    _atomic_save(proto, Path(path))
+    return proto
+
+
+def _fold_constants(ir_model):
+    from onnxscript import ir, optimizer
+    optimizer.fold_constants(ir_model)
+    optimizer.remove_unused_nodes(ir_model)
+    return ir.to_proto(ir_model)
+
+
+def query_slots(model) -> int:
+    """Audio queries per clip: the slots for JSA, one global embedding for EZ-VSL."""
+    return 1 if getattr(model, "kind", "jsa") == "ezvsl" else model.cfg.num_slots
+
+
+def export_all(model, base: Path, *, precision: str = "fp32", graphs=GRAPHS,
+               dynamic_batch: bool = False, model_name: str = "model", plugins: str = "none",
+               log=print) -> dict[str, Path]:
+    out = {}
+    for i, graph in enumerate(graphs, 1):
+        path = graph_path(base, graph)
+        start = time.perf_counter()
+        log(f"[{i}/{len(graphs)}] exporting the {graph} graph ({precision}) -> {path}")
+        export_graph(model, graph, path, precision=precision, dynamic_batch=dynamic_batch,
+                     model_name=model_name, plugins=plugins)
+        log(f"      {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s")
+        out[graph] = path
+    return out
+
+
+def export_for_engine(checkpoint, precision, plugins, graphs, root: Path = DEFAULT_ROOT) -> dict:
+    """What build-engine needs: the ONNX graphs of a checkpoint at the given precision,
+    exported into the engine cache's onnx/ folder (reused when already there)."""
+    model, name = load_model(checkpoint)
+    base = Path(root) / name / "onnx" / default_base(name if name else None, precision).name
+    if plugins == "triton":
+        base = base.with_name(base.name.replace(".onnx", ".triton.onnx"))
+    missing = [g for g in graphs if not graph_path(base, g).is_file()]
+    if missing:
+        export_all(model, base, precision=precision, graphs=missing, model_name=name, plugins=plugins)
+    return {g: graph_path(base, g) for g in graphs}
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export-onnx", help="export raw-in/maps-out ONNX graphs (full, audio, visual)",
+        description="Export a checkpoint as three ONNX graphs taking the raw camera frame "
+                    "(uint8 RGB HWC) and waveform: full, audio branch, visual branch.")
+    p.add_argument("--checkpoint", default=None, help="checkpoint .pt or shipped name (default edge-jsa)")
+    p.add_argument("--preset", default=None, help="random weights of this preset instead (timing)")
+    p.add_argument("--fp16", action="store_true", help="fp16 graph with fp32 islands")
+    p.add_argument("--out", default=None, help="full-graph path (siblings get .audio/.visual)")
+    p.add_argument("--graphs", default=",".join(GRAPHS), help="which graphs (full,audio,visual)")
+    p.add_argument("--dynamic-batch", action="store_true", help="leading batch dim dynamic (1..64)")
+    p.add_argument("--plugins", choices=("none", "triton"), default="none",
+                   help="triton: slot attention as a TensorRT plugin node (for build-engine --plugins triton)")
+    return p
+
+
+def run(args) -> int:
+    precision = "fp16" if args.fp16 else "fp32"
+    if args.preset:
+        model, name = random_model(args.preset), f"random-{args.preset}"
+        base = Path(args.out) if args.out else DEFAULT_ROOT / f"{name}{'.fp16' if args.fp16 else ''}.onnx"
+    else:
+        model, name = load_model(args.checkpoint)
+        base = Path(args.out) if args.out else default_base(args.checkpoint, precision)
+    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    paths = export_all(model, base, precision=precision, graphs=graphs,
+                       dynamic_batch=args.dynamic_batch, model_name=name, plugins=args.plugins)
+    total = sum(p.stat().st_size for p in paths.values()) / 1e6
+    first = next(iter(paths.values()))
+    flag = " --fp16" if args.fp16 else ""
+    print(f"exported {len(paths)} graph(s), {total:.1f} MB, {precision}: {first} -> next: "
+          f"jsa-rt build-engine{flag} --onnx {first}  (or run it: --backend onnxruntime --model {first})")
+    return 0

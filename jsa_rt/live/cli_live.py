@@ -1,0 +1,200 @@
+"""`jsa-rt live`, `jsa-rt demo`, `jsa-rt devices`, `jsa-rt doctor`: argument parsing only.
+
+The work lives in pipeline.py (live), demo.py, devices.py and doctor.py. Nothing here imports
+torch: with the onnxruntime or TensorRT backend the whole live path runs without it.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ..errors import JsaError
+from .preprocess import CROP_MODES
+from .render import COLORMAPS, RenderOptions
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def load_backend_factory(backend: str, model: str | None, preset: str | None, device: str | None,
+                         threads: int | None = None):
+    """A function that creates the backend; the pipeline calls it on its inference thread."""
+    try:
+        from ..runtime import load_backend
+    except ImportError:
+        raise JsaError("jsa_rt.runtime has no load_backend in this install: reinstall jsa-rt") from None
+    extra = {"threads": threads} if threads else {}
+    return lambda: load_backend(backend, model, preset=preset, device=device, **extra)
+
+
+# ---- shared option groups ------------------------------------------------------------------------
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference backend (auto: TensorRT engine > onnxruntime > torch)")
+    g.add_argument("--model", "--checkpoint", dest="model", default=None,
+                   help="checkpoint .pt / .onnx / .engine or shipped name (default: edge-jsa)")
+    g.add_argument("--preset", default=None, help="random weights of this preset (timing only: no checkpoint)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU inference threads (default: the backend's; fewer leaves cores for capture)")
+
+
+def add_render_options(p: argparse.ArgumentParser) -> None:
+    d = RenderOptions()
+    g = p.add_argument_group("rendering")
+    g.add_argument("--persistence-ms", type=float, default=d.persistence_ms,
+                   help=f"temporal smoothing time constant (default {d.persistence_ms:g}; 0 = off)")
+    g.add_argument("--min-level-db", type=float, default=d.min_level_db,
+                   help=f"'no source' below this audio level, dBFS (default {d.min_level_db:g})")
+    g.add_argument("--min-confidence", type=float, default=d.min_confidence,
+                   help=f"'no source' below this model confidence, 0-1 (default {d.min_confidence:g})")
+    g.add_argument("--overlay-alpha", type=float, default=d.alpha, help=f"heatmap opacity (default {d.alpha:g})")
+    g.add_argument("--colormap", choices=COLORMAPS, default=d.colormap)
+    g.add_argument("--no-hud", action="store_true", help="no text or level meter on the frames")
+    g.add_argument("--crop", choices=CROP_MODES, default="resize",
+                   help="frame to model square: resize the whole frame (default) or crop its centre")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--output", default=None, metavar="OUT.mp4", help="record the annotated video (+ sound)")
+    g.add_argument("--headless", action="store_true", help="no window")
+    g.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    g.add_argument("--log-json", default=None, metavar="FILE",
+                   help="one JSON object per rendered frame (t, peak, confidence, latency_ms, backend, ...)")
+
+
+def render_options(args) -> RenderOptions:
+    return RenderOptions(persistence_ms=args.persistence_ms, min_level_db=args.min_level_db,
+                         min_confidence=args.min_confidence, alpha=args.overlay_alpha,
+                         colormap=args.colormap, show_hud=not args.no_hud)
+
+
+def _progress(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- live ---------------------------------------------------------------------------------------
+def add_live_parser(sub):
+    p = sub.add_parser("live", help="live localization from a camera and a microphone (or files)",
+                       description="Live sound source localization. Ctrl-C stops cleanly.")
+    g = p.add_argument_group("sources")
+    g.add_argument("--camera", "--input", dest="camera", default="0",
+                   help="0, /dev/video0, v4l2:///dev/video0, csi://0, file://clip.mp4 or a path, "
+                        "rtsp://..., or a GStreamer pipeline (default 0)")
+    g.add_argument("--mic", default="default",
+                   help="default, a device index, a name substring, or file://clip.wav (default: default)")
+    g.add_argument("--input-width", type=int, default=None)
+    g.add_argument("--input-height", type=int, default=None)
+    g.add_argument("--input-rate", type=float, default=None, help="camera frame rate (files: playback rate)")
+    g.add_argument("--loop", action="store_true", help="restart files at their end")
+    g.add_argument("--reconnect", action="store_true", help="reopen a camera or stream that stops")
+    g.add_argument("--no-pace", action="store_true",
+                   help="files: process every frame as fast as possible instead of in real time")
+    a = p.add_argument_group("audio")
+    a.add_argument("--audio-window", type=float, default=None, help="seconds of audio (default: the model's)")
+    a.add_argument("--audio-hop", type=float, default=0.25, help="audio branch refresh period, s (default 0.25)")
+    a.add_argument("--av-offset-ms", type=float, default=0.0,
+                   help="how much later the sound arrives than the picture (default 0)")
+    add_model_options(p)
+    add_render_options(p)
+    add_output_options(p)
+    return p
+
+
+def live_options(args):
+    from .pipeline import LiveOptions
+    if args.audio_hop <= 0:
+        raise JsaError(f"--audio-hop must be positive (got {args.audio_hop:g})")
+    if args.audio_window is not None and args.audio_window <= 0:
+        raise JsaError(f"--audio-window must be positive (got {args.audio_window:g})")
+    return LiveOptions(
+        camera=args.camera, mic=args.mic, input_width=args.input_width, input_height=args.input_height,
+        input_rate=args.input_rate, loop=args.loop, reconnect=args.reconnect, paced=not args.no_pace,
+        audio_window=args.audio_window, audio_hop=args.audio_hop, av_offset_ms=args.av_offset_ms,
+        crop=args.crop, render=render_options(args), output=args.output, headless=args.headless,
+        duration=args.duration, log_json=args.log_json)
+
+
+def run_live(args) -> int:
+    from .pipeline import Pipeline
+    options = live_options(args)
+    factory = load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads)
+    summary = Pipeline(options, factory).run(progress=_progress)
+    if options.output:
+        nxt = f"play it: ffplay {shlex.quote(options.output)}"
+    else:
+        nxt = "record it: add --output out.mp4 --log-json frames.jsonl"
+    print(f"live: {summary.line()}; next: {nxt}", flush=True)
+    return 0
+
+
+# ---- demo ---------------------------------------------------------------------------------------
+def add_demo_parser(sub):
+    p = sub.add_parser("demo", help="run the live pipeline on a clip built from real data",
+                       description="Builds a short clip (Tux Paint stamps on photos, with their sounds), "
+                                   "runs the live pipeline on it as if it were a camera and a "
+                                   "microphone, writes an annotated mp4 and scores the peaks.")
+    p.add_argument("--out", default="jsa-rt-demo", help="output folder (default ./jsa-rt-demo)")
+    p.add_argument("--data", default=None,
+                   help="data folder with tuxpaint-stamps/ and backgrounds/ (default $JSA_DATA or "
+                        "../shared/data, else /usr/share/tuxpaint/stamps)")
+    p.add_argument("--segments", type=int, default=4, help="scenes in the clip (default 4)")
+    p.add_argument("--segment-seconds", type=float, default=4.0, help="length of each scene (default 4)")
+    p.add_argument("--fps", type=float, default=30.0, help="clip frame rate (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-pace", action="store_true", help="process every frame instead of in real time")
+    p.add_argument("--show", action="store_true", help="also open a window (when a display exists)")
+    add_model_options(p)
+    add_render_options(p)
+    return p
+
+
+def run_demo(args) -> int:
+    from .demo import run_demo as demo
+    return demo(args, load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads),
+                render_options(args), progress=_progress)
+
+
+# ---- devices / doctor ----------------------------------------------------------------------------
+def add_devices_parser(sub):
+    p = sub.add_parser("devices", help="list cameras and microphones")
+    p.add_argument("--no-probe", action="store_true", help="do not open cameras to read their formats")
+    return p
+
+
+def run_devices(args) -> int:
+    from .devices import print_devices
+    return print_devices(probe=not args.no_probe)
+
+
+def add_doctor_parser(sub):
+    return sub.add_parser("doctor", help="check PortAudio, OpenCV, display, CUDA, TensorRT, Jetson")
+
+
+def run_doctor(args) -> int:
+    from .doctor import run_checks
+    return run_checks()
+
+
+# ---- python -m jsa_rt.live.cli_live COMMAND ... (the same as `jsa-rt COMMAND ...`) ---------------
+PARSERS = {"live": (add_live_parser, run_live), "demo": (add_demo_parser, run_demo),
+           "devices": (add_devices_parser, run_devices), "doctor": (add_doctor_parser, run_doctor)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = argparse.ArgumentParser(prog="jsa-rt")
+    sub = root.add_subparsers(dest="command", required=True)
+    for add, _ in PARSERS.values():
+        add(sub)
+    args = root.parse_args(argv)
+    try:
+        return int(PARSERS[args.command][1](args) or 0)
+    except JsaError as exc:
+        print(f"jsa-rt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

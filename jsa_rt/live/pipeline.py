@@ -1,0 +1,446 @@
+"""The live loop: capture threads -> one inference thread -> one output thread.
+
+    video grabber ──(latest frame)──> inference ──(latest result)──> output (draw, window, mp4, log)
+    microphone callback ──(ring buffer)──┘
+
+* The inference thread creates and owns the backend: CUDA contexts and TensorRT execution
+  contexts are per thread, so all GPU work happens there.
+* Hand-offs keep only the newest item (`LatestSlot`): a slow stage sees fresh data, never a
+  backlog; what it skipped is counted as dropped. Files run with `paced=False` are lossless.
+* The audio branch runs every `audio_hop` seconds (of source time) and its state is cached;
+  the visual branch runs on every frame.
+* Stopping (Ctrl-C, SIGTERM, --duration, end of file, the window closed): the sources are
+  closed, each stage drains and exits, every thread is joined within `JOIN_TIMEOUT_S`, then the
+  recording is finalized.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import JsaError
+from .audio import AudioSource, AudioWindow, open_audio
+from .handoff import Closed, LatestSlot
+from .outputs import JsonLog, VideoRecorder, Window, window_problem
+from .preprocess import model_input
+from .render import HudInfo, Localizer, RenderOptions, draw_hud, draw_localization
+from .video import Frame, VideoSource
+
+JOIN_TIMEOUT_S = 2.0
+LATENCY_KEEP = 100_000          # latencies kept for the percentiles (a fixed array: no growth)
+
+
+@dataclass
+class LiveOptions:
+    camera: str = "0"
+    mic: str = "default"
+    input_width: int | None = None
+    input_height: int | None = None
+    input_rate: float | None = None
+    loop: bool = False
+    reconnect: bool = False
+    paced: bool = True                    # files play in real time; False: every frame, as fast as possible
+    audio_window: float | None = None     # seconds; None: the model's window
+    audio_hop: float = 0.25
+    av_offset_ms: float = 0.0
+    crop: str = "resize"
+    render: RenderOptions = field(default_factory=RenderOptions)
+    output: str | None = None
+    headless: bool = False
+    duration: float | None = None
+    log_json: str | None = None
+    quiet: bool = False                   # no warnings printed (tests, soak)
+
+
+@dataclass
+class Result:
+    """What the inference thread hands to the output thread for one frame."""
+    frame: Frame
+    heatmap: np.ndarray
+    confidence: float
+    view: tuple
+    level_db: float
+    audio_age_s: float
+    infer_ms: float                 # preprocess + audio window/branch (when refreshed) + visual branch
+    t_infer_done: float             # time.monotonic() when handed to the output thread
+    stages_ms: dict                 # capture_wait, preprocess, audio, visual (the output adds its own)
+
+
+class LatencyStats:
+    """Capture-to-render latencies in a fixed array (the newest LATENCY_KEEP of them)."""
+
+    def __init__(self, keep: int = LATENCY_KEEP):
+        self._values = np.zeros(keep, np.float32)
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        self._values[self.count % self._values.size] = ms
+        self.count += 1
+
+    def values(self, since: int = 0) -> np.ndarray:
+        """Latencies recorded after the first `since` ones (those still kept), oldest first."""
+        lo = max(since, self.count - self._values.size)
+        idx = np.arange(lo, self.count) % self._values.size
+        return self._values[idx].copy()
+
+    def percentile(self, q: float, since: int = 0) -> float:
+        v = self.values(since)
+        return float(np.percentile(v, q)) if v.size else float("nan")
+
+
+@dataclass
+class Summary:
+    frames: int
+    seconds: float
+    fps: float
+    p50_ms: float
+    p99_ms: float
+    dropped: int
+    overflows: int
+    audio_refreshes: int
+    backend: str
+    stopped_by: str
+    written: list[str]
+    not_joined: list[str]
+
+    def line(self) -> str:
+        text = (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps, {self.backend}), "
+                f"latency p50 {self.p50_ms:.0f} ms p99 {self.p99_ms:.0f} ms, "
+                f"{self.audio_refreshes} audio refreshes, dropped {self.dropped}, "
+                f"mic overflows {self.overflows}; stopped by {self.stopped_by}")
+        if self.not_joined:
+            text += f"; threads still running after {JOIN_TIMEOUT_S:.0f} s: {', '.join(self.not_joined)}"
+        if self.written:
+            text += "; wrote " + ", ".join(self.written)
+        return text
+
+
+class Pipeline:
+    """Runs one live session. Construct, then `run()` (blocks) or `start()` + `wait()`/`stop()`."""
+
+    def __init__(self, options: LiveOptions, backend_factory: Callable[[], object],
+                 on_frame: Callable[[dict], None] | None = None):
+        self.options = options
+        self.backend_factory = backend_factory
+        self.on_frame = on_frame           # called with each frame's log record (tools, tests)
+        self.stop_event = threading.Event()
+        self.stopped_by = ""
+        self.errors: list[str] = []
+        self.latency = LatencyStats()
+        self.frames_rendered = 0
+        self.audio_refreshes = 0
+        self.backend_name = "?"
+        self.video: VideoSource | None = None
+        self.audio: AudioSource | None = None
+        self.window: AudioWindow | None = None
+        self.recorder: VideoRecorder | None = None
+        self.log: JsonLog | None = None
+        self._results = LatestSlot(lossless=not options.paced)
+        self._ready = threading.Event()          # the backend is loaded (config known)
+        self._audio_ready = threading.Event()    # the audio source runs: frames may flow
+        self._config = None
+        self._threads: list[threading.Thread] = []
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+        self._t_media0 = 0.0
+        self._latency_ema = 0.0             # the HUD shows a smoothed latency (this frame's is not known yet)
+
+    # ---- control --------------------------------------------------------------------------------
+    def request_stop(self, why: str) -> None:
+        if not self.stop_event.is_set():
+            self.stopped_by = why
+            self.stop_event.set()
+
+    def _fail(self, message: str) -> None:
+        self.errors.append(message)
+        self.request_stop("error")
+
+    def start(self) -> None:
+        o = self.options
+        # Open the camera first: a bad URI or a missing device fails fast, before a model loads.
+        self.video = VideoSource(o.camera, o.input_width, o.input_height, o.input_rate,
+                                 loop=o.loop, reconnect=o.reconnect, paced=o.paced)
+        infer = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        infer.start()
+        self._threads.append(infer)
+        while not self._ready.wait(0.1):          # the backend loads inside its own thread
+            if not infer.is_alive() or self.stop_event.is_set():
+                break
+        if self._config is None and self.stop_event.is_set() and not self.errors:
+            return                                  # Ctrl-C while the model was loading
+        if self.errors or self._config is None:
+            self._shutdown_sources()
+            infer.join(JOIN_TIMEOUT_S)
+            raise JsaError(self.errors[0] if self.errors else "the backend did not start")
+        cfg = self._config
+        window_s = o.audio_window or cfg.audio_seconds
+        try:
+            self.audio = open_audio(o.mic, cfg.sample_rate, window_s, loop=o.loop, paced=o.paced)
+            self.window = AudioWindow(self.audio, cfg.sample_rate, cfg.num_samples, window_s, o.av_offset_ms)
+            if o.output:
+                self.recorder = VideoRecorder(o.output, self.video.fps, audio_rate=self.audio.rate)
+            if o.log_json:
+                self.log = JsonLog(o.log_json)
+        except BaseException:
+            self._shutdown_sources()
+            raise
+        show = not o.headless
+        if show and window_problem():
+            if not o.quiet:
+                print(f"warning: no window ({window_problem()}); running headless", flush=True)
+            show = False
+        out = threading.Thread(target=self._output_loop, args=(Window() if show else None,),
+                               name="output", daemon=True)
+        self._threads.append(out)
+        try:
+            self.audio.start()
+        except BaseException:
+            self._shutdown_sources()
+            raise
+        self._audio_ready.set()
+        out.start()
+        self.video.start()
+
+    def wait(self, progress: Callable[[str], None] | None = None, every: float = 5.0) -> None:
+        """Block until the run ends by itself or `request_stop` is called (signals stay responsive).
+
+        With `progress`, a status line goes to it every `every` seconds.
+        """
+        next_status = time.monotonic() + every
+        while not self.stop_event.wait(0.1):
+            if not any(t.is_alive() for t in self._threads):
+                break
+            if progress is not None and time.monotonic() >= next_status:
+                next_status += every
+                progress(self.status_line())
+
+    def started_line(self) -> str:
+        v, a, cfg = self.video, self.audio, self._config
+        pacing = "" if v.paced or not v.is_file else ", every frame (not paced)"
+        return (f"live: {v.name} at {v.fps:g} fps{pacing} + {a.name} at {a.rate} Hz -> {self.backend_name} "
+                f"({cfg.preset}, {cfg.image_size} px, {self.window.window / a.rate:g} s audio); Ctrl-C to stop")
+
+    def status_line(self) -> str:
+        recent = self.latency.values(max(0, self.latency.count - 150))
+        p50 = float(np.percentile(recent, 50)) if recent.size else float("nan")
+        span = (self._t_last or 0) - (self._t_first or 0)
+        fps = (self.frames_rendered - 1) / span if span > 0 else 0.0
+        return (f"  {span:6.1f} s  {self.frames_rendered} frames  {fps:5.1f} fps  latency p50 {p50:.0f} ms"
+                f"  dropped {self.video.dropped if self.video else 0}"
+                f"  mic overflows {self.audio.overflows if self.audio else 0}")
+
+    def stop(self) -> list[str]:
+        """Close the sources, join every thread (within JOIN_TIMEOUT_S in all); names of stragglers."""
+        self.request_stop("request")
+        self._shutdown_sources()
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        threads = self._threads + ([self.video.thread] if self.video else [])
+        for t in threads:
+            if t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t.is_alive()]
+
+    def _shutdown_sources(self) -> None:
+        if self.video is not None:
+            self.video.stop()
+        if self.audio is not None:
+            self.audio.stop()
+
+    def run(self, progress: Callable[[str], None] | None = None) -> Summary:
+        """Start, run until done, stop, finalize outputs. Ctrl-C / SIGTERM stop it cleanly."""
+        restore = _install_stop_signals(self.request_stop)
+        try:
+            self.start()
+            if progress is not None and self.audio is not None:
+                progress(self.started_line())
+            self.wait(progress)
+        finally:
+            not_joined = self.stop()
+            restore()
+            written = self._finalize(not_joined)
+        if self.errors:
+            raise JsaError(self.errors[0])
+        return self.summary(written, not_joined)
+
+    def _finalize(self, not_joined: list[str]) -> list[str]:
+        written = []
+        if self.recorder is not None:
+            if "output" in not_joined:        # the writer may still be in use: leave the partial file
+                written.append(f"{self.recorder.path} (not finalized: the output thread hung)")
+            elif self.recorder.frames_written:
+                written.append(self.recorder.close())
+            else:
+                self.recorder.abandon()
+        if self.log is not None:
+            written.append(self.log.close())
+        return written
+
+    def summary(self, written: list[str], not_joined: list[str]) -> Summary:
+        span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last else 0.0
+        fps = (self.frames_rendered - 1) / span if span > 0 else 0.0
+        if not self.stopped_by or self.stopped_by == "request":
+            self.stopped_by = "end of input" if self.video and self.video.frames.closed else "request"
+            if self.video and self.video.error:
+                self.stopped_by += f" ({self.video.error})"
+        return Summary(self.frames_rendered, span, fps, self.latency.percentile(50),
+                       self.latency.percentile(99), self.video.dropped + self._results.dropped if self.video else 0,
+                       self.audio.overflows if self.audio else 0, self.audio_refreshes,
+                       self.backend_name, self.stopped_by, written, not_joined)
+
+    # ---- inference thread -----------------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        backend = None
+        try:
+            backend = self.backend_factory()
+            self.backend_name = getattr(backend, "name", type(backend).__name__)
+            self._config = backend.config
+            self._ready.set()
+            while not self._audio_ready.wait(0.05):
+                if self.stop_event.is_set():
+                    return
+            self._infer_frames(backend)
+        except JsaError as exc:
+            self._fail(str(exc))
+        except Exception as exc:           # a crash must stop the run and be reported, not hang it
+            self._fail(f"inference failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._results.close()
+            if backend is not None:
+                try:
+                    backend.close()
+                except Exception:
+                    pass
+
+    def _infer_frames(self, backend) -> None:
+        o, cfg = self.options, self._config
+        state, level, t_audio = None, -120.0, None
+        while not self.stop_event.is_set():
+            try:
+                frame = self.video.frames.get(0.1)
+            except Closed:
+                return
+            if frame is None:
+                continue
+            t0 = time.monotonic()
+            rgb, view = model_input(frame.image, cfg.image_size, o.crop)
+            t1 = time.monotonic()
+            if state is None or frame.t_media - t_audio >= o.audio_hop or frame.t_media < t_audio:
+                chunk = self.window.read(frame.t_capture, frame.t_media)
+                state, level, t_audio = backend.run_audio(chunk.wave), chunk.level_db, frame.t_media
+                self.audio_refreshes += 1
+            t2 = time.monotonic()
+            maps = backend.run_visual(rgb, state)
+            t3 = time.monotonic()
+            stages = {"capture_wait": (t0 - frame.t_capture) * 1e3, "preprocess": (t1 - t0) * 1e3,
+                      "audio": (t2 - t1) * 1e3, "visual": (t3 - t2) * 1e3}
+            result = Result(frame, np.asarray(maps.heatmap, np.float32), float(maps.confidence), view,
+                            level, frame.t_media - t_audio, (t3 - t0) * 1e3, t3, stages)
+            while not self._results.put(result):   # only a lossless slot refuses (output busy)
+                if self.stop_event.is_set() or self._results.closed:
+                    return
+
+    # ---- output thread --------------------------------------------------------------------------
+    def _output_loop(self, window: Window | None) -> None:
+        o = self.options
+        localizer = Localizer(o.render)
+        fps_ema, t_prev = 0.0, None
+        audio_cursor = None
+        try:
+            while True:
+                try:
+                    r = self._results.get(0.1)
+                except Closed:
+                    return
+                if r is None:
+                    continue
+                frame = r.frame
+                t_got = time.monotonic()
+                loc = localizer.update(r.heatmap, r.confidence, r.level_db, frame.t_media, r.view)
+                image = draw_localization(frame.image, loc, o.render, r.view)
+                if o.render.show_hud:
+                    draw_hud(image, HudInfo(fps_ema, self._latency_ema, self.backend_name, r.level_db,
+                                            self.window.window / self.audio.rate, r.confidence,
+                                            loc.reason, self.video.dropped, self.audio.overflows,
+                                            o.render.min_level_db))
+                now = time.monotonic()
+                latency_ms = (now - frame.t_capture) * 1000.0
+                self._latency_ema = latency_ms if self.frames_rendered == 0 else \
+                    0.9 * self._latency_ema + 0.1 * latency_ms
+                if t_prev is not None and now > t_prev:
+                    inst = 1.0 / (now - t_prev)
+                    fps_ema = inst if fps_ema == 0 else 0.9 * fps_ema + 0.1 * inst
+                t_prev = now
+                self.latency.add(latency_ms)
+                if self._t_first is None:
+                    self._t_first = now
+                    self._t_media0 = frame.t_media
+                self._t_last = now
+                self.frames_rendered += 1
+                if window is not None and not window.show(image):
+                    self.request_stop("window closed")
+                if self.recorder is not None:
+                    self.recorder.write(image, frame.t_media)
+                    end = self.window.position(frame.t_capture, frame.t_media)
+                    if audio_cursor is None:
+                        audio_cursor = end - max(0, int(round(self.audio.rate / self.video.fps)))
+                    if end > audio_cursor:
+                        start = max(audio_cursor, end - self.recorder.audio_room())
+                        self.recorder.write_audio(self.audio.read(start, end))
+                        audio_cursor = end
+                record = {
+                    "t": round(frame.t_media - self._t_media0, 4),
+                    "frame": frame.index,
+                    "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
+                    "box": [round(v, 4) for v in loc.box] if loc.active else None,
+                    "confidence": round(r.confidence, 4),
+                    "level_db": round(r.level_db, 1),
+                    "state": "source" if loc.active else f"no source ({loc.reason})",
+                    "latency_ms": round(latency_ms, 2),
+                    "infer_ms": round(r.infer_ms, 2),
+                    "audio_age_ms": round(r.audio_age_s * 1000, 1),
+                    "backend": self.backend_name,
+                    "stages_ms": {k: round(v, 2) for k, v in r.stages_ms.items()} | {
+                        "result_wait": round((t_got - r.t_infer_done) * 1e3, 2),
+                        "render": round((now - t_got) * 1e3, 2)},
+                }
+                if self.log is not None:
+                    self.log.write(record)
+                if self.on_frame is not None:
+                    self.on_frame(record)
+                if o.duration is not None and frame.t_media - self._t_media0 >= o.duration:
+                    self.request_stop("--duration")
+        except Exception as exc:
+            self._fail(f"output failed: {type(exc).__name__}: {exc}")
+        finally:
+            if window is not None:
+                try:
+                    window.close()
+                except Exception:
+                    pass
+
+
+def _install_stop_signals(request_stop: Callable[[str], None]) -> Callable[[], None]:
+    """SIGINT / SIGTERM ask for a clean stop (a second Ctrl-C aborts). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+
+    def handler(signum, _frame):
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and getattr(handler, "fired", False):
+            raise KeyboardInterrupt
+        handler.fired = True
+        request_stop(name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return restore

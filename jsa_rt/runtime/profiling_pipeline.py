@@ -1,0 +1,190 @@
+"""Pipeline mode: run the live pipeline (jsa_rt.live) on file sources or devices for a while and
+report what a user sees: capture-to-render frame age (`total`), per-stage times, fps, drops,
+audio overflows, CPU and GPU memory.
+
+Stage times come from two places:
+* each rendered frame's record (the pipeline's `on_frame` callback): `latency_ms` (capture to
+  render: the total) and `stages_ms`, the pipeline's split of that age (capture_wait, preprocess,
+  audio, visual, result_wait, render; see profiling.PIPELINE_STAGES), one sample per frame;
+* the backend is wrapped (`TimedBackend`), so every `run_audio` / `run_visual` call of the
+  inference thread is timed alone: `audio_branch`, `visual_branch`, one sample per call.
+Frames of the first `warmup_s` seconds (first-call allocations, caches) are left out of the
+statistics and counted in `pipeline.warmup_frames`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+from ..errors import JsaError
+from . import profiling
+from .profiling_env import environment
+
+
+class TimedBackend:
+    """A runtime backend whose branch calls are timed (monotonic start, ms) as they happen."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = getattr(inner, "name", type(inner).__name__)
+        self.config = inner.config
+        self.audio_calls: list[tuple[float, float]] = []
+        self.visual_calls: list[tuple[float, float]] = []
+
+    def _timed(self, calls, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        calls.append((time.monotonic(), (time.perf_counter() - t0) * 1e3))
+        return out
+
+    def run_audio(self, audio):
+        return self._timed(self.audio_calls, self.inner.run_audio, audio)
+
+    def run_visual(self, frame, state):
+        return self._timed(self.visual_calls, self.inner.run_visual, frame, state)
+
+    def run(self, frame, audio):
+        return self.inner.run(frame, audio)
+
+    def close(self):
+        self.inner.close()
+
+    def __getattr__(self, attr):       # anything else the pipeline may read (device, ...)
+        return getattr(self.inner, attr)
+
+
+class ResourceSampler:
+    """Samples this process's RSS and CPU use every `period` s on a background thread."""
+
+    def __init__(self, period: float = 0.2):
+        self.period = period
+        self.rss_mb: list[float] = []
+        self.cpu_percent: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="profile-sampler", daemon=True)
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:
+            self._proc = None
+
+    def _loop(self):
+        if self._proc is None:
+            return
+        self._proc.cpu_percent(None)
+        while not self._stop.wait(self.period):
+            self.rss_mb.append(self._proc.memory_info().rss / 2**20)
+            self.cpu_percent.append(self._proc.cpu_percent(None))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def summary(self) -> dict:
+        if not self.rss_mb:
+            return {"rss_mb_peak": None, "cpu_percent_mean": None}
+        return {"rss_mb_start": round(self.rss_mb[0], 1), "rss_mb_end": round(self.rss_mb[-1], 1),
+                "rss_mb_peak": round(max(self.rss_mb), 1),
+                "cpu_percent_mean": round(sum(self.cpu_percent) / len(self.cpu_percent), 1)}
+
+
+def gpu_memory_mb() -> float | None:
+    """GPU memory this process holds, from nvidia-smi (None without an NVIDIA GPU)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-compute-apps=pid,used_memory",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        pid, _, used = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(used)
+    return 0.0
+
+
+def _describe(backend) -> str:
+    describe = getattr(backend, "describe", None)
+    return describe() if callable(describe) else getattr(backend, "name", "?")
+
+
+def _load(backend: str, checkpoint, preset):
+    from . import load_backend
+    return load_backend(backend, model=checkpoint, preset=None if checkpoint else preset)
+
+
+def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str = "auto",
+                     checkpoint: str | None = None, preset: str | None = None,
+                     output: str | None = None, warmup_s: float = 1.0, progress=print) -> dict:
+    try:
+        from ..live.pipeline import LiveOptions, Pipeline
+    except ImportError as e:
+        raise JsaError(f"pipeline mode needs the live pipeline (jsa_rt.live): {e}") from None
+    if duration <= warmup_s:
+        raise JsaError(f"--duration {duration:g} s leaves nothing after the {warmup_s:g} s warm-up; "
+                       "use a longer --duration")
+    timed: list[TimedBackend] = []
+
+    def factory():
+        timed.append(TimedBackend(_load(backend, checkpoint, preset)))
+        return timed[-1]
+
+    records: list[tuple[float, dict]] = []
+    options = LiveOptions(camera=camera, mic=mic, headless=True, duration=duration, quiet=True,
+                          output=output)
+    pipeline = Pipeline(options, factory, on_frame=lambda r: records.append((time.monotonic(), r)))
+    progress(f"running the live pipeline for {duration:g} s ({camera} + {mic}, backend {backend})")
+    with ResourceSampler() as sampler:
+        summary = pipeline.run()
+        gpu_mb = gpu_memory_mb()
+    if not records or not timed:
+        raise JsaError(f"the pipeline rendered no frame ({summary.stopped_by}); check --camera and --mic")
+
+    cutoff = records[0][0] + warmup_s
+    kept = [r for t, r in records if t >= cutoff] or [r for _, r in records]
+    tb = timed[0]
+    stages = {}
+    if all("stages_ms" in r for r in kept):        # the pipeline's own split of each frame's age
+        for name in kept[0]["stages_ms"]:
+            stages[name] = [r["stages_ms"][name] for r in kept]
+    else:                                           # older pipelines: only the inference time
+        stages["inference"] = [r["infer_ms"] for r in kept]
+        stages["after_inference"] = [max(0.0, r["latency_ms"] - r["infer_ms"]) for r in kept]
+    # the backend calls alone, timed by the wrapper (the audio one runs once per audio hop)
+    stages["audio_branch"] = [ms for t, ms in tb.audio_calls if t >= cutoff] or [ms for _, ms in tb.audio_calls]
+    stages["visual_branch"] = [ms for t, ms in tb.visual_calls if t >= cutoff] or [ms for _, ms in tb.visual_calls]
+
+    counters = {
+        "frames": summary.frames, "seconds": round(summary.seconds, 3), "fps": round(summary.fps, 2),
+        "dropped_frames": summary.dropped, "audio_overflows": summary.overflows,
+        "audio_refreshes": summary.audio_refreshes,
+        "audio_refresh_hz": round(summary.audio_refreshes / summary.seconds, 2) if summary.seconds else None,
+        "warmup_frames": len(records) - len(kept), "stopped_by": summary.stopped_by,
+        "gpu_mem_mb": gpu_mb, **sampler.summary(),
+    }
+    env = environment()
+    report = profiling.new_report("pipeline", env, {
+        "preset": preset or tb.config.preset, "checkpoint": checkpoint, "backend": tb.name,
+        "camera": camera, "mic": mic, "duration_s": duration, "warmup_s": warmup_s,
+        "output": output,
+        "threads": None, "audio_hop_s": options.audio_hop})
+    report["backends"][tb.name] = profiling.backend_entry(
+        [r["latency_ms"] for r in kept], stages, device=getattr(tb.inner, "device", None) or "cpu",
+        pipeline=counters, description=_describe(tb.inner),
+        timer="total: capture (time.monotonic at grab) to render, per frame")
+    report["notes"] = [
+        "total = capture-to-render frame age of each rendered frame; the stages up to `render` "
+        "add up to it frame by frame (display and video encoding happen after it)",
+        "`audio` is per frame (0 when the cached audio state is reused); `audio_branch` and "
+        "`visual_branch` are per backend call"]
+    return profiling.finish_report(report)

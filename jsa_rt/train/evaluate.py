@@ -1,0 +1,304 @@
+"""`jsa-rt eval`: localisation, retrieval and false-alarm metrics for any checkpoint.
+
+Runs `model.localize(images, wave)` in batches over a dataset (datasets.py layouts), scores
+every sample with metrics.py, and writes:
+- OUT.json: the summary (keys `n`, `ciou50`, `auc`, `pointing`, `false_alarm`, `retrieval`,
+  `by_size`, ... as fractions in [0, 1]; `n` = samples with a box or mask that were scored),
+- OUT.csv: one row per sample, OUT.md: a markdown table (x100, as papers report),
+- OUT.png: a grid of maps over images with the ground truth outlined.
+The last three go to --out-dir (default: beside OUT.json).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import InputError
+from . import metrics
+from .datasets import FORMATS, AVDataset, collate, guess_format, open_dataset
+
+
+def _threshold(text: str) -> str | float:
+    if text == "median":
+        return "median"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use 'median' or a number such as 0.6") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("a fixed threshold lies in [0, 1]")
+    return value
+
+
+def _finite(x):
+    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else x
+
+
+def _group(rows: list[dict]) -> dict:
+    c50, auc = metrics.ciou50_auc([r["ciou"] for r in rows])
+    return {"n": len(rows), "ciou50": _finite(c50), "auc": _finite(auc),
+            "pointing": _finite(float(np.mean([r["pointing"] for r in rows])) if rows else float("nan"))}
+
+
+def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | float = "median",
+             alpha: float | None = None, fa_threshold: float = 0.5, device: str = "cpu",
+             workers: int = 0, grid: int = 16, progress: bool = True) -> tuple[dict, list[dict], list[dict]]:
+    """-> (summary, per-sample rows, examples for the picture grid)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    show = set(np.linspace(0, len(dataset) - 1, min(grid, len(dataset))).astype(int).tolist()) if grid else set()
+    rows, examples, errors = [], [], []
+    slots_a, slots_v, slot_labels = [], [], []
+    confidence, no_source = [], []
+    mask_iou, f_sum, f_frames = [], None, 0
+    bar = _bar(len(loader), progress)
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            bar.update(1)
+            errors += batch["errors"]
+            if "image" not in batch:
+                continue
+            out = model.localize(batch["image"].to(device), batch["audio"].to(device), alpha=alpha)
+            heat = out["heatmap"].float().cpu().numpy()
+            conf = out["confidence"].float().cpu().numpy()
+            a_slot, v_slot = out["audio_slot"].float().cpu().numpy(), out["image_slot"].float().cpu().numpy()
+            for j in range(heat.shape[0]):
+                idx, sample = int(batch["index"][j]), dataset.samples[int(batch["index"][j])]
+                ns, has_gt = bool(batch["no_source"][j]), bool(batch["has_gt"][j])
+                gt = batch["gt"][j].numpy().astype(np.float64)
+                m = metrics.eval_map(heat[j])
+                row = {"id": sample.id, "label": sample.label, "no_source": ns, "confidence": float(conf[j]),
+                       "ciou": None, "pointing": None, "size": None, "gt_area": None}
+                if has_gt and gt.any():
+                    row.update(ciou=metrics.ciou(m, gt, threshold), pointing=metrics.pointing_hit(m, gt),
+                               size=metrics.size_bucket(gt), gt_area=float((gt > 0).mean()))
+                if sample.gt_kind == "mask":
+                    row["miou"] = metrics.mask_iou(m, gt)
+                    mask_iou.append(row["miou"])
+                    curve = metrics.fscore_curve(m, gt)
+                    if curve is not None:
+                        f_sum = curve if f_sum is None else f_sum + curve
+                        f_frames += 1
+                rows.append(row)
+                confidence.append(float(conf[j]))
+                no_source.append(ns)
+                if not ns:
+                    slots_a.append(a_slot[j])
+                    slots_v.append(v_slot[j])
+                    slot_labels.append(sample.label)
+                if idx in show:
+                    examples.append({"image": _denormalise(batch["image"][j].numpy()), "map": m, "gt": gt, "row": row})
+    bar.close()
+
+    scored = [r for r in rows if r["ciou"] is not None]
+    summary = {"n": len(scored), **{k: v for k, v in _group(scored).items() if k != "n"}}
+    summary["threshold"] = threshold
+    summary["alpha"] = alpha if alpha is not None else getattr(getattr(model, "cfg", None), "iqr_alpha", None)
+    summary["n_read"] = len(rows)
+    summary["n_no_source"] = int(sum(no_source))
+    summary["skipped"] = len(errors) + len(dataset.missing)
+    summary["skipped_items"] = [{"id": i, "reason": r} for i, r in list(dataset.missing) + errors]
+    summary["false_alarm"] = metrics.false_alarm_rate(confidence, no_source, fa_threshold)
+    summary["detection_rate"] = metrics.detection_rate(confidence, no_source, fa_threshold)
+    summary["confidence_auroc"] = metrics.confidence_auroc(confidence, no_source)
+    summary["fa_threshold"] = fa_threshold
+    if len(slots_a) >= 2:
+        summary["retrieval"] = metrics.retrieval_recall(np.stack(slots_a), np.stack(slots_v))
+        if any(slot_labels):
+            summary["retrieval_class"] = metrics.retrieval_recall(np.stack(slots_a), np.stack(slots_v), labels=slot_labels)
+    else:
+        summary["retrieval"] = None
+    summary["by_size"] = {name: _group([r for r in scored if r["size"] == name]) for name, _, _ in metrics.SIZE_BUCKETS}
+    if mask_iou:
+        summary["avsbench"] = {"miou": float(np.mean(mask_iou)),
+                               "fscore": float((f_sum / f_frames).max()) if f_frames else None,
+                               "frames": len(mask_iou)}
+    return summary, rows, examples
+
+
+def _denormalise(image: np.ndarray) -> np.ndarray:
+    rgb = image.transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc="eval", unit="batch", file=sys.stderr)
+
+
+# ---- outputs ----------------------------------------------------------------------------------------
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys = ["id", "label", "no_source", "confidence", "ciou", "pointing", "size", "gt_area"]
+    keys += sorted({k for r in rows for k in r} - set(keys))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in keys})
+    os.replace(tmp, path)
+
+
+def markdown_table(summary: dict, title: str) -> str:
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.2f}"
+    lines = [f"### {title}", "", "| metric | value |", "|---|---|",
+             f"| samples scored / read / skipped | {summary['n']} / {summary['n_read']} / {summary['skipped']} |",
+             f"| cIoU@0.5 (threshold {summary['threshold']}) | {pct(summary['ciou50'])} |",
+             f"| AUC | {pct(summary['auc'])} |",
+             f"| pointing game | {pct(summary['pointing'])} |"]
+    ret = summary.get("retrieval")
+    if ret:
+        for d in ("a2i", "i2a"):
+            lines.append(f"| retrieval {d} R@1 / R@5 / R@10 | {pct(ret[d]['r1'])} / {pct(ret[d]['r5'])} / {pct(ret[d]['r10'])} |")
+    lines.append(f"| false alarm (conf >= {summary['fa_threshold']}, {summary['n_no_source']} no-source) | {pct(summary['false_alarm'])} |")
+    lines.append(f"| detection rate (source scenes) | {pct(summary['detection_rate'])} |")
+    if "avsbench" in summary:
+        lines.append(f"| AVSBench mIoU / F-score | {pct(summary['avsbench']['miou'])} / {pct(summary['avsbench']['fscore'])} |")
+    for name, g in summary["by_size"].items():
+        lines.append(f"| {name} targets (n={g['n']}): cIoU@0.5 / AUC / pointing | "
+                     f"{pct(g['ciou50'])} / {pct(g['auc'])} / {pct(g['pointing'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_grid(path: Path, examples: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import cv2
+    if not examples:
+        return
+    cols = min(4, len(examples))
+    rows = (len(examples) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, ex in zip(axes.ravel(), examples):
+        image = cv2.resize(ex["image"], (metrics.EVAL_SIZE,) * 2, interpolation=cv2.INTER_AREA)
+        ax.imshow(image)
+        ax.imshow(ex["map"], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        if ex["gt"].any():
+            ax.contour(ex["gt"] > 0, levels=[0.5], colors="white", linewidths=1.5)
+        r = ex["row"]
+        score = "no source" if r["no_source"] else (f"cIoU {r['ciou']:.2f}" if r["ciou"] is not None else "")
+        ax.set_title(f"{r['id'][:18]}\n{score} conf {r['confidence']:.2f}", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="cIoU/AUC, pointing, retrieval, false alarms of a checkpoint on a dataset",
+                              description=__doc__.split("\n\n")[0])
+    _add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="edge-jsa", help="checkpoint .pt or shipped name (default edge-jsa)")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder")
+    p.add_argument("--split", default="test", help="split for scenes/avsbench (default test)")
+    p.add_argument("--annotations", type=Path, default=None,
+                   help="VGG-SS JSON / Flickr id list / scenes annotation file (overrides --split)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="data layout (default: guessed from the folder)")
+    p.add_argument("--threshold", type=_threshold, default="median",
+                   help="cIoU binarisation: 'median' (EZ-VSL, default) or a fixed value such as 0.6 (JSA scripts)")
+    p.add_argument("--alpha", type=float, default=None, help="IQR weight of the audio map (default: the model's; 0.4 official scripts, 0.6 paper)")
+    p.add_argument("--fa-threshold", type=float, default=0.5, help="confidence above which a no-source scene is a false alarm")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (quick look)")
+    p.add_argument("--grid", type=int, default=16, help="examples in the PNG grid (0: none)")
+    p.add_argument("--json", required=True, type=Path, help="summary JSON to write")
+    p.add_argument("--out-dir", type=Path, default=None, help="folder for the CSV, markdown and PNG (default: beside --json)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from ..model.checkpoint import load_checkpoint
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model, meta = load_checkpoint(args.checkpoint, device=device)
+    fmt = args.format or guess_format(args.data)
+    dataset = open_dataset(fmt, args.data, meta["config"], args.split, args.annotations)
+    if args.limit:
+        dataset.samples = dataset.samples[:args.limit]
+    for sample_id, reason in dataset.missing:
+        print(f"skipped {sample_id}: {reason}", file=sys.stderr)
+    started = time.monotonic()
+    summary, rows, examples = evaluate(model, dataset, args.batch_size, args.threshold, args.alpha,
+                                       args.fa_threshold, device, args.workers, args.grid, not args.quiet)
+    for item in summary["skipped_items"][len(dataset.missing):]:
+        print(f"skipped {item['id']}: {item['reason']}", file=sys.stderr)
+    summary.update(checkpoint=str(args.checkpoint), kind=meta["kind"], preset=meta["config"].preset,
+                   data=str(args.data), format=fmt, split=args.split if not args.annotations else str(args.annotations),
+                   seconds=round(time.monotonic() - started, 1))
+    out_dir = args.out_dir or args.json.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    stem = args.json.stem
+    _atomic_write(args.json, json.dumps(summary, indent=1))
+    write_csv(out_dir / f"{stem}.csv", rows)
+    title = f"{meta['kind']} ({meta['config'].preset}) on {args.data.name} / {summary['split']}"
+    _atomic_write(out_dir / f"{stem}.md", markdown_table(summary, title))
+    write_grid(out_dir / f"{stem}.png", examples)
+    if summary["n"] == 0 and not summary["n_read"]:
+        raise InputError(f"no sample of {args.data} could be read ({summary['skipped']} skipped); see the messages above")
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}"
+    ret = summary["retrieval"] or {"a2i": {"r1": None}, "i2a": {"r1": None}}
+    print(f"evaluated {summary['n']} samples ({summary['n_read']} read, {summary['skipped']} skipped): "
+          f"cIoU@0.5 {pct(summary['ciou50'])}, AUC {pct(summary['auc'])}, pointing {pct(summary['pointing'])}, "
+          f"R@1 a2i {pct(ret['a2i']['r1'])} i2a {pct(ret['i2a']['r1'])}, false alarm {pct(summary['false_alarm'])}; "
+          f"wrote {args.json} and {stem}.csv/.md/.png in {out_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import JsaError
+    parser = argparse.ArgumentParser(prog="python -m jsa_rt.train.evaluate", description=__doc__.split("\n\n")[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except JsaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Ahead-of-time compile of the plugin-friendly kernels to PTX, without a GPU (TensorRT plugin path).
+
+TensorRT's AOT Triton plugins (platform.md) want PTX whose kernel takes inputs, then int32
+scalars, then outputs, with float constants baked in as constexpr; Triton appends hidden pointer
+parameters (global / profile scratch) after those, so the Triton version must be pinned with the
+plugin. `ptx_version=85` suits JetPack 6's driver.
+
+    ptx, entry, signature = compile_ptx("slot_attention_step", cc=87, num_slots=2, num_tokens=49,
+                                        dim=512, scale=512 ** -0.5, eps=1e-8, gamma=0.1)
+"""
+from __future__ import annotations
+
+import triton
+from triton.backends.compiler import GPUTarget
+
+from .gru import gru_update_kernel
+from .gru import BLOCK as GRU_BLOCK
+from .slot_attention import block_sizes, slot_attention_step_kernel
+
+_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp32": "fp32", "fp16": "fp16",
+           "bf16": "bf16"}
+
+
+def _slot_attention_step(dtype, num_slots, num_tokens, dim, scale, eps, gamma=1.0):
+    t = f"*{dtype}"
+    signature = [("q_ptr", t), ("k_ptr", t), ("v_ptr", t), ("n_tokens", "i32"),
+                 ("u_ptr", t), ("attn_ptr", "*fp32")]
+    constexprs = {"SCALE": float(gamma * scale), "EPS": float(eps), "S": int(num_slots), "D": int(dim),
+                  **block_sizes(num_slots, num_tokens, dim)}
+    return slot_attention_step_kernel, signature, constexprs
+
+
+def _gru_update(dtype, dim):
+    t = f"*{dtype}"
+    signature = [("gi_ptr", t), ("gh_ptr", t), ("h_ptr", t), ("n_rows", "i32"), ("h_new_ptr", t)]
+    return gru_update_kernel, signature, {"D": int(dim), "BLOCK": GRU_BLOCK}
+
+
+KERNELS = {"slot_attention_step": _slot_attention_step, "gru_update": _gru_update}
+
+
+def compile_ptx(kernel_name: str, cc: int = 87, dtype: str = "float32", num_warps: int = 4,
+                ptx_version: int | None = None, **shape):
+    """Compile one kernel for sm_<cc>; returns (ptx text, entry name, [(arg name, triton type)]).
+
+    `shape` is the kernel's fixed configuration: for "slot_attention_step" num_slots, num_tokens,
+    dim, scale, eps, gamma; for "gru_update" dim. The returned signature lists the PTX's leading
+    parameters in order (Triton's hidden scratch pointers follow them).
+    """
+    try:
+        build = KERNELS[kernel_name]
+    except KeyError:
+        raise ValueError(f"unknown kernel {kernel_name!r}; choose one of {', '.join(KERNELS)}") from None
+    try:
+        tdtype = _DTYPES[str(dtype).replace("torch.", "")]
+    except KeyError:
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}") from None
+    fn, signature, constexprs = build(tdtype, **shape)
+    full_signature = dict(signature)
+    full_signature.update({name: "constexpr" for name in constexprs})
+    src = triton.compiler.ASTSource(fn=fn, signature=full_signature, constexprs=constexprs)
+    options = {"num_warps": num_warps}
+    if ptx_version is not None:
+        options["ptx_version"] = int(ptx_version)
+    compiled = triton.compile(src, target=GPUTarget("cuda", int(cc), 32), options=options)
+    return compiled.asm["ptx"], compiled.metadata.name, signature

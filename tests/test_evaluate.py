@@ -1,0 +1,155 @@
+"""`jsa-rt eval` end to end: stand-in localisers with known answers, then the real tiny model."""
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from jsa_rt.config import IMAGENET_MEAN, IMAGENET_STD, get_preset
+from jsa_rt.train import evaluate as ev
+from jsa_rt.train.datasets import open_dataset
+from jsa_rt.train.scene_catalog import default_data_root
+
+CFG = get_preset("tiny")
+BOXES = [[0.05, 0.05, 0.55, 0.6], [0.4, 0.3, 0.95, 0.9], [0.1, 0.45, 0.7, 0.95],
+         [0.3, 0.0, 0.9, 0.5], [0.0, 0.2, 0.5, 0.8], [0.45, 0.45, 1.0, 1.0]]
+
+
+def make_fixture(root, no_source=True, corrupt=False):
+    """Scenes layout: sample i is a flat box of grey level 100 + 25*i on black, and audio that is a
+    constant 0.05 + 0.01*i; no-source scenes are black with silent audio."""
+    (root / "frames").mkdir(parents=True)
+    (root / "audio").mkdir()
+    entries = []
+    for i, box in enumerate(BOXES):
+        img = np.zeros((128, 128, 3), np.uint8)
+        x0, y0, x1, y1 = (int(round(v * 128)) for v in box)
+        img[y0:y1, x0:x1] = 100 + 25 * i
+        Image.fromarray(img).save(root / "frames" / f"s{i}.jpg", quality=100)
+        sf.write(root / "audio" / f"s{i}.wav", np.full(16000, 0.05 + 0.01 * i, np.float32), 16000)
+        entries.append({"file": f"s{i}", "class": f"c{i % 3}", "bbox": [box], "no_source": False})
+    if no_source:
+        for k in range(2):
+            Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(root / "frames" / f"n{k}.jpg")
+            sf.write(root / "audio" / f"n{k}.wav", np.zeros(16000, np.float32), 16000)
+            entries.append({"file": f"n{k}", "class": "silence", "bbox": [], "no_source": True})
+    if corrupt:
+        (root / "frames" / "bad.jpg").write_bytes(b"broken")
+        sf.write(root / "audio" / "bad.wav", np.zeros(16000, np.float32), 16000)
+        entries.append({"file": "bad", "class": "c0", "bbox": [[0, 0, 1, 1]], "no_source": False})
+    (root / "annotations").mkdir()
+    (root / "annotations" / "test.json").write_text(json.dumps(entries))
+    return root
+
+
+class OracleLocalizer(torch.nn.Module):
+    """A stand-in model that reads the fixture's answers off its inputs (the real model is tested
+    below): heatmap = image brightness (or its mirror image when `wrong`), slots = one-hot of the
+    sample index decoded from the grey level / the audio level, confidence = audio present."""
+
+    def __init__(self, wrong=False):
+        super().__init__()
+        self.cfg, self.wrong = CFG, wrong
+
+    def localize(self, images, wave, alpha=None):
+        std, mean = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        grey = (images * std + mean).mean(1)
+        heat = grey.flip(1).flip(2) if self.wrong else grey
+        level = torch.stack([g[g > 0.3].median() if (g > 0.3).any() else torch.tensor(0.0) for g in grey])
+        img_idx = ((level * 255 - 100) / 25).round().long().clamp(0, 15)
+        aud_idx = ((wave.mean(1) - 0.05) / 0.01).round().long().clamp(0, 15)
+        if self.wrong:
+            img_idx = (img_idx + 1) % len(BOXES)
+        eye = torch.eye(16)
+        return {"heatmap": heat, "image_slot": eye[img_idx], "audio_slot": eye[aud_idx],
+                "confidence": (wave.abs().mean(1) > 1e-3).float(),
+                "aud": heat[:, ::16, ::16], "img": heat[:, ::16, ::16]}
+
+
+def test_oracle_scores_perfectly_and_wrong_maps_score_zero(tmp_path):
+    ds = open_dataset("scenes", make_fixture(tmp_path / "d"), CFG, split="test")
+    summary, rows, examples = ev.evaluate(OracleLocalizer(), ds, batch_size=3, threshold=0.6, progress=False)
+    assert summary["n"] == len(BOXES) and summary["n_read"] == len(BOXES) + 2 and summary["skipped"] == 0
+    assert summary["ciou50"] == 1.0 and summary["pointing"] == 1.0 and summary["auc"] > 0.9
+    assert summary["retrieval"]["a2i"]["r1"] == 1.0 and summary["retrieval"]["i2a"]["r1"] == 1.0
+    assert summary["false_alarm"] == 0.0 and summary["detection_rate"] == 1.0 and summary["n_no_source"] == 2
+    assert [r["id"] for r in rows] == [f"s{i}" for i in range(len(BOXES))] + ["n0", "n1"]
+    assert sum(g["n"] for g in summary["by_size"].values()) == len(BOXES)
+    assert len(examples) == len(BOXES) + 2
+
+    wrong, _, _ = ev.evaluate(OracleLocalizer(wrong=True), ds, batch_size=4, threshold=0.6, progress=False)
+    assert wrong["pointing"] < 0.5 and wrong["ciou50"] < 0.5
+    assert wrong["retrieval"]["a2i"]["r1"] == 0.0
+
+
+def _args(tmp_path, ckpt, data, **kw):
+    ns = dict(checkpoint=str(ckpt), data=data, split="test", annotations=None, format=None, threshold="median",
+              alpha=None, fa_threshold=0.5, batch_size=4, workers=0, device="cpu", limit=0, grid=4,
+              json=tmp_path / "out" / "result.json", out_dir=None, quiet=True)
+    ns.update(kw)
+    return argparse.Namespace(**ns)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from jsa_rt.model import build_model
+    from jsa_rt.model.checkpoint import save_checkpoint
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model(get_preset("tiny"), pretrained=False))
+    return path
+
+
+def _check_outputs(out_json, n_rows):
+    s = json.loads(out_json.read_text())
+    for key in ("n", "ciou50", "auc", "pointing", "false_alarm", "retrieval", "by_size", "skipped"):
+        assert key in s
+    for v in (s["ciou50"], s["auc"], s["pointing"], *s["retrieval"]["a2i"].values(), *s["retrieval"]["i2a"].values()):
+        assert v is None or 0 <= v <= max(1, n_rows)
+    assert set(s["retrieval"]["a2i"]) >= {"r1", "r5", "r10"}
+    assert all(0 <= s["retrieval"][d][k] <= 1 for d in ("a2i", "i2a") for k in ("r1", "r5", "r10"))
+    rows = list(csv.DictReader(open(out_json.with_suffix(".csv"))))
+    assert len(rows) == n_rows
+    assert "| cIoU@0.5" in out_json.with_suffix(".md").read_text()
+    png = out_json.with_suffix(".png")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    return s
+
+
+def test_cli_run_with_tiny_model_counts_the_corrupt_item(tmp_path, tiny_checkpoint, capsys):
+    data = make_fixture(tmp_path / "d", corrupt=True)
+    assert ev.run(_args(tmp_path, tiny_checkpoint, data)) == 0
+    s = _check_outputs(tmp_path / "out" / "result.json", len(BOXES) + 2)
+    assert s["skipped"] == 1 and s["skipped_items"][0]["id"] == "bad"
+    assert s["n"] == len(BOXES) and s["false_alarm"] is not None and s["kind"] == "jsa"
+    out = capsys.readouterr()
+    assert "skipped bad" in out.err and "evaluated 6 samples" in out.out
+
+
+def test_false_alarm_is_null_without_no_source_scenes(tmp_path, tiny_checkpoint):
+    data = make_fixture(tmp_path / "d", no_source=False)
+    assert ev.run(_args(tmp_path, tiny_checkpoint, data, threshold=0.6, alpha=0.6)) == 0
+    s = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert s["false_alarm"] is None and s["threshold"] == 0.6 and s["alpha"] == 0.6
+
+
+DATA = default_data_root()
+
+
+@pytest.mark.skipif(not (DATA / "tuxpaint-stamps").is_dir() or not (DATA / "fsdd").is_dir(),
+                    reason=f"needs the shared data folder ({DATA}); set JSA_DATA")
+def test_eval_on_generated_scenes(tmp_path, tiny_checkpoint):
+    from jsa_rt.train.scenes import generate
+    generate(tmp_path / "scenes", seed=1, counts={"test": 10, "digits": 6}, seconds=1.0, workers=1,
+             no_source_fraction=0.2, progress=False)
+    for split in ("test", "digits"):
+        out = tmp_path / "out" / f"{split}.json"
+        assert ev.run(_args(tmp_path, tiny_checkpoint, tmp_path / "scenes", split=split, json=out)) == 0
+        n = {"test": 10, "digits": 6}[split]
+        s = _check_outputs(out, n)
+        assert s["format"] == "scenes" and s["n_no_source"] == round(0.2 * n) and s["skipped"] == 0
+        assert s["n"] + s["n_no_source"] == n

@@ -1,0 +1,173 @@
+"""ONNX export: parity with the PyTorch model (onnxruntime CPU), graph inspection for
+TensorRT 10.3, the fp16 graph's fp32 islands, the split audio/visual graphs, the plugin node.
+
+fp16 tolerances (documented, vs the fp32 PyTorch model): heatmap 0.05 (after three min-max
+normalisations a 1e-3 change of a 7x7 map moves upsampled pixels by ~1e-2), aud/img maps 1e-3,
+target slots and confidence 5e-3; the heatmap peak is the same on real images.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+
+from engine_helpers import contrast_model, real_inputs
+from jsa_rt.export import onnx_checks, onnx_export as oe
+from jsa_rt.export.wrappers import MAP_OUTPUTS, RawLocalizer
+from jsa_rt.runtime.ort_backend import run_onnx
+
+FP16_TOL = {"heatmap": 0.05, "aud": 1e-3, "img": 1e-3, "image_slot": 5e-3, "audio_slot": 5e-3,
+            "confidence": 5e-3}
+
+
+@pytest.fixture(scope="module", params=["tiny", pytest.param("edge", marks=pytest.mark.slow)])
+def exported(request, tmp_path_factory):
+    torch.set_num_threads(2)
+    preset = request.param
+    model = contrast_model(preset)
+    out = tmp_path_factory.mktemp(f"onnx-{preset}")
+    paths = {prec: oe.export_all(model, out / f"{preset}.{prec}.onnx", precision=prec,
+                                 graphs=("full",), model_name=preset, log=lambda *_: None)["full"]
+             for prec in ("fp32", "fp16")}
+    return model, paths
+
+
+def reference(model, feeds):
+    with torch.no_grad():
+        outs = RawLocalizer(model)(torch.from_numpy(feeds["frame"]), torch.from_numpy(feeds["wave"]))
+    return {n: o.numpy() for n, o in zip(MAP_OUTPUTS, outs)}
+
+
+def input_sets(cfg):
+    frame, wave = real_inputs(cfg)
+    return {"synthetic": oe.example_inputs(cfg), "real": {"frame": frame[None], "wave": wave[None]}}
+
+
+def peak(a):
+    return np.unravel_index(np.argmax(a[0]), a[0].shape)
+
+
+def test_fp32_graph_matches_pytorch_within_1e_4(exported):
+    model, paths = exported
+    for name, feeds in input_sets(model.cfg).items():
+        ref = reference(model, feeds)
+        assert ref["heatmap"].std() > 0.05, "degenerate maps would make this test meaningless"
+        got = run_onnx(paths["fp32"], feeds)
+        for out in MAP_OUTPUTS:
+            assert got[out].shape == ref[out].shape and got[out].dtype == np.float32
+            err = np.abs(got[out] - ref[out]).max()
+            assert err <= 1e-4, f"{name} {out}: max error {err:.2e}"
+
+
+def test_fp16_graph_within_documented_tolerance_and_same_peak(exported):
+    model, paths = exported
+    sets = input_sets(model.cfg)
+    for name, feeds in sets.items():
+        ref = reference(model, feeds)
+        got = run_onnx(paths["fp16"], feeds)
+        for out in MAP_OUTPUTS:
+            err = np.abs(got[out] - ref[out]).max()
+            assert err <= FP16_TOL[out], f"{name} {out}: fp16 error {err:.2e} > {FP16_TOL[out]}"
+        if name == "real":
+            assert peak(got["heatmap"]) == peak(ref["heatmap"])
+        else:   # a noise frame can have near-tied maxima: the fp16 peak must be one of them
+            assert ref["heatmap"][0][peak(got["heatmap"])] >= 0.97
+
+
+def test_graph_is_raw_in_maps_out_for_tensorrt_10_3(exported):
+    model, paths = exported
+    cfg = model.cfg
+    for prec, path in paths.items():
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+        assert onnx_checks.OPSET_RANGE[0] <= onnx_checks.default_opset(proto) <= onnx_checks.OPSET_RANGE[1]
+        assert onnx_checks.unsupported_ops(proto) == {}
+        assert not any(n.op_type in ("Einsum", "STFT", "DFT", "Loop") for n in proto.graph.node)
+        ins = {i.name: i.type.tensor_type for i in proto.graph.input}
+        assert ins["frame"].elem_type == TensorProto.UINT8
+        assert [d.dim_value for d in ins["frame"].shape.dim] == [1, cfg.image_size, cfg.image_size, 3]
+        assert ins["wave"].elem_type == TensorProto.FLOAT
+        assert [d.dim_value for d in ins["wave"].shape.dim] == [1, cfg.num_samples]
+        outs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+        assert list(outs) == list(MAP_OUTPUTS) and set(outs.values()) == {TensorProto.FLOAT}
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert meta["jsa_rt.precision"] == prec and meta["jsa_rt.graph"] == "full"
+        assert json.loads(meta["jsa_rt.config"]) == cfg.to_dict()
+        assert "RGB" in meta["jsa_rt.channel_order"]
+        # the slot attention's eps survived the exporter (onnxscript's rewriter drops +1e-8)
+        islands = onnx_checks.softmax_islands(proto)
+        assert len(islands) >= 2 * cfg.iterations
+        assert all(("Add", TensorProto.FLOAT) in i["followers"] for i in islands)
+
+
+def test_fp16_graph_keeps_softmax_eps_renorm_frontend_and_maps_in_fp32(exported):
+    _, paths = exported
+    proto = onnx.load(str(paths["fp16"]))
+    weights = onnx_checks.float_initializer_types(proto)
+    assert weights["FLOAT16"] > 10 * weights.get("FLOAT", 0), "the encoders must really be fp16"
+    for island in onnx_checks.softmax_islands(proto):
+        assert island["input"] == TensorProto.FLOAT and island["output"] == TensorProto.FLOAT
+        assert {op for op, _ in island["followers"]} >= {"Add", "ReduceSum", "Div"}
+        assert all(t == TensorProto.FLOAT for _, t in island["followers"]), island
+    types = onnx_checks.tensor_types(proto)
+    for node in proto.graph.node:
+        if node.op_type in ("Log", "Resize", "ReduceMin"):     # front end, upsampling, min-max
+            assert types[node.output[0]] == TensorProto.FLOAT, f"{node.op_type} must stay fp32"
+    # the only fp32 convolution is the spectrogram's (fixed DFT basis); the encoders are fp16
+    conv_types = [types.get(n.input[1]) for n in proto.graph.node if n.op_type == "Conv"]
+    assert conv_types.count(TensorProto.FLOAT) == 1 and len(conv_types) > 1
+
+
+def test_split_graphs_compose_to_the_full_graph_and_cli(tmp_path, capsys):
+    import argparse
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    oe.add_parser(sub)
+    args = parser.parse_args(["export-onnx", "--preset", "tiny", "--out", str(tmp_path / "t.onnx")])
+    assert oe.run(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "exported 3 graph(s)" in last and "jsa-rt build-engine" in last
+    cfg = contrast_model("tiny").cfg
+    feeds = oe.example_inputs(cfg)
+    full = run_onnx(tmp_path / "t.onnx", feeds)
+    audio = run_onnx(tmp_path / "t.audio.onnx", {"wave": feeds["wave"]})
+    assert set(audio) == {"audio_query", "audio_slot"}
+    assert audio["audio_query"].shape == (1, cfg.num_slots, cfg.dim)
+    visual = run_onnx(tmp_path / "t.visual.onnx", {"frame": feeds["frame"], **audio})
+    for out in MAP_OUTPUTS:
+        np.testing.assert_allclose(visual[out], full[out], atol=1e-5, err_msg=out)
+
+
+def test_dynamic_batch_rows_match_single_runs(tmp_path):
+    model = contrast_model("tiny")
+    path = oe.export_all(model, tmp_path / "d.onnx", graphs=("full",), dynamic_batch=True,
+                         log=lambda *_: None)["full"]
+    proto = onnx.load(str(path))
+    assert not proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
+    batch = oe.example_inputs(model.cfg, batch=3, seed=1)
+    together = run_onnx(path, batch)
+    for row in range(3):
+        alone = run_onnx(path, {k: v[row:row + 1] for k, v in batch.items()})
+        for out in MAP_OUTPUTS:
+            np.testing.assert_allclose(together[out][row:row + 1], alone[out], atol=1e-5)
+
+
+def test_plugin_export_has_a_tensorrt_plugin_node_with_schema(tmp_path):
+    from jsa_rt.export import trt_plugins
+    model = contrast_model("tiny")
+    path = oe.export_all(model, tmp_path / "p.onnx", graphs=("full",), plugins="triton",
+                         log=lambda *_: None)["full"]
+    proto = onnx.load(str(path))
+    nodes = [n for n in proto.graph.node if n.domain == trt_plugins.NAMESPACE]
+    assert len(nodes) == 2 * model.cfg.iterations              # both modalities, every iteration
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert nodes[0].op_type == trt_plugins.OP and attrs["plugin_namespace"] == b"jsa_rt"
+    assert attrs["aot"] == 1 and attrs["eps"] == pytest.approx(model.cfg.attn_eps)
+    assert onnx.defs.has(trt_plugins.OP, trt_plugins.NAMESPACE)   # the explicit OpSchema
+    onnx.checker.check_model(proto)
+    assert onnx_checks.unsupported_ops(proto, plugin_domains=("jsa_rt",)) == {}
+    assert "jsa_rt::slot_attention_step" in onnx_checks.unsupported_ops(proto)

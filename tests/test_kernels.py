@@ -1,0 +1,308 @@
+"""Triton kernels against their PyTorch references.
+
+By default the kernels run on CPU under the Triton interpreter (TRITON_INTERPRET=1 is set below,
+before any kernel module is imported). On a GPU machine, JSA_KERNELS_DEVICE=cuda runs the same
+tests compiled (tools/gpu_checks.sh does). Outputs and workspaces are allocated NaN-filled
+(`poisoned` fixture), so an element a kernel forgets to write fails the comparison.
+"""
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DEVICE = os.environ.get("JSA_KERNELS_DEVICE", "cpu")
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"     # must precede the first import of a kernel module
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+
+# jsa_rt.kernels is mapped from <repo>/kernels by pyproject; without an install, map it by hand.
+IMPORT_SHIM = f"""
+import importlib.util, sys
+sys.path.insert(0, {str(ROOT)!r})
+import jsa_rt
+try:
+    import jsa_rt.kernels
+except ModuleNotFoundError:
+    spec = importlib.util.spec_from_file_location(
+        "jsa_rt.kernels", {str(ROOT / 'kernels' / '__init__.py')!r},
+        submodule_search_locations=[{str(ROOT / 'kernels')!r}])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["jsa_rt.kernels"] = module
+    spec.loader.exec_module(module)
+    jsa_rt.kernels = module
+"""
+exec(IMPORT_SHIM)
+import jsa_rt.kernels as K  # noqa: E402
+from jsa_rt.errors import DeviceError  # noqa: E402
+from jsa_rt.kernels import gru, reference, slot_attention, slot_loop  # noqa: E402
+
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    pytest.skip("JSA_KERNELS_DEVICE=cuda but no CUDA device", allow_module_level=True)
+if DEVICE == "cpu" and type(slot_attention.slot_attention_step_kernel).__name__ != "InterpretedFunction":
+    pytest.skip("kernels were imported before TRITON_INTERPRET=1 was set: run this file in its own "
+                "pytest process", allow_module_level=True)
+
+FP_TOL = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def rel_err(got, ref) -> float:
+    """max |got - ref| / max |ref|, in float64; NaN anywhere in `got` gives inf."""
+    got, ref = got.double().cpu(), ref.double().cpu()
+    if not torch.isfinite(got).all():
+        return float("inf")
+    return ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every float tensor from torch.empty / empty_like starts as NaN (kernel outputs and workspaces)."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def nan_fill(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_fill(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_fill(real_empty_like(*a, **k)))
+    slot_loop._WORKSPACES.clear()
+    yield
+    slot_loop._WORKSPACES.clear()
+
+
+def randn(*shape, dtype=torch.float32, scale=1.0, seed=None):
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return (torch.randn(*shape, generator=g) * scale).to(device=DEVICE, dtype=dtype)
+
+
+# ---- slot-attention step ------------------------------------------------------------------------
+# every token count (49 image, 16 audio, 196, 1) with every dtype; S runs through 2..7
+STEP_CASES = [(n, 2 + i % 6, dtype) for i, (n, dtype) in enumerate(
+    itertools.product((49, 16, 196, 1), (torch.float32, torch.float16, torch.bfloat16)))]
+
+
+@pytest.mark.parametrize("n,s,dtype", STEP_CASES)
+def test_step_matches_reference(poisoned, n, s, dtype):
+    B, D = 3, 48                                 # D not a power of two: masked tails
+    q, k, v = randn(B, s, D, dtype=dtype), randn(B, n, D, dtype=dtype), randn(B, n, D, dtype=dtype)
+    gamma = 0.1 if s % 2 else 1.0                # the sharpened inference variant too
+    updates, attn = K.slot_attention_step(q, k, v, D ** -0.5, 1e-8, gamma=gamma, backend="triton")
+    ref_u, ref_a = reference.slot_attention_step(q.double(), k.double(), v.double(), D ** -0.5, 1e-8, gamma)
+    assert updates.dtype == dtype and attn.dtype == torch.float32
+    assert attn.shape == (B, s, n) and updates.shape == (B, s, D)
+    assert rel_err(attn, ref_a) < FP_TOL[torch.float32]       # softmax stays fp32 for any input dtype
+    assert rel_err(updates, ref_u) < FP_TOL[dtype]
+    assert torch.allclose(attn.sum(-1).double().cpu(), torch.ones(B, s, dtype=torch.float64), atol=1e-5)
+
+
+def test_step_paper_size_and_eps_survives_fp16(poisoned):
+    # D=512, N=49, S=2 as in the paper; logits large enough that fp16 would flush the small
+    # softmax values (and the 1e-8 eps) to zero without the fp32 path
+    q, k, v = randn(2, 2, 512, scale=3.0, seed=1), randn(2, 49, 512, scale=3.0, seed=2), randn(2, 49, 512, seed=3)
+    for dtype in (torch.float32, torch.float16):
+        updates, attn = K.slot_attention_step(q.to(dtype), k.to(dtype), v.to(dtype), 512 ** -0.5, 1e-8,
+                                              backend="triton")
+        ref_u, ref_a = reference.slot_attention_step(
+            *(t.to(dtype).double() for t in (q, k, v)), 512 ** -0.5, 1e-8)
+        assert rel_err(attn, ref_a) < 2e-5 and rel_err(updates, ref_u) < FP_TOL[dtype]
+        assert (attn > 0).all()                  # eps kept every weight positive
+
+
+def test_step_gradients_match_reference():
+    B, S, N, D = 2, 3, 16, 32
+    leaves = [randn(*shape, seed=i).requires_grad_() for i, shape in enumerate([(B, S, D), (B, N, D), (B, N, D)])]
+    twins = [t.detach().clone().requires_grad_() for t in leaves]
+    w_u, w_a = randn(B, S, D, seed=7), randn(B, S, N, seed=8)
+    u, a = K.slot_attention_step(*leaves, D ** -0.5, 1e-8, gamma=0.5, backend="triton")
+    ((u * w_u).sum() + (a * w_a).sum()).backward()
+    ru, ra = reference.slot_attention_step(*twins, D ** -0.5, 1e-8, 0.5)
+    ((ru * w_u).sum() + (ra * w_a).sum()).backward()
+    for got, want in zip(leaves, twins):
+        assert rel_err(got.grad, want.grad) < 1e-5
+
+
+# ---- GRU ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rows,dim,dtype", [(1, 32, torch.float32), (7, 48, torch.float16),
+                                            (33, 64, torch.bfloat16), (4, 512, torch.float32)])
+def test_gru_update_matches_reference(poisoned, rows, dim, dtype):
+    gi, gh = randn(rows, 3 * dim, dtype=dtype, scale=2.0), randn(rows, 3 * dim, dtype=dtype, scale=2.0)
+    h = randn(rows, dim, dtype=dtype)
+    got = K.gru_update(gi, gh, h, backend="triton")
+    assert got.dtype == dtype and got.shape == h.shape
+    assert rel_err(got, reference.gru_update(gi.double(), gh.double(), h.double())) < FP_TOL[dtype]
+
+
+def test_gru_update_matches_torch_grucell():
+    cell = torch.nn.GRUCell(40, 40).to(DEVICE)
+    x, h = randn(6, 40), randn(6, 40)
+    gi, gh = torch.nn.functional.linear(x, cell.weight_ih, cell.bias_ih), torch.nn.functional.linear(
+        h, cell.weight_hh, cell.bias_hh)
+    with torch.no_grad():
+        assert rel_err(K.gru_update(gi, gh, h, backend="triton"), cell(x, h)) < 1e-5
+        assert rel_err(K.gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
+                                  backend="triton"), cell(x, h)) < 1e-5
+
+
+def test_gru_update_backward_is_triton_and_matches_reference():
+    gi, gh, h = randn(5, 96, seed=1, scale=2.0), randn(5, 96, seed=2, scale=2.0), randn(5, 32, seed=3)
+    leaves = [t.clone().requires_grad_() for t in (gi, gh, h)]
+    twins = [t.clone().requires_grad_() for t in (gi, gh, h)]
+    weight = randn(5, 32, seed=4)
+    (K.gru_update(*leaves, backend="triton") * weight).sum().backward()
+    (reference.gru_update(*twins) * weight).sum().backward()
+    for got, want in zip(leaves, twins):
+        assert rel_err(got.grad, want.grad) < 1e-5
+
+
+@pytest.mark.parametrize("rows,dim,dtype", [(3, 32, torch.float32), (20, 48, torch.float16)])
+def test_gru_cell_matches_reference(poisoned, rows, dim, dtype):
+    x, h = randn(rows, dim, dtype=dtype), randn(rows, dim, dtype=dtype)
+    w_ih, w_hh = randn(3 * dim, dim, scale=dim ** -0.5), randn(3 * dim, dim, scale=dim ** -0.5)
+    b_ih, b_hh = randn(3 * dim, scale=0.1), randn(3 * dim, scale=0.1)
+    got = K.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, backend="triton")
+    want = reference.gru_cell(x.double(), h.double(), w_ih.double(), w_hh.double(), b_ih.double(), b_hh.double())
+    assert got.dtype == dtype and rel_err(got, want) < FP_TOL[dtype]
+
+
+def test_gru_cell_gradients_match_reference():
+    args = [randn(4, 32, seed=1), randn(4, 32, seed=2), randn(96, 32, seed=3, scale=0.2),
+            randn(96, 32, seed=4, scale=0.2), randn(96, seed=5), randn(96, seed=6)]
+    leaves = [t.clone().requires_grad_() for t in args]
+    twins = [t.clone().requires_grad_() for t in args]
+    weight = randn(4, 32, seed=7)
+    (K.gru_cell(*leaves, backend="triton") * weight).sum().backward()
+    (reference.gru_cell(*twins) * weight).sum().backward()
+    for got, want in zip(leaves, twins):
+        assert rel_err(got.grad, want.grad) < 1e-5
+
+
+# ---- whole slot loop ----------------------------------------------------------------------------
+LOOP_CASES = [  # B, N, S, D, H, iters, mode, token dtype, per-batch slots0
+    (2, 49, 2, 32, 64, 3, "persistent", torch.float32, False),
+    (1, 16, 3, 64, 128, 5, "phased", torch.float32, False),
+    (3, 1, 7, 32, 64, 2, "phased", torch.float16, True),
+    (2, 196, 2, 16, 32, 2, "persistent", torch.bfloat16, False),
+]
+
+
+@pytest.mark.parametrize("B,N,S,D,H,iters,mode,dtype,per_batch", LOOP_CASES)
+def test_slot_iterations_match_float64_reference(poisoned, B, N, S, D, H, iters, mode, dtype, per_batch):
+    params = reference.random_params(D, H, device=DEVICE, generator=torch.Generator().manual_seed(B * N))
+    x = randn(B, N, D, dtype=dtype, scale=2.0)
+    slots0 = randn(*((B, S, D) if per_batch else (S, D)))
+    got = K.slot_iterations(x, slots0, params, iters, D ** -0.5, 1e-8, backend="triton", mode=mode)
+    want = reference.slot_iterations(x.double(), slots0.double(), {k: v.double() for k, v in params.items()},
+                                     iters, D ** -0.5, 1e-8)
+    names = ("slots", "q_last", "k", "attn_last")
+    for name, g, w in zip(names, got, want):
+        assert g.shape == w.shape, name
+        assert rel_err(g, w) < 1e-5, name       # fp32 inside whatever the token dtype
+
+
+def test_slot_iterations_repeat_calls_and_param_update():
+    # the persistent kernel resets its barrier counter; a parameter update must repack the cache
+    params = reference.random_params(32, 64, device=DEVICE, generator=torch.Generator().manual_seed(0))
+    x, slots0 = randn(2, 16, 32, seed=1), randn(2, 32, seed=2)
+    first = K.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8, backend="triton")[0].clone()
+    again = K.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8, backend="triton")[0]
+    assert rel_err(again, first) < 1e-6
+    with torch.no_grad():
+        params["mlp.2.bias"].add_(1.0)
+    moved = K.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8, backend="triton")[0]
+    want = reference.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8)[0]
+    assert rel_err(moved, want) < 1e-5 and rel_err(moved, first) > 1e-3
+
+
+def test_slot_iterations_gradients_match_reference():
+    D, H = 16, 32
+    params = reference.random_params(D, H, device=DEVICE, generator=torch.Generator().manual_seed(3))
+    x, slots0 = randn(2, 16, D, seed=1), randn(2, D, seed=2)
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    twins = {k: v.clone().requires_grad_() for k, v in params.items()}
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    weights = [randn(2, 2, D, seed=5), randn(2, 2, 16, seed=6)]
+    outs = K.slot_iterations(xs[0], slots0, leaves, 2, D ** -0.5, 1e-8, backend="triton")
+    ref = reference.slot_iterations(xs[1], slots0, twins, 2, D ** -0.5, 1e-8)
+    ((outs[0] * weights[0]).sum() + (outs[3] * weights[1]).sum()).backward()
+    ((ref[0] * weights[0]).sum() + (ref[3] * weights[1]).sum()).backward()
+    assert rel_err(xs[0].grad, xs[1].grad) < 1e-4
+    for name in ("gru.weight_hh", "to_q.weight", "mlp.0.weight", "norm_input.weight"):
+        assert rel_err(leaves[name].grad, twins[name].grad) < 1e-4, name
+
+
+# ---- public API -----------------------------------------------------------------------------------
+def test_backend_selection():
+    assert K.triton_available(DEVICE)
+    assert K.resolve_backend(DEVICE, "auto") == "triton"
+    assert K.resolve_backend(DEVICE, "torch") == "torch"
+    with pytest.raises(ValueError):
+        K.resolve_backend(DEVICE, "cuda")
+    q, k, v = randn(1, 2, 8), randn(1, 5, 8), randn(1, 5, 8)
+    got = K.slot_attention_step(q, k, v, 0.3, 1e-8, backend="torch")
+    want = reference.slot_attention_step(q, k, v, 0.3, 1e-8)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def run_python(code: str, env_drop=("TRITON_INTERPRET",)) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    done = subprocess.run([sys.executable, "-c", IMPORT_SHIM + code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_import_without_triton_falls_back_to_torch():
+    out = run_python("""
+import json
+sys.modules["triton"] = None                     # make `import triton` fail
+import torch
+from jsa_rt.kernels import triton_available, slot_attention_step, gru_update
+from jsa_rt.errors import DeviceError
+q, k, v = torch.randn(1, 2, 8), torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+u, a = slot_attention_step(q, k, v, 0.3, 1e-8)
+try:
+    gru_update(torch.randn(2, 24), torch.randn(2, 24), torch.randn(2, 8), backend="triton")
+    raised = ""
+except DeviceError as e:
+    raised = str(e)
+print(json.dumps({"available": triton_available("cpu"), "shape": list(a.shape), "raised": raised}))
+""")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["available"] is False and result["shape"] == [1, 2, 5]
+    assert "kernels='torch'" in result["raised"]
+
+
+# ---- ahead-of-time PTX --------------------------------------------------------------------------
+def test_aot_ptx_entry_and_parameter_order():
+    out = run_python("""
+import json
+from jsa_rt.kernels.aot import compile_ptx
+result = {}
+for cc in (87, 90):
+    ptx, entry, sig = compile_ptx("slot_attention_step", cc=cc, ptx_version=85 if cc == 87 else None,
+                                  num_slots=2, num_tokens=49, dim=512, scale=512 ** -0.5, eps=1e-8, gamma=0.1)
+    gptx, gentry, gsig = compile_ptx("gru_update", cc=cc, dtype="float16", dim=512)
+    result[cc] = {"step": [ptx, entry, sig], "gru": [gptx, gentry, gsig]}
+print(json.dumps(result))
+""")
+    result = json.loads(out.strip().splitlines()[-1])
+    for cc, target in (("87", ".target sm_87"), ("90", ".target sm_90")):
+        for kind, name, want_sig in (
+                ("step", "slot_attention_step_kernel",
+                 ["*fp32", "*fp32", "*fp32", "i32", "*fp32", "*fp32"]),
+                ("gru", "gru_update_kernel", ["*fp16", "*fp16", "*fp16", "i32", "*fp16"])):
+            ptx, entry, sig = result[cc][kind]
+            assert entry == name and f".entry {name}(" in ptx and target in ptx
+            assert [t for _, t in sig] == want_sig
+            # the PTX parameter list: our arguments in order (pointers u64, int32 u32), then
+            # Triton's hidden scratch pointers
+            params = [line.split()[1] for line in ptx[ptx.index(f".entry {name}("):].split(")")[0].splitlines()
+                      if ".param" in line]
+            want = [".u64" if t.startswith("*") else ".u32" for t in want_sig]
+            assert params[:len(want)] == want and all(p == ".u64" for p in params[len(want):])
+    assert ".version 8.5" in result["87"]["step"][0]

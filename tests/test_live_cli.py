@@ -1,0 +1,140 @@
+"""`jsa-rt devices`, `doctor`, `demo` and the live command's errors, as a user runs them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jsa_rt.live.demo import score
+from jsa_rt.live.demo_clip import DRIFT, build_clip, find_stamp_root, paste
+
+from live_helpers import REPO, alsa_file_mic
+
+DATA = Path(os.environ.get("JSA_DATA", REPO.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(find_stamp_root(str(DATA)) is None,
+                                reason=f"no Tux Paint stamps under {DATA} (set JSA_DATA)")
+
+
+def cli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jsa_rt.live.cli_live", *args], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(env or os.environ, PYTHONPATH=str(REPO)))
+
+
+def test_devices_lists_the_file_backed_microphone(tmp_path):
+    raw = tmp_path / "in.raw"
+    np.zeros(1600, "<i2").tofile(raw)
+    done = cli("devices", env=alsa_file_mic(tmp_path / "home", raw))
+    assert done.returncode == 0, done.stderr
+    assert "cameras:" in done.stdout and "microphones:" in done.stdout
+    line = next(l for l in done.stdout.splitlines() if "testmic" in l)
+    assert "16000" in line and "48000" in line             # the plug device resamples: both accepted
+    assert done.stdout.strip().splitlines()[-1].startswith("devices: ")
+
+
+def test_doctor_reports_and_exits_zero_with_things_missing(tmp_path):
+    done = cli("doctor", env=dict(os.environ, HOME=str(tmp_path), DISPLAY=""))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for name in ("PortAudio", "default microphone", "opencv GUI", "opencv GStreamer", "display",
+                 "onnxruntime", "TensorRT", "pycuda"):
+        assert name in out
+    # every warning comes with a fix
+    lines = out.splitlines()
+    for i, l in enumerate(lines):
+        if l.startswith("[warn]"):
+            assert "fix:" in lines[i + 1], l
+    assert lines[-1].startswith("doctor: ")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--camera", "missing.mp4"], "video file not found: missing.mp4"),
+    (["--camera", "/dev/video42"], "camera /dev/video42 does not exist"),
+    (["--camera", "gopher://x"], "unknown camera URI scheme"),
+    (["--audio-hop", "0"], "--audio-hop must be positive"),
+])
+def test_live_errors_are_one_line(args, words):
+    done = cli("live", "--headless", *args)
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err
+
+
+def test_paste_reports_the_box_of_the_visible_alpha():
+    canvas = np.zeros((100, 200, 3), np.float32)
+    stamp = np.zeros((30, 40, 4), np.float32)
+    stamp[5:25, 10:30] = (1, 1, 1, 1)                      # opaque 20x20 square inside a 40x30 image
+    box = paste(canvas, stamp, 150, 80)                    # partly outside the frame (bottom)
+    assert box == pytest.approx((160 / 200, 85 / 100, 180 / 200, 100 / 100))
+    assert canvas[85:100, 160:180].min() == 1 and canvas.sum() == 15 * 20 * 3
+
+
+@needs_data
+def test_demo_clip_from_real_data(tmp_path):
+    truth = build_clip(tmp_path, str(DATA), segments=2, seconds=1.0, fps=10, seed=3)
+    import cv2
+    import soundfile as sf
+    cap = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 == len(truth["frames"])
+    wave, rate = sf.read(str(tmp_path / "clip.wav"))
+    assert rate == 16000 and len(wave) == 2 * 16000
+    root = Path(truth["stamp_root"])
+    for scene in truth["scenes"]:                          # each sounding stamp has its recording
+        assert list(root.rglob(f"{scene['name']}.ogg")) and len(scene["distractors"]) == 2
+    for seg in (0, 1):
+        boxes = np.array([f["box"] for f in truth["frames"] if f["segment"] == seg])
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert 0.05 < area.mean() < 0.4
+        shift = abs(boxes[-1, 0] - boxes[0, 0])             # it drifts, slowly (clipped at the edges)
+        assert 0 < shift <= DRIFT + 0.01
+
+
+def test_demo_score_counts_peaks_inside_the_truth_box():
+    truth = {"frames": [{"box": [0.0, 0.0, 0.5, 0.5]}, {"box": [0.5, 0.5, 1.0, 1.0]}, {"box": [0, 0, 1, 1]}]}
+    recs = [{"frame": 0, "peak": [0.25, 0.25]}, {"frame": 1, "peak": [0.25, 0.25]}, {"frame": 2, "peak": None}]
+    s = score(recs, truth)
+    assert s["hits"] == 1 and s["rendered_frames"] == 3 and s["frames_with_peak"] == 2
+    assert s["chance_rate"] == pytest.approx((0.25 + 0.25 + 1) / 3)
+
+
+def _runtime_onnx(name_or_preset: str, shipped: bool):
+    runtime = pytest.importorskip("jsa_rt.runtime")
+    if "onnxruntime" not in runtime.available_backends():
+        pytest.skip("onnxruntime is not installed")
+    if shipped:
+        try:
+            return str(runtime.onnx_for(name_or_preset))
+        except Exception as exc:
+            pytest.skip(f"shipped model {name_or_preset} not available yet: {exc}")
+    return str(runtime.onnx_for(None, name_or_preset))
+
+
+@needs_data
+def test_demo_end_to_end_with_onnxruntime(tmp_path):
+    model = _runtime_onnx("tiny", shipped=False)
+    done = cli("demo", "--out", str(tmp_path), "--data", str(DATA), "--segments", "2", "--segment-seconds", "1",
+               "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert "the peak fell on the sounding object in" in last and "next:" in last
+    s = json.loads((tmp_path / "score.json").read_text())
+    assert s["rendered_frames"] == 20 and s["backend"] == "onnxruntime"
+    import cv2
+    cap = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
+
+
+@needs_data
+@pytest.mark.slow
+def test_demo_with_the_shipped_model_points_at_the_sounding_object(tmp_path):
+    model = _runtime_onnx("edge-jsa", shipped=True)
+    done = cli("demo", "--out", str(tmp_path), "--data", str(DATA), "--segments", "3", "--segment-seconds", "3",
+               "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    s = json.loads((tmp_path / "score.json").read_text())
+    assert s["hit_rate"] > 0.5 and s["hit_rate"] > 2 * s["chance_rate"], s

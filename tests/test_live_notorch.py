@@ -1,0 +1,65 @@
+"""The live path never needs PyTorch: run it with `import torch` made impossible."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from live_helpers import REPO, write_red_square_clip, write_tone_wav
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    '''Makes `import torch` (and friends) fail, as on a machine without PyTorch.'''
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision', 'triton'):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+sys.meta_path.insert(0, NoTorch())
+"""
+
+SCRIPT = BLOCK_TORCH + """
+import importlib, json, pkgutil
+import jsa_rt.live
+modules = sorted(m.name for m in pkgutil.iter_modules(jsa_rt.live.__path__, 'jsa_rt.live.'))
+for name in modules:
+    importlib.import_module(name)
+from jsa_rt.live.doctor import collect
+checks = {c.name: c.detail for c in collect()}
+from jsa_rt.live.cli_live import main
+rc = main(['live', '--camera', sys.argv[1], '--mic', 'file://' + sys.argv[2], '--no-pace', '--headless',
+           '--backend', 'onnxruntime', '--model', sys.argv[3], '--log-json', sys.argv[4]])
+print(json.dumps({'modules': modules, 'rc': rc, 'torch_loaded': 'torch' in sys.modules,
+                  'torch_check': checks.get('torch')}))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx():
+    runtime = pytest.importorskip("jsa_rt.runtime")
+    if "onnxruntime" not in runtime.available_backends():
+        pytest.skip("onnxruntime is not installed")
+    return str(runtime.onnx_for(None, "tiny"))      # exported (with torch) here, once
+
+
+def test_blocker_really_blocks_torch():
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH + "import torch"], capture_output=True, text=True)
+    assert done.returncode != 0 and "blocked by the test" in done.stderr
+
+
+def test_live_runs_on_onnxruntime_without_torch(tmp_path, tiny_onnx):
+    clip, wav, log = tmp_path / "clip.mp4", tmp_path / "tone.wav", tmp_path / "log.jsonl"
+    write_red_square_clip(clip, frames=12, fps=12)
+    write_tone_wav(wav, 1.0)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(clip), str(wav), tiny_onnx, str(log)],
+                          cwd=str(REPO), capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["rc"] == 0 and out["torch_loaded"] is False
+    assert {"jsa_rt.live.pipeline", "jsa_rt.live.cli_live", "jsa_rt.live.demo", "jsa_rt.live.doctor",
+            "jsa_rt.live.devices", "jsa_rt.live.video", "jsa_rt.live.audio"} <= set(out["modules"])
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 12 and all(r["backend"] == "onnxruntime" for r in records)

@@ -1,0 +1,233 @@
+"""The live pipeline end to end: file camera + real ALSA/PortAudio mic, outputs, gating, shutdown."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jsa_rt.live.outputs import VideoRecorder
+from jsa_rt.live.pipeline import LiveOptions, Pipeline
+from jsa_rt.live.render import Localizer, RenderOptions
+
+from live_helpers import (REPO, FakeBackend, alsa_file_mic, write_red_square_clip, write_tone_wav)
+
+REQUIRED_KEYS = {"t", "peak", "confidence", "latency_ms", "backend"}
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("live")
+    boxes = write_red_square_clip(d / "clip.mp4", frames=30, fps=15)
+    write_tone_wav(d / "tone.wav", 2.0)
+    write_tone_wav(d / "silence.wav", 2.0, amp=0.0)
+    raw = d / "mic.raw"
+    (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000) * 32767).astype("<i2").tofile(raw)
+    return {"dir": d, "clip": d / "clip.mp4", "boxes": boxes, "tone": d / "tone.wav",
+            "silence": d / "silence.wav", "raw": raw}
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx():
+    """The runtime's random-weight tiny ONNX (exported once, then cached by jsa_rt.runtime)."""
+    runtime = pytest.importorskip("jsa_rt.runtime")
+    if "onnxruntime" not in runtime.available_backends():
+        pytest.skip("onnxruntime is not installed")
+    return str(runtime.onnx_for(None, "tiny"))
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def count_frames(path: Path) -> int:
+    import cv2
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def inside(peak, box) -> bool:
+    return box[0] <= peak[0] <= box[2] and box[1] <= peak[1] <= box[3]
+
+
+E2E_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from live_helpers import FakeBackend
+from jsa_rt.live.pipeline import LiveOptions, Pipeline
+kind, model, out = sys.argv[1:4]
+if kind == "fake":
+    fb = FakeBackend()
+    factory = lambda: fb
+else:
+    from jsa_rt.runtime import load_backend
+    factory = lambda: load_backend("onnxruntime", model, device="cpu")
+opts = LiveOptions(camera={clip!r}, mic="testmic", paced=False, headless=True, quiet=True,
+                   output=out + ".mp4", log_json=out + ".jsonl")
+s = Pipeline(opts, factory).run()
+print(json.dumps(dict(frames=s.frames, stopped_by=s.stopped_by, not_joined=s.not_joined,
+                      written=s.written, refreshes=s.audio_refreshes,
+                      thread=fb.thread if kind == "fake" else None,
+                      closed=fb.closed if kind == "fake" else None)))
+"""
+
+
+def run_e2e(media, kind: str, model: str = "") -> tuple[dict, list[dict], Path]:
+    d = media["dir"]
+    env = alsa_file_mic(d / f"home-{kind}", media["raw"])
+    env["PYTHONPATH"] = str(REPO)
+    script = d / "e2e.py"
+    script.write_text(E2E_SCRIPT.format(tests=str(TESTS), clip=str(media["clip"])))
+    out = d / f"e2e-{kind}"
+    done = subprocess.run([sys.executable, str(script), kind, model, str(out)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary, read_log(Path(str(out) + ".jsonl")), Path(str(out) + ".mp4")
+
+
+def test_end_to_end_video_file_camera_and_alsa_microphone_fake_backend(media):
+    summary, log, mp4 = run_e2e(media, "fake")
+    # every frame of the 30-frame clip rendered once, recorded once, logged once
+    assert summary["frames"] == 30 and len(log) == 30 and count_frames(mp4) == 30
+    assert summary["stopped_by"] == "end of input" and summary["not_joined"] == []
+    assert summary["thread"] == "inference" and summary["closed"] is True
+    assert all(REQUIRED_KEYS <= set(r) for r in log)
+    assert [r["frame"] for r in log] == list(range(30))
+    # the microphone's tone (-13.5 dBFS) opens the gate; peaks map back onto the red square
+    assert all(r["level_db"] == pytest.approx(-13.5, abs=1.0) for r in log)
+    hits = sum(inside(r["peak"], media["boxes"][r["frame"]]) for r in log if r["peak"])
+    assert hits >= 27
+    # the audio branch ran about every 0.25 s of the 2 s clip, not on every frame
+    assert 7 <= summary["refreshes"] <= 10
+
+
+def test_end_to_end_with_the_onnxruntime_backend(media, tiny_onnx):
+    summary, log, mp4 = run_e2e(media, "ort", tiny_onnx)
+    assert summary["frames"] == 30 and len(log) == 30 and count_frames(mp4) == 30
+    assert summary["not_joined"] == [] and any("with sound" in w for w in summary["written"])
+    for r in log:
+        assert REQUIRED_KEYS <= set(r) and r["backend"] == "onnxruntime"
+        assert 0.0 <= r["confidence"] <= 1.0 and r["latency_ms"] > 0
+        assert r["peak"] is None or all(0.0 <= v <= 1.0 for v in r["peak"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_joins_threads_and_leaves_a_playable_recording(media, tiny_onnx, tmp_path, sig):
+    out, log = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
+    cmd = [sys.executable, "-m", "jsa_rt.live.cli_live", "live", "--camera", str(media["clip"]), "--loop",
+           "--mic", f"file://{media['tone']}", "--headless", "--backend", "onnxruntime",
+           "--model", tiny_onnx, "--output", str(out), "--log-json", str(log)]
+    proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 20):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.1)
+        assert not out.exists()                 # still recording into a temporary file
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    last = stdout.strip().splitlines()[-1]
+    assert f"stopped by {signal.Signals(sig).name}" in last and "threads still running" not in last
+    frames = count_frames(out)
+    assert frames >= 20 and f"{out} ({frames} frames, with sound)" in last
+    assert not list(tmp_path.glob(".*partial*"))      # temporary files renamed or removed
+
+
+def run_inprocess(media, tmp_path, **overrides) -> tuple[object, list[dict], FakeBackend]:
+    fb = FakeBackend()
+    records = []
+    opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False, headless=True,
+                       quiet=True)
+    for k, v in overrides.items():
+        setattr(opts, k, v)
+    summary = Pipeline(opts, lambda: fb, on_frame=records.append).run()
+    return summary, records, fb
+
+
+def test_silence_and_low_confidence_give_the_no_source_state(media, tmp_path):
+    _, quiet, _ = run_inprocess(media, tmp_path, mic=f"file://{media['silence']}")
+    assert quiet and all(r["peak"] is None and r["state"] == "no source (quiet)" for r in quiet)
+    _, unsure, _ = run_inprocess(media, tmp_path, render=RenderOptions(min_confidence=1.01))
+    # (the first frames, before any sound has played, are quiet first)
+    assert all(r["peak"] is None for r in unsure)
+    assert sum(r["state"] == "no source (low confidence)" for r in unsure) >= 25
+    _, loud, _ = run_inprocess(media, tmp_path)
+    assert sum(r["peak"] is not None for r in loud) >= 25     # the tone is heard after the first hop
+
+
+def test_center_crop_maps_peaks_back_to_the_full_frame(media, tmp_path):
+    _, recs, _ = run_inprocess(media, tmp_path, crop="center")
+    boxes = media["boxes"]
+    # a 160x120 frame's centre square spans x in [1/8, 7/8]: frames whose square is fully inside it
+    central = [r for r in recs if r["peak"] and boxes[r["frame"]][0] >= 0.125 and boxes[r["frame"]][2] <= 0.875]
+    assert len(central) >= 10
+    assert all(inside(r["peak"], boxes[r["frame"]]) for r in central)
+
+
+def test_duration_and_loop(media, tmp_path):
+    summary, recs, _ = run_inprocess(media, tmp_path, loop=True, duration=3.0)
+    assert summary.stopped_by == "--duration" and summary.not_joined == []
+    assert recs[-1]["t"] >= 3.0 and max(r["frame"] for r in recs) >= 40   # past the clip's 30 frames
+
+
+def test_backend_errors_are_reported_not_hung(media, tmp_path):
+    from jsa_rt.errors import EngineError, JsaError
+
+    def broken():
+        raise EngineError("no ONNX export of edge-jsa: run `jsa-rt export-onnx`")
+    opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", headless=True, quiet=True)
+    with pytest.raises(JsaError, match="no ONNX export"):
+        Pipeline(opts, broken).run()
+
+
+def test_persistence_smoothing_has_the_configured_time_constant():
+    loc = Localizer(RenderOptions(persistence_ms=200, min_level_db=-60))
+    zeros, ones = np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)
+    loc.update(zeros, 1.0, -10.0, t=0.0)
+    out = loc.update(ones, 1.0, -10.0, t=0.2)         # one time constant later: 1 - 1/e
+    assert float(out.heatmap.mean()) == pytest.approx(1 - np.exp(-1), abs=1e-5)
+    quiet = loc.update(ones, 1.0, -90.0, t=0.4)       # gated: no peak, the map fades
+    assert not quiet.active and quiet.peak is None
+    assert float(quiet.heatmap.mean()) == pytest.approx((1 - np.exp(-1)) * np.exp(-1), abs=1e-5)
+
+
+def test_peak_box_encloses_the_region_above_the_threshold():
+    heat = np.zeros((100, 100), np.float32)
+    heat[20:40, 60:90] = 0.8
+    heat[30, 75] = 1.0
+    heat[70:80, 10:20] = 0.9                          # a second blob, not connected to the peak
+    loc = Localizer(RenderOptions(persistence_ms=0)).update(heat, 1.0, 0.0, t=0.0)
+    assert loc.peak == pytest.approx((0.755, 0.305))
+    assert loc.box == pytest.approx((0.60, 0.20, 0.90, 0.40))
+
+
+def test_recorder_is_atomic_and_keeps_the_source_timeline(tmp_path):
+    import cv2
+    out = tmp_path / "r.mp4"
+    rec = VideoRecorder(out, fps=10)
+    img = np.zeros((48, 64, 3), np.uint8)
+    assert rec.write(img, 5.0) == 1
+    assert rec.write(img, 5.5) == 5                   # 0.5 s later at 10 fps: the gap is filled
+    assert rec.write(img, 5.52) == 0                  # early frame: the timeline already covers it
+    assert not out.exists() and list(tmp_path.glob(".r.partial-*"))
+    rec.close()
+    assert out.exists() and count_frames(out) == 6 and not list(tmp_path.glob(".r.partial-*"))
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)

@@ -1,0 +1,147 @@
+"""Video URIs, the grabber thread (newest frame wins, pacing, loop) and the hand-off slot."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from jsa_rt.errors import DeviceError, InputError
+from jsa_rt.live.handoff import Closed, LatestSlot
+from jsa_rt.live.video import VideoSource, opencv_has_gstreamer, parse_video_uri
+
+from live_helpers import write_red_square_clip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_red_square_clip(path, frames=20, fps=20)
+    return path
+
+
+def test_uri_forms(clip):
+    assert parse_video_uri("0").kind == "camera" and parse_video_uri("0").target == 0
+    assert parse_video_uri("/dev/video2").target == "/dev/video2"
+    assert parse_video_uri("v4l2:///dev/video1").target == "/dev/video1"
+    assert parse_video_uri("csi://1").kind == "csi" and parse_video_uri("csi://1").target == 1
+    assert parse_video_uri("rtsp://cam.local:8554/live").kind == "stream"
+    assert parse_video_uri("videotestsrc ! videoconvert ! appsink").kind == "gstreamer"
+    assert parse_video_uri(f"file://{clip}").kind == "file"
+    assert parse_video_uri(str(clip)).target == str(clip)
+
+
+@pytest.mark.parametrize("uri, error, words", [
+    ("foo://bar", InputError, "unknown camera URI scheme"),
+    ("v4l2://video0", InputError, "expected v4l2:///dev/videoN"),
+    ("csi://front", InputError, "expected csi://N"),
+    ("missing_clip.mp4", InputError, "video file not found"),
+    ("file://missing_clip.mkv", InputError, "video file not found"),
+    ("not a camera", InputError, "not a file, device or URI"),
+    ("", InputError, "empty --camera"),
+])
+def test_bad_uris_are_one_line_errors(uri, error, words):
+    with pytest.raises(error, match=words) as info:
+        VideoSource(uri)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_camera_lists_what_exists():
+    with pytest.raises(DeviceError, match=r"camera /dev/video97 does not exist; .*(cameras present|no /dev/video)"):
+        VideoSource("/dev/video97")
+
+
+@pytest.mark.skipif(opencv_has_gstreamer(), reason="this OpenCV has GStreamer: csi:// would try the camera")
+def test_csi_without_gstreamer_says_so():
+    with pytest.raises(DeviceError, match="needs OpenCV built with GStreamer") as info:
+        VideoSource("csi://0")
+    assert "\n" not in str(info.value) and "jetson" in str(info.value).lower()
+
+
+def test_unpaced_file_delivers_every_frame_once_in_order(clip):
+    src = VideoSource(str(clip), paced=False)
+    src.start()
+    seen = []
+    while True:
+        try:
+            f = src.frames.get(1.0)
+        except Closed:
+            break
+        if f is not None:
+            seen.append(f.index)
+            assert f.image.shape == (120, 160, 3)
+            assert f.t_media == pytest.approx(f.index / 20)
+    assert seen == list(range(20)) and src.dropped == 0 and src.join(2.0)
+
+
+def test_paced_file_keeps_only_the_newest_frame_for_a_slow_reader(clip):
+    src = VideoSource(str(clip), paced=True)
+    t0 = time.monotonic()
+    src.start()
+    seen = []
+    while True:
+        try:
+            f = src.frames.get(1.0)
+        except Closed:
+            break
+        if f is not None:
+            seen.append(f)
+            time.sleep(0.15)                 # a reader three frames slower than the source
+    elapsed = time.monotonic() - t0
+    idx = [f.index for f in seen]
+    assert idx == sorted(set(idx)) and len(idx) < 20
+    assert src.dropped == 20 - len(idx)      # every frame was either read or counted as dropped
+    assert elapsed >= 0.8                    # 20 frames at 20 fps play for about a second
+    # arrival stamps follow the file's clock (paced), not the decoder's speed
+    for f in seen:
+        assert f.t_capture - seen[0].t_capture == pytest.approx(f.t_media - seen[0].t_media, abs=0.1)
+
+
+def test_loop_restarts_the_file_and_keeps_counting(clip):
+    src = VideoSource(str(clip), paced=False, loop=True)
+    src.start()
+    idx = []
+    while len(idx) < 45:
+        f = src.frames.get(1.0)
+        if f is not None:
+            idx.append(f.index)
+    src.stop()
+    assert idx == list(range(45)) and src.join(2.0)
+
+
+def test_latest_slot_replaces_unread_items_and_counts_them():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get(0.01) == 4 and slot.dropped == 4
+    assert slot.get(0.01) is None
+    slot.put(7)
+    slot.close()
+    assert slot.get(0.01) == 7               # a pending item survives close
+    with pytest.raises(Closed):
+        slot.get(0.01)
+    assert slot.put(8) is False
+
+
+def test_lossless_slot_waits_for_the_reader():
+    slot = LatestSlot(lossless=True)
+    got = []
+
+    def reader():
+        while True:
+            try:
+                item = slot.get(0.5)
+            except Closed:
+                return
+            if item is not None:
+                got.append(item)
+                time.sleep(0.005)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(50):
+        while not slot.put(i):
+            pass
+    slot.close()
+    t.join(2.0)
+    assert got == list(range(50)) and slot.dropped == 0

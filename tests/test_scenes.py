@@ -1,0 +1,116 @@
+"""The scene composer on the real Tux Paint / FSDD / background data: determinism, boxes, splits."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jsa_rt.train import scenes
+from jsa_rt.train.scene_catalog import build_catalog, default_data_root
+from jsa_rt.train.scene_image import ObjectSpec, compose_image
+
+DATA = default_data_root()
+pytestmark = pytest.mark.skipif(
+    not (DATA / "tuxpaint-stamps").is_dir() or not (DATA / "fsdd").is_dir(),
+    reason=f"needs the shared data folder ({DATA}: tuxpaint-stamps, fsdd, backgrounds); set JSA_DATA")
+
+COUNTS = {"train": 16, "val": 6, "test": 8, "test-unheard": 8, "digits": 10}
+
+
+@pytest.fixture(scope="module")
+def scene_sets(tmp_path_factory):
+    one = tmp_path_factory.mktemp("scenes_a")
+    two = tmp_path_factory.mktemp("scenes_b")
+    m1 = scenes.generate(one, seed=3, counts=COUNTS, seconds=2.0, workers=1, no_source_fraction=0.25, progress=False)
+    m2 = scenes.generate(two, seed=3, counts=COUNTS, seconds=2.0, workers=2, no_source_fraction=0.25, progress=False)
+    return one, two, m1, m2
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_whatever_the_workers(scene_sets):
+    one, two, _, _ = scene_sets
+    a, b = _files(one), _files(two)
+    assert len(a) == 2 * sum(COUNTS.values()) + 2 * len(COUNTS) + 1      # frames, audio, jsons, lists, manifest
+    assert a.keys() == b.keys()
+    different = [k for k in a if a[k] != b[k]]
+    assert not different, f"differ between runs: {different[:5]}"
+
+
+def test_layout_audio_and_annotations(scene_sets):
+    root, _, manifest, _ = scene_sets
+    for split, n in COUNTS.items():
+        items = json.loads((root / "annotations" / f"{split}.json").read_text())
+        ids = (root / "splits" / f"{split}.txt").read_text().split()
+        assert [e["file"] for e in items] == ids and len(ids) == n
+        for e in items:
+            wave, rate = sf.read(root / "audio" / f"{e['file']}.wav")
+            assert rate == 16000 and wave.ndim == 1 and wave.size == 32000
+            assert (root / "frames" / f"{e['file']}.jpg").is_file()
+            if e["no_source"]:
+                assert e["bbox"] == [] and split != "train"
+            else:
+                assert len(e["bbox"]) == 1 and np.abs(wave).max() > 0.01
+                x0, y0, x1, y1 = e["bbox"][0]
+                assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+                assert (x1 - x0) * (y1 - y0) == pytest.approx(e["target_area"], abs=1e-4)
+            assert len(e["distractor_boxes"]) == len(e["distractor_classes"])
+    assert manifest["image_size"] == 256
+    from PIL import Image
+    with Image.open(root / "frames" / "train_00000.jpg") as im:
+        assert im.size == (256, 256) and im.mode == "RGB"
+
+
+def test_unheard_classes_never_in_train_val_test(scene_sets):
+    root, _, manifest, _ = scene_sets
+    unheard = set(manifest["classes_unheard"])
+    assert unheard and not unheard & set(manifest["classes_seen"])
+    for split in ("train", "val", "test"):
+        for e in json.loads((root / "annotations" / f"{split}.json").read_text()):
+            used = {e["class"], e["offscreen_class"], *e["distractor_classes"]}
+            assert not used & unheard, f"{split}/{e['file']} uses unheard {used & unheard}"
+    test_unheard = json.loads((root / "annotations" / "test-unheard.json").read_text())
+    assert all(e["class"] in unheard for e in test_unheard if not e["no_source"])
+
+
+def test_digit_speakers_held_out(scene_sets):
+    root, _, manifest, _ = scene_sets
+    held, train_speakers = set(manifest["digit_speakers_heldout"]), set(manifest["digit_speakers_train"])
+    assert held and train_speakers and not held & train_speakers
+    digits = [e for e in json.loads((root / "annotations" / "digits.json").read_text()) if not e["no_source"]]
+    assert digits and all(e["speaker"] in held and e["class"].startswith("digit_") for e in digits)
+    train = json.loads((root / "annotations" / "train.json").read_text())
+    assert all(e["speaker"] in train_speakers for e in train if e["speaker"])
+
+
+def test_boxes_hold_every_alpha_pixel_and_are_tight():
+    catalog = build_catalog()
+    rng0 = np.random.default_rng(7)
+    for k in range(25):
+        cls = catalog.classes[int(rng0.integers(len(catalog.classes)))]
+        target = ObjectSpec(cls.name, cls.stamps[0])
+        distractors = [ObjectSpec("d", catalog.silent[int(rng0.integers(len(catalog.silent)))]) for _ in range(3)]
+        if k % 5 == 0:
+            target = ObjectSpec("digit_4", catalog.digit_images[4], 4)
+        image, placed, _ = compose_image(np.random.default_rng(k), 128, catalog.backgrounds, target,
+                                         float(rng0.uniform(0.1, 0.6)), distractors)
+        assert image.shape == (128, 128, 3) and placed[0].role == "target" and len(placed) == 4
+        for p in placed:
+            x0, y0, x1, y1 = (round(v * 128) for v in p.box)
+            ys, xs = np.nonzero(p.mask)
+            assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
+            # tight: the alpha reaches every edge of its box
+            assert xs.min() == x0 and xs.max() == x1 - 1 and ys.min() == y0 and ys.max() == y1 - 1
+        # the target is drawn inside the frame and its box is where its pixels are
+        t = placed[0]
+        assert t.mask.sum() > 0.2 * (t.box[2] - t.box[0]) * (t.box[3] - t.box[1]) * 128 * 128
+
+
+def test_most_targets_large_enough_for_median_ciou(scene_sets):
+    _, _, manifest, _ = scene_sets
+    shares = [s["target_area_at_least_0.25"] for s in manifest["splits"].values() if s["target_area_at_least_0.25"] is not None]
+    assert np.mean(shares) >= 0.6
+

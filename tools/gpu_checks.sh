@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every GPU check of the Triton kernels in one go (the lent H100, or any NVIDIA box with triton):
+#   1. smoke: one persistent slot-loop launch at the paper size vs the reference (catches a hung
+#      grid barrier early; on failure the rest runs without the persistent mode)
+#   2. tools/bench_kernels.py: the timing table + JSON (benchmarks/kernels_<card>.json)
+#   3. tests/test_kernels.py compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
+# Writes everything under $OUT (default: out/gpu_checks). Needs python3 with torch and triton;
+# the package need not be installed: a temporary tree maps jsa_rt.kernels onto kernels/ as
+# pyproject does. Each step has a timeout; the script always runs all steps.
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$REPO/out/gpu_checks}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+
+TREE=$(mktemp -d)
+trap 'rm -rf "$TREE"' EXIT
+mkdir -p "$TREE/jsa_rt"
+for entry in "$REPO"/jsa_rt/*; do ln -s "$entry" "$TREE/jsa_rt/"; done
+ln -s "$REPO/kernels" "$TREE/jsa_rt/kernels"
+export PYTHONPATH="$TREE${PYTHONPATH:+:$PYTHONPATH}"
+unset TRITON_INTERPRET
+cd "$REPO"
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
+'cuda', torch.version.cuda, torch.cuda.get_device_name(), torch.cuda.get_device_capability())"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+echo "== 1/3 smoke (persistent kernel)"
+timeout 90 $PY tools/bench_kernels.py --smoke 2>&1 | tee "$OUT/smoke.txt"
+smoke=${PIPESTATUS[0]}
+if [ "$smoke" -eq 0 ]; then
+  modes="persistent"; skip=""
+else
+  echo "persistent kernel failed (status $smoke): continuing with the phased mode only"
+  modes="phased"; skip="not persistent and not repeat_calls and not slot_iterations_gradients"
+fi
+
+echo "== 2/3 bench_kernels.py"
+timeout 240 $PY tools/bench_kernels.py --out-dir "$OUT" --modes $modes --compile-budget-s 90 \
+  2>&1 | tee "$OUT/bench.txt"
+bench=${PIPESTATUS[0]}
+
+echo "== 3/3 tests/test_kernels.py compiled"
+JSA_KERNELS_DEVICE=cuda timeout 150 $PY -m pytest tests/test_kernels.py -v -p no:cacheprovider \
+  --durations=5 ${skip:+-k "$skip"} 2>&1 | tee "$OUT/pytest.txt"
+tests=${PIPESTATUS[0]}
+
+echo "gpu_checks: smoke=$smoke bench=$bench tests=$tests (0 = ok, 124 = timeout); outputs in $OUT" \
+  | tee "$OUT/summary.txt"
