@@ -412,7 +412,8 @@ def forward(x, slots0, params: dict, iters: int, scale: float, eps: float, ln_ep
     bstride = S * D if slots0.dim() == 3 else 0
     args = (x, slots0, packed, ws["kq"], ws["vg"], ws["gi"], ws["snew"], ws["bar"],
             acc, k_out, q_out, attn, B, N, bstride, iters)
-    consts = dict(S=S, D=D, H=H, num_stages=1, **tiles)   # no software pipelining: keeps shared memory small
+    # num_stages=1: no software pipelining (keeps shared memory small); 8 warps: no register spills
+    consts = dict(S=S, D=D, H=H, num_stages=1, num_warps=8, **tiles)
     floats = (float(scale), float(eps), float(ln_eps))
     if mode == "persistent":
         grid = (_num_programs(x.device, tiles, B, N, D),)

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+# drop tools/ from the path: a tools/profile.py would shadow the stdlib module torch.compile imports
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 import jsa_rt  # noqa: E402
 
@@ -201,9 +203,9 @@ def bench_config(preset, batch, audio_tokens, calls, do_compile, modes, log):
         add(f"triton-loop {mode}", lambda m=mode: module(v_tok, a_tok, "triton-loop", m))
         add(f"triton-loop {mode}+cudagraph", lambda m=mode: module(v_tok, a_tok, "triton-loop", m), graph=True)
     if do_compile:
-        compiled = torch.compile(lambda v, a: module(v, a, "torch"))
         t0 = time.perf_counter()
         try:
+            compiled = torch.compile(lambda v, a: module(v, a, "torch"))
             with torch.no_grad():
                 compiled(v_tok, a_tok)
             sync()

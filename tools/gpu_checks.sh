@@ -30,7 +30,7 @@ cd "$REPO"
 cat "$OUT/env.txt"
 
 echo "== 1/3 smoke (persistent kernel)"
-timeout 90 $PY tools/bench_kernels.py --smoke 2>&1 | tee "$OUT/smoke.txt"
+timeout 60 $PY tools/bench_kernels.py --smoke 2>&1 | tee "$OUT/smoke.txt"
 smoke=${PIPESTATUS[0]}
 if [ "$smoke" -eq 0 ]; then
   modes="persistent"; skip=""
@@ -40,12 +40,12 @@ else
 fi
 
 echo "== 2/3 bench_kernels.py"
-timeout 240 $PY tools/bench_kernels.py --out-dir "$OUT" --modes $modes --compile-budget-s 90 \
+timeout 200 $PY tools/bench_kernels.py --out-dir "$OUT" --modes $modes --compile-budget-s 60 \
   2>&1 | tee "$OUT/bench.txt"
 bench=${PIPESTATUS[0]}
 
 echo "== 3/3 tests/test_kernels.py compiled"
-JSA_KERNELS_DEVICE=cuda timeout 150 $PY -m pytest tests/test_kernels.py -v -p no:cacheprovider \
+JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py -v -p no:cacheprovider \
   --durations=5 ${skip:+-k "$skip"} 2>&1 | tee "$OUT/pytest.txt"
 tests=${PIPESTATUS[0]}
 

@@ -75,6 +75,7 @@ class Sampler:
         self.samples.append({
             "t_s": round(time.monotonic() - self._t0, 2),
             "rss_mb": round(self.proc.memory_info().rss / 2**20, 2),
+            "load1": round(os.getloadavg()[0], 2),          # a shared machine shows up here
             "threads": threading.active_count(),
             "open_files": len(self.proc.open_files()),
             "frames": len(lat),
@@ -182,7 +183,10 @@ def main(argv=None) -> int:
         return 2
     finally:
         sampler.stop()
-    result = {"settings": vars(args) | {"camera": camera, "mic": mic}, "summary": summary.__dict__,
+    import platform
+    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    result = {"settings": vars(args) | {"camera": camera, "mic": mic}, "machine": machine,
+              "summary": summary.__dict__,
               "drift": drift(sampler.samples, args.warmup), "samples": sampler.samples}
     tmp = out / ".soak.partial.json"
     tmp.write_text(json.dumps(result, indent=1, default=str))

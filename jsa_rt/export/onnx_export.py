@@ -224,7 +224,7 @@ def run(args) -> int:
     precision = "fp16" if args.fp16 else "fp32"
     if args.preset:
         model, name = random_model(args.preset), f"random-{args.preset}"
-        base = Path(args.out) if args.out else DEFAULT_ROOT / f"{name}{'.fp16' if args.fp16 else ''}.onnx"
+        base = Path(args.out) if args.out else DEFAULT_ROOT / name / f"{name}{'.fp16' if args.fp16 else ''}.onnx"
     else:
         model, name = load_model(args.checkpoint)
         base = Path(args.out) if args.out else default_base(args.checkpoint, precision)

@@ -67,7 +67,8 @@ def read_checkpoint(path: str | Path) -> dict:
     """Load and validate the raw checkpoint dict; one-line errors for corrupt or foreign files."""
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint from elsewhere must not be able to run code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}): "
                               f"the file is corrupt or truncated; re-download or re-train it") from None

@@ -1,4 +1,6 @@
 """From 7x7 attention maps to the 224x224 localisation heatmap (method.md section 5)."""
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -11,10 +13,23 @@ def min_max(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return ((flat - lo) / (hi - lo + eps)).view_as(x)
 
 
+@functools.lru_cache(maxsize=8)
+def _bicubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-D bicubic resampling (PyTorch's a=-0.75, align_corners False)."""
+    eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, 1, n_in)
+    rows = F.interpolate(eye, size=(1, n_out), mode="bicubic", align_corners=False)
+    return rows.view(n_in, n_out).T.float().contiguous()
+
+
 def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, g, g) -> (B, size, size), bicubic, align_corners False."""
-    return F.interpolate(maps.unsqueeze(1), size=(size, size), mode="bicubic",
-                         align_corners=False).squeeze(1)
+    """(B, g, g) -> (B, size, size), bicubic, align_corners False.
+
+    Bicubic resampling is separable and linear, so it is two small matmuls with a fixed
+    (size x g) matrix: the same numbers as F.interpolate, and several times faster in
+    onnxruntime / TensorRT than a Resize node."""
+    g = maps.shape[-1]
+    w = _bicubic_matrix(g, size).to(device=maps.device, dtype=maps.dtype)
+    return torch.matmul(torch.matmul(w, maps), w.T)
 
 
 def fuse(primary: torch.Tensor, prior: torch.Tensor, alpha: float, size: int) -> torch.Tensor:

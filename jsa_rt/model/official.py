@@ -73,7 +73,7 @@ def convert_official(in_path: str | Path, out_path: str | Path, strict: bool = T
     if not in_path.is_file():
         raise CheckpointError(f"official checkpoint not found: {in_path}")
     try:
-        raw = torch.load(in_path, map_location="cpu", weights_only=False)
+        raw = torch.load(in_path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read {in_path} ({type(exc).__name__}): corrupt or not a "
                               f"PyTorch file") from None

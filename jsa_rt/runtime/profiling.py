@@ -11,7 +11,7 @@ Every speed claim of jsa-rt is a report made here. A report is one JSON document
      "skipped": {NAME: "why it was not measured"}}
 
 STATS = {"samples": n, "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms",
-"std_ms"}: plain numpy percentiles (linear interpolation) over every sample, no outlier clipping,
+"std_ms"} (`samples` is the count; the samples themselves are in `raw_ms`): plain numpy percentiles (linear interpolation) over every sample, no outlier clipping,
 because the tail is what a live system feels. In pipeline mode `total` is the capture-to-render
 frame age. This module needs numpy only (no torch, no matplotlib).
 """
@@ -34,7 +34,8 @@ STAT_KEYS = ("samples", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_m
              "std_ms")
 
 # Stages that partition one forward pass (model mode) or one video frame (pipeline mode), in order;
-# the stacked bars draw these. Other stage names (e.g. the branches) are reported but not stacked.
+# the stacked bars draw their means (means add up). Other stages (the branches, the plain
+# forward) are reported but not stacked.
 MODEL_STAGES = ("preprocess", "audio_frontend", "audio_encoder", "image_encoder", "slot_attention",
                 "maps_fusion", "upsample")
 BRANCH_STAGES = ("audio_branch", "visual_branch")

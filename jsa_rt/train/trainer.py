@@ -79,6 +79,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """All RNG states as tensors and plain values (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": [version, torch.tensor(py_state, dtype=torch.int64), py_gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in py_state.tolist()), py_gauss))
+
+
 def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32          # derived from the loader's seeded generator
     np.random.seed(seed)
@@ -213,13 +230,11 @@ def run(args) -> int:
     if args.resume:
         if not last_path.is_file():
             raise InputError(f"--resume: no {last_path} yet; drop --resume to start a new run")
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["train_state"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        set_rng_state(ckpt["rng"])
         if dist_info.main:
             print(f"resumed {last_path} at epoch {state['epoch']}, step {state['step']}")
 
@@ -241,8 +256,7 @@ def run(args) -> int:
             "config": model_cfg.to_dict(), "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "train_state": state,
             "train_config": train_cfg.to_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng": rng_state(),
             "extra": {"model": args.model, "data": str(args.data)},
         }, path)
 

@@ -1,0 +1,90 @@
+"""Training on `tiny`: the loss goes down, --resume is exact, two-process DDP (gloo) runs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from jsa_rt.cli import main
+
+DATA = Path(os.environ.get("JSA_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = pytest.mark.skipif(not (DATA / "tuxpaint-stamps").is_dir(),
+                                reason=f"needs the real data folder {DATA} (set JSA_DATA)")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes")
+    assert main(["make-scenes", "--out", str(out), "--small", "--seed", "3", "--quiet",
+                 "--workers", "1", "--seconds", "1.5"]) == 0
+    return out
+
+
+def train(scenes, out, *extra):
+    args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(out), "--workers", "0",
+            "--batch-size", "8", "--no-progress", "--val-split", "", *extra]
+    assert main(args) == 0
+
+
+def read_log(out):
+    rows = (Path(out) / "log.csv").read_text().strip().splitlines()
+    header = rows[0].split(",")
+    return [dict(zip(header, map(float, r.split(",")))) for r in rows[1:]]
+
+
+def test_training_lowers_the_loss(scenes, tmp_path):
+    # the same 8 items every step: a model that learns must fit them
+    train(scenes, tmp_path, "--epochs", "30", "--max-train-items", "8", "--lr", "3e-3")
+    losses = [r["loss"] for r in read_log(tmp_path)]
+    assert len(losses) == 30
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert ckpt["format"] == "jsa-rt" and ckpt["kind"] == "jsa"
+
+
+def test_resume_reproduces_the_same_state(scenes, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(scenes, straight, "--epochs", "2", "--max-steps", "4")
+    train(scenes, resumed, "--epochs", "2", "--max-steps", "2")      # stops mid-epoch 1
+    first = torch.load(resumed / "last.pt", weights_only=True)
+    assert first["train_state"]["step"] == 2
+    train(scenes, resumed, "--epochs", "2", "--max-steps", "4", "--resume")
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(resumed / "last.pt", weights_only=True)
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 4
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(value, b["state_dict"][key], rtol=0, atol=0, msg=key)
+    # the two halves of the log are the straight run's log
+    assert [r["loss"] for r in read_log(straight)] == [r["loss"] for r in read_log(resumed)]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(scenes, tmp_path, capsys):
+    args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--resume"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0]
+
+
+def test_ezvsl_baseline_trains(scenes, tmp_path):
+    train(scenes, tmp_path, "--model", "ezvsl", "--epochs", "1", "--max-steps", "2")
+    ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert ckpt["kind"] == "ezvsl"
+
+
+def test_two_process_gloo_ddp(scenes, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "jsa_rt.cli", "train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path),
+           "--workers", "0", "--batch-size", "4", "--epochs", "1", "--max-steps", "2", "--device", "cpu",
+           "--no-progress", "--val-split", ""]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 process(es)" in proc.stdout
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["train_state"]["step"] == 2
+    # rank 0 writes the files
+    assert (tmp_path / "final.pt").is_file()
