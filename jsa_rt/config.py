@@ -33,6 +33,9 @@ class ModelConfig:
     # inference
     gamma: float = 0.1               # sharpening of the maps at test time
     iqr_alpha: float = 0.4           # weight of the AUD map in IQR (released scripts 0.4; paper 0.6)
+    # "no source" below this confidence (cosine of the target slots); chosen on the val split
+    # of the offline benchmark for edge-jsa (balanced accuracy 0.97 there)
+    no_source_confidence: float = 0.3
     # losses (official weights)
     tau: float = 0.03
     knn_k: int = 20                  # k-reciprocal neighbours at the reference batch size;

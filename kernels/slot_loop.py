@@ -22,6 +22,7 @@ A launch's workspace (and barrier counter) is shared per shape: do not run the s
 concurrently on two streams.
 """
 import os
+import weakref
 
 import torch
 import triton
@@ -308,14 +309,16 @@ _WORKSPACES: dict = {}
 def pack_params(params: dict) -> torch.Tensor:
     """Flatten one modality's parameters (reference.PARAM_NAMES) into the kernel's fp32 buffer.
 
-    Cached on (storage, version) of every parameter, so inference packs once and an optimizer
-    step (which bumps the versions) triggers a repack.
+    Cached per parameter *object* (weak references: a freed tensor whose memory is reused by a new
+    one never hits) and its storage and version, so inference packs once and an optimizer step
+    or load_state_dict (which bump the versions) triggers a repack. Writes through `.data`
+    bypass the version counter: call `clear_cache()` after those.
     """
     tensors = [params[name] for name in reference.PARAM_NAMES]
-    key = (str(tensors[0].device), *((t.data_ptr(), t._version) for t in tensors))
+    key = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
     hit = _PACK_CACHE.get(key)
-    if hit is not None:
-        return hit
+    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)):
+        return hit[1]
     p = {name: t.detach().double() for name, t in zip(reference.PARAM_NAMES, tensors)}
     w_q, b_q = p["to_q.weight"], p["to_q.bias"]
     w_k, b_k = p["to_k.weight"], p["to_k.bias"]
@@ -341,8 +344,14 @@ def pack_params(params: dict) -> torch.Tensor:
     packed = torch.cat(flat).float().contiguous()
     if len(_PACK_CACHE) >= 8:
         _PACK_CACHE.pop(next(iter(_PACK_CACHE)))
-    _PACK_CACHE[key] = packed
+    _PACK_CACHE[key] = ([weakref.ref(t) for t in tensors], packed)
     return packed
+
+
+def clear_cache():
+    """Forget packed parameters and workspaces (after editing parameters through `.data`)."""
+    _PACK_CACHE.clear()
+    _WORKSPACES.clear()
 
 
 def _workspace(device, B, N, S, D):

@@ -218,6 +218,17 @@ def test_slot_iterations_repeat_calls_and_param_update():
     assert rel_err(moved, want) < 1e-5 and rel_err(moved, first) > 1e-3
 
 
+def test_slot_iterations_new_params_never_hit_a_stale_cache():
+    # regression (seen on the H100): a freed parameter's memory reused by a new tensor with the
+    # same version counter must not return the old packed weights
+    x, slots0 = randn(1, 16, 32, seed=1), randn(2, 32, seed=2)
+    for seed in range(3):
+        params = reference.random_params(32, 64, device=DEVICE, generator=torch.Generator().manual_seed(seed))
+        got = K.slot_iterations(x, slots0, params, 2, 32 ** -0.5, 1e-8, backend="triton")[0]
+        assert rel_err(got, reference.slot_iterations(x, slots0, params, 2, 32 ** -0.5, 1e-8)[0]) < 1e-5
+        del params
+
+
 def test_slot_iterations_gradients_match_reference():
     D, H = 16, 32
     params = reference.random_params(D, H, device=DEVICE, generator=torch.Generator().manual_seed(3))

@@ -217,6 +217,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dynamic-batch", action="store_true", help="leading batch dim dynamic (1..64)")
     p.add_argument("--plugins", choices=("none", "triton"), default="none",
                    help="triton: slot attention as a TensorRT plugin node (for build-engine --plugins triton)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store weights that fp16 represents exactly as fp16 (+ Cast): half the file, "
+                        "same fp32 results (how the shipped models are stored)")
     return p
 
 
@@ -231,6 +234,10 @@ def run(args) -> int:
     graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
     paths = export_all(model, base, precision=precision, graphs=graphs,
                        dynamic_batch=args.dynamic_batch, model_name=name, plugins=args.plugins)
+    if args.fp16_weights and precision == "fp32":
+        from .onnx_compact import store_weights_fp16
+        for path in paths.values():
+            store_weights_fp16(path)
     total = sum(p.stat().st_size for p in paths.values()) / 1e6
     first = next(iter(paths.values()))
     flag = " --fp16" if args.fp16 else ""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .preprocess import to_frame_xy
+from ..config import ModelConfig
 
 COLORMAPS = ("jet", "inferno", "turbo", "hot", "viridis")
 METER_FLOOR_DB = -80.0
@@ -25,7 +26,7 @@ METER_FLOOR_DB = -80.0
 class RenderOptions:
     persistence_ms: float = 250.0
     min_level_db: float = -50.0
-    min_confidence: float = 0.0
+    min_confidence: float = ModelConfig.no_source_confidence
     box_threshold: float = 0.5      # the box encloses the peak's region above this fraction of the peak
     alpha: float = 0.45
     colormap: str = "jet"

@@ -49,10 +49,12 @@ def _group(rows: list[dict]) -> dict:
 
 
 def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | float = "median",
-             alpha: float | None = None, fa_threshold: float = 0.5, device: str = "cpu",
+             alpha: float | None = None, fa_threshold: float | None = None, device: str = "cpu",
              workers: int = 0, grid: int = 16, progress: bool = True) -> tuple[dict, list[dict], list[dict]]:
     """-> (summary, per-sample rows, examples for the picture grid)."""
     import torch
+    if fa_threshold is None:      # the model's own "no source" gate
+        fa_threshold = model.cfg.no_source_confidence
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
@@ -235,7 +237,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=_threshold, default="median",
                    help="cIoU binarisation: 'median' (EZ-VSL, default) or a fixed value such as 0.6 (JSA scripts)")
     p.add_argument("--alpha", type=float, default=None, help="IQR weight of the audio map (default: the model's; 0.4 official scripts, 0.6 paper)")
-    p.add_argument("--fa-threshold", type=float, default=0.5, help="confidence above which a no-source scene is a false alarm")
+    p.add_argument("--fa-threshold", type=float, default=None,
+                   help="confidence above which a no-source scene is a false alarm (default: the model's "
+                        "no_source_confidence, 0.3, chosen on val)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
