@@ -137,4 +137,5 @@ def test_demo_with_the_shipped_model_points_at_the_sounding_object(tmp_path):
                "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     s = json.loads((tmp_path / "score.json").read_text())
-    assert s["hit_rate"] > 0.5 and s["hit_rate"] > 2 * s["chance_rate"], s
+    # chance = the fraction of the frame the sounding object's box covers (about 0.3 here)
+    assert s["hit_rate"] > 0.6 and s["hit_rate"] > s["chance_rate"] + 0.2, s

@@ -173,10 +173,13 @@ def test_onnxruntime_node_profile_splits_into_model_stages(tiny_model, tmp_path)
     from jsa_rt.runtime.profiling_ort import exported_stages, ort_stage_samples
 
     path = export_full_graph(tiny_model, str(tmp_path / "tiny.onnx"))
-    stages = exported_stages(onnx.load(path).graph)
+    graph = onnx.load(path).graph
+    stages = exported_stages(graph)
     assert set(stages.values()) == set(profiling.MODEL_STAGES)
-    resize = [n.name for n in onnx.load(path).graph.node if n.op_type == "Resize"]
-    assert resize and all(stages[n] == "upsample" for n in resize)
+    producer = {out: n.name for n in graph.node for out in n.output}
+    assert stages[producer["heatmap"]] == "upsample"          # upsampled, normalised, blended
+    assert stages[producer["confidence"]] == "maps_fusion"    # from the slots, not the maps
+    assert stages[producer["audio_slot"]] != "upsample"
     frame, audio = synthetic_inputs(tiny_model.cfg)
     samples = ort_stage_samples(path, frame, audio, warmup=1, iterations=4, threads=1)
     assert set(samples) == set(profiling.MODEL_STAGES)          # nothing left as "other"

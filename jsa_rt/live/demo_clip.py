@@ -23,9 +23,9 @@ from ..errors import InputError
 
 DEBIAN_STAMPS = Path("/usr/share/tuxpaint/stamps")
 REPO_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-# Box areas as a fraction of the frame, near the training scenes' (jsa_rt/train/scenes.py: mostly
-# 25-60 %), a little smaller so that the object has room to move and the distractors fit.
-TARGET_AREA = (0.16, 0.28)
+# Box areas as a fraction of the frame, in the training scenes' range (jsa_rt/train/scenes.py:
+# mostly 25-60 %, median 0.38), at its small end so that the object has room to move.
+TARGET_AREA = (0.25, 0.40)
 DISTRACTOR_AREA = (0.03, 0.07)
 DRIFT = 0.12                     # how far (fraction of the frame width) the target moves per scene
 SOUND_DBFS = -20.0               # loudness of the looped recordings

@@ -8,7 +8,7 @@ from .jsa import JSA
 MODEL_KINDS = {"jsa": JSA, "ezvsl": EZVSL}
 
 
-def build_model(cfg: ModelConfig | str, kind: str = "jsa", pretrained=True, kernels: str = "torch"):
+def build_model(cfg: ModelConfig | str, kind: str = "jsa", pretrained=True, kernels: str = "auto"):
     """A model from a preset name or config. `pretrained`: load ImageNet weights for the image
     encoder when available locally (True), from a path (str), or not at all (False)."""
     if isinstance(cfg, str):

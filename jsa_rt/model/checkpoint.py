@@ -90,7 +90,7 @@ def looks_official(obj: dict) -> bool:
         isinstance(k, str) and k.replace("module.", "", 1).startswith("slot_attn.") for k in state)
 
 
-def load_checkpoint(path_or_name=None, device="cpu", kernels: str = "torch"):
+def load_checkpoint(path_or_name=None, device="cpu", kernels: str = "auto"):
     """-> (model in eval mode, meta dict with kind, config, extra, path)."""
     from . import build_model
     path = resolve_checkpoint(path_or_name)

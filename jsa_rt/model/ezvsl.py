@@ -18,7 +18,7 @@ from .maps import min_max, upsample
 class EZVSL(nn.Module):
     kind = "ezvsl"
 
-    def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "torch"):
+    def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "auto"):
         super().__init__()
         self.cfg = cfg
         self.frontend = LogSpectrogram(cfg)

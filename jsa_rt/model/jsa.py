@@ -46,7 +46,7 @@ def count_tokens(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
 class JSA(nn.Module):
     kind = "jsa"
 
-    def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "torch"):
+    def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "auto"):
         super().__init__()
         self.cfg = cfg
         self.frontend = LogSpectrogram(cfg)

@@ -1,6 +1,7 @@
 """From 7x7 attention maps to the 224x224 localisation heatmap (method.md section 5)."""
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -14,11 +15,29 @@ def min_max(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _bicubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) weights of 1-D bicubic resampling (PyTorch's a=-0.75, align_corners False)."""
-    eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, 1, n_in)
-    rows = F.interpolate(eye, size=(1, n_out), mode="bicubic", align_corners=False)
-    return rows.view(n_in, n_out).T.float().contiguous()
+def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-D bicubic resampling, as PyTorch computes it (A = -0.75,
+    align_corners False, border indices clamped). numpy, so no tensor outlives a trace."""
+    a = -0.75
+
+    def cubic(x):      # Keys' kernel
+        x = abs(x)
+        if x <= 1:
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+        if x < 2:
+            return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+        return 0.0
+
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = n_in / n_out
+    for i in range(n_out):
+        src = (i + 0.5) * scale - 0.5
+        base = int(np.floor(src))
+        t = src - base
+        for offset in range(-1, 3):
+            weights[i, min(max(base + offset, 0), n_in - 1)] += cubic(offset - t)
+    weights.setflags(write=False)
+    return weights
 
 
 def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -28,7 +47,7 @@ def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
     (size x g) matrix: the same numbers as F.interpolate, and several times faster in
     onnxruntime / TensorRT than a Resize node."""
     g = maps.shape[-1]
-    w = _bicubic_matrix(g, size).to(device=maps.device, dtype=maps.dtype)
+    w = torch.tensor(_bicubic_matrix(g, size), device=maps.device, dtype=maps.dtype)
     return torch.matmul(torch.matmul(w, maps), w.T)
 
 

@@ -35,11 +35,11 @@ class SlotAttention(nn.Module):
     """Slot attention over one modality's tokens, starting from given initial slots."""
 
     def __init__(self, dim: int, iterations: int, mlp_hidden: int, eps: float,
-                 token_mask_prob: float = 0.0, kernels: str = "torch"):
+                 token_mask_prob: float = 0.0, kernels: str = "auto"):
         super().__init__()
         self.iterations, self.eps, self.scale = iterations, eps, dim ** -0.5
         self.token_mask_prob = token_mask_prob
-        self.kernels = kernels                      # "torch" reference or "triton" fused kernels
+        self.kernels = kernels          # "auto" (Triton on CUDA GPUs), "triton" or "torch" (reference)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.norm_input = nn.LayerNorm(dim)
         self.norm_slots = nn.LayerNorm(dim)
@@ -58,20 +58,29 @@ class SlotAttention(nn.Module):
         drop = torch.rand(tokens.shape[:2], device=tokens.device) < self.token_mask_prob
         return torch.where(drop.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
 
-    def attend(self, q, k, v):
-        """One competition step: attention (B,S,N) and the weighted means U (B,S,D)."""
+    def uses_triton(self, device: torch.device) -> bool:
+        if self.kernels == "torch" or (self.kernels == "auto" and device.type != "cuda"):
+            return False
         if self.kernels == "triton":
+            return True
+        from ..kernels import triton_available
+        return triton_available(device)
+
+    def attend(self, q, k, v, triton: bool):
+        """One competition step: attention (B,S,N) and the weighted means U (B,S,D)."""
+        if triton:
             from ..kernels import slot_attention_step
-            return slot_attention_step(q, k, v, self.scale, self.eps)[::-1]
+            updates, attn = slot_attention_step(q, k, v, self.scale, self.eps, backend="triton")
+            return attn, updates
         attn = slot_attention_map(q, k, self.scale, self.eps)
         return attn, torch.matmul(attn.to(v.dtype), v)
 
-    def gru_step(self, updates, hidden):
-        if self.kernels == "triton":
+    def gru_step(self, updates, hidden, triton: bool):
+        if triton:
             from ..kernels import gru_update
             gi = F.linear(updates, self.gru.weight_ih, self.gru.bias_ih)
             gh = F.linear(hidden, self.gru.weight_hh, self.gru.bias_hh)
-            return gru_update(gi, gh, hidden)
+            return gru_update(gi, gh, hidden, backend="triton")
         return self.gru(updates, hidden)
 
     def forward(self, tokens: torch.Tensor, initial_slots: torch.Tensor) -> SlotState:
@@ -79,10 +88,11 @@ class SlotAttention(nn.Module):
         x = self.norm_input(self.mask_tokens(tokens))
         k, v = self.to_k(x), self.to_v(x)
         slots = initial_slots.expand(batch, -1, -1)
+        triton = self.uses_triton(tokens.device)
         for _ in range(self.iterations):
             q = self.to_q(self.norm_slots(slots))
-            attn, updates = self.attend(q, k, v)
-            slots = self.gru_step(updates.reshape(-1, dim), slots.reshape(-1, dim)).view(batch, -1, dim)
+            attn, updates = self.attend(q, k, v, triton)
+            slots = self.gru_step(updates.reshape(-1, dim), slots.reshape(-1, dim), triton).view(batch, -1, dim)
             slots = slots + self.mlp(self.norm_pre_ff(slots))
         return SlotState(slots=slots, query=q, keys=k, attn=attn)
 
@@ -91,7 +101,7 @@ class JointSlotAttention(nn.Module):
     """Image and audio slot modules with shared learned initial slots, and the 4 maps."""
 
     def __init__(self, dim: int, num_slots: int, iterations: int, mlp_hidden: int, eps: float,
-                 token_mask_prob: float = 0.0, kernels: str = "torch"):
+                 token_mask_prob: float = 0.0, kernels: str = "auto"):
         super().__init__()
         self.eps, self.scale = eps, dim ** -0.5
         self.initial_slots = nn.Parameter(torch.randn(1, num_slots, dim) * dim ** -0.5)
@@ -101,6 +111,10 @@ class JointSlotAttention(nn.Module):
 
     def set_kernels(self, kernels: str) -> None:
         self.image.kernels = self.audio.kernels = kernels
+
+    def kernels_in_use(self, device) -> str:
+        """"triton" or "torch": what the slot updates run on for tensors on `device` (for logs)."""
+        return "triton" if self.image.uses_triton(torch.device(device)) else "torch"
 
     def attention(self, query, keys, gamma: float = 1.0):
         return slot_attention_map(query, keys, self.scale, self.eps, gamma)

@@ -85,10 +85,14 @@ def new_report(mode: str, environment: dict, settings: dict) -> dict:
     }
 
 
-def finish_report(report: dict) -> dict:
-    """Stamp the end of the run: the load average then says whether the CPU was shared."""
+def finish_report(report: dict, contention=None) -> dict:
+    """Stamp the end of the run with how busy the machine was: `other_cpu_cores` (CPU that
+    other processes used during the run, profiling_env.CpuContention) and the load average."""
+    env = report["environment"]
+    if contention is not None:
+        env["other_cpu_cores"] = contention.others_cores()
     if hasattr(os, "getloadavg"):
-        report["environment"]["load_average_end"] = list(os.getloadavg())
+        env["load_average_end"] = list(os.getloadavg())
     return report
 
 
@@ -159,10 +163,11 @@ def to_markdown(report: dict) -> str:
              f"{', %s threads' % settings['threads'] if settings.get('threads') else ''}); "
              f"GPU: {env.get('gpu') or 'none'}; "
              f"torch {env.get('versions', {}).get('torch', '-')}, onnxruntime "
-             f"{env.get('versions', {}).get('onnxruntime', '-')}; 1-min load average "
-             f"{_fmt((env.get('load_average') or [None])[0])} at start, "
-             f"{_fmt((env.get('load_average_end') or [None])[0])} at end (above the core count, "
-             "other processes competed for the CPU: read the tails with that in mind).", ""]
+             f"{env.get('versions', {}).get('onnxruntime', '-')}.", "",
+             f"Other processes used **{_fmt(env.get('other_cpu_cores'))} cores** on average "
+             f"during the run (1-min load average {_fmt((env.get('load_average') or [None])[0])} "
+             f"at start, {_fmt((env.get('load_average_end') or [None])[0])} at end): anything "
+             "well above 0 means a shared CPU, and the tails and thread scaling suffer first.", ""]
     peak = report.get("peak")
     if peak:
         lines += [f"Measured fp32 matmul peak: **{_fmt(peak['fp32_gflops'], 1)} GFLOP/s** "

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 
 # distribution names, first installed one wins
@@ -109,3 +110,35 @@ def environment() -> dict:
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": library_versions(),
     }
+
+
+class CpuContention:
+    """How much CPU other processes used while we measured, in cores (0 = we had the machine).
+
+    /proc/stat's busy time of the whole machine (steal included: a hypervisor's other guests)
+    minus this process's and its children's CPU time, over the wall time. The load average lags
+    by a minute; this covers exactly the measured interval.
+    """
+
+    def __init__(self):
+        self._start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat", encoding="utf-8") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        return time.monotonic(), busy, t.user + t.system + t.children_user + t.children_system
+
+    def others_cores(self) -> float | None:
+        end = self._snapshot()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        wall = end[0] - self._start[0]
+        others = (end[1] - self._start[1]) - (end[2] - self._start[2])
+        return round(max(0.0, others) / wall, 2)

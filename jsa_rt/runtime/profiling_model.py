@@ -10,16 +10,21 @@ be read against what this machine can do.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
+import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import get_preset
 from ..errors import JsaError
 from . import profiling
-from .profiling_env import environment
+from .profiling_env import CpuContention, environment
 
 ALL_BACKENDS = ("torch", "torch-triton-graphs", "onnxruntime", "tensorrt")
 FLOPS_NOTE = ("FLOPs count matmuls and convolutions only (torch FlopCounterMode): a lower bound; "
@@ -46,47 +51,137 @@ def time_host(fn, warmup: int, iterations: int) -> list[float]:
     return samples
 
 
-def _load_backend(name: str, checkpoint, preset, device, threads):
+@dataclass
+class Run:
+    """What one model-mode run measures, and how."""
+    preset: str | None
+    checkpoint: str | None
+    device: str
+    warmup: int
+    iterations: int
+    threads: int | None
+    workdir: str              # temporary: fresh ONNX exports live here during the run
+    progress: object = print
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Exporters print progress and warnings; a profile's output should stay readable."""
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def fresh_onnx(preset: str, workdir: str) -> str:
+    """Export the preset's seeded random weights now, so the graph timed is the one the current
+    code produces (a cached export can predate a model change)."""
+    from ..export.onnx_export import export_all, random_model
+
+    path = os.path.join(workdir, f"random-{preset}.onnx")
+    if not os.path.isfile(path):
+        with _quiet():
+            export_all(random_model(preset), path, model_name=f"random-{preset}", log=lambda *_: None)
+    return path
+
+
+def export_full_graph(model, path: str) -> str:
+    """The raw-in maps-out graph of `model`, exported by the project's exporter (as deployed)."""
+    from ..export.onnx_export import export_graph
+
+    with _quiet():
+        export_graph(copy.deepcopy(model).cpu().float(), "full", path)
+    return path
+
+
+def _load_backend(name: str, run: Run):
     from . import load_backend
     # "torch" is eager PyTorch with its reference ops; the Triton + CUDA-graph variant is its
     # own entry (torch-triton-graphs), so the two can be read side by side.
     extra = {"kernels": "torch"} if name == "torch" else {}
-    return load_backend(name, model=checkpoint, preset=None if checkpoint else preset,
-                        device=device, threads=threads, **extra)
+    model = run.checkpoint
+    if name == "onnxruntime" and not model:
+        model = fresh_onnx(run.preset, run.workdir)
+    return load_backend(name, model=model, preset=None if model else run.preset,
+                        device=run.device, threads=run.threads, **extra)
 
 
-def _torch_model(checkpoint, preset, device):
+def _torch_model(run: Run):
     """The PyTorch model to split into stages: the checkpoint's, or random weights of a preset
     (None for an exported .onnx / TensorRT file: no stages or FLOPs from torch then)."""
-    if checkpoint and str(checkpoint).endswith((".onnx", ".plan", ".engine")):
+    if run.checkpoint and str(run.checkpoint).endswith((".onnx", ".plan", ".engine")):
         return None
-    if checkpoint:
+    if run.checkpoint:
         from ..model.checkpoint import load_checkpoint
-        model, _ = load_checkpoint(checkpoint, device=device)
+        model, _ = load_checkpoint(run.checkpoint, device=run.device)
     else:   # the same seeded random weights the runtime backends build for a preset
         from ..export.onnx_export import random_model
-        model = random_model(preset).to(device)
+        model = random_model(run.preset).to(run.device)
     return model.eval().requires_grad_(False)   # requires_grad off: FlopCounterMode needs it
 
 
-def _branch_samples(backend, frame, audio, warmup, iterations) -> dict[str, list[float]]:
-    state = backend.run_audio(audio)
-    return {"audio_branch": time_host(lambda: backend.run_audio(audio), warmup, iterations),
-            "visual_branch": time_host(lambda: backend.run_visual(frame, state), warmup, iterations)}
-
-
-def _torch_stage_samples(model, frame, audio, device, warmup, iterations, progress):
+def _torch_stage_samples(model, run: Run) -> dict[str, list[float]]:
     """The model stages and the plain forward of the PyTorch model, in ms."""
     from . import profiling_torch as pt
 
-    frame_t, wave = pt.model_inputs(frame, audio, device)
+    frame_t, wave = pt.model_inputs(*synthetic_inputs(model.cfg), run.device)
     pt.check_stage_plan(model, frame_t, wave)
     plan, _ = pt.stage_plan(model, frame_t, wave)
-    progress(f"  torch stages on {device} ({iterations} iterations)")
-    stages = pt.time_stages(plan, warmup, iterations, device)
+    run.progress(f"  torch stages on {run.device} ({run.iterations} iterations)")
+    stages = pt.time_stages(plan, run.warmup, run.iterations, run.device)
     images = pt.preprocess(frame_t)
-    stages["forward"] = pt.time_call(lambda: model.localize(images, wave), warmup, iterations, device)
+    stages["forward"] = pt.time_call(lambda: model.localize(images, wave), run.warmup,
+                                     run.iterations, run.device)
     return stages
+
+
+def _profile_backend(name: str, run: Run):
+    """(entry, config): the whole call and the two branches, through the runtime interface."""
+    backend = _load_backend(name, run)
+    try:
+        frame, audio = synthetic_inputs(backend.config)
+        total = time_host(lambda: backend.run(frame, audio), run.warmup, run.iterations)
+        state = backend.run_audio(audio)
+        branches = {
+            "audio_branch": time_host(lambda: backend.run_audio(audio), run.warmup, run.iterations),
+            "visual_branch": time_host(lambda: backend.run_visual(frame, state), run.warmup,
+                                       run.iterations)}
+        path = getattr(backend, "path", None)
+        describe = getattr(backend, "describe", None)
+        entry = profiling.backend_entry(
+            total, branches, device=getattr(backend, "device", run.device),
+            description=describe() if callable(describe) else name,
+            onnx_path=str(path) if path and str(path).endswith(".onnx") else None,
+            timer="perf_counter around run(); results are numpy")
+        return entry, backend.config
+    finally:
+        backend.close()
+
+
+def _ort_stages(onnx_path, cfg, model, run: Run) -> dict[str, list[float]]:
+    """Per-stage samples from onnxruntime's node profiler on the backend's own full graph
+    (exported here when the backend does not say which file it runs); empty if unknown."""
+    from .profiling_ort import ort_stage_samples
+
+    if not onnx_path or not os.path.isfile(onnx_path):
+        if model is None:
+            return {}
+        run.progress("  exporting the full graph for onnxruntime's node profiler")
+        onnx_path = export_full_graph(model, os.path.join(run.workdir, "full-for-profiler.onnx"))
+    run.progress(f"  onnxruntime stages from its node profiler ({run.iterations} runs)")
+    frame, audio = synthetic_inputs(cfg)
+    return ort_stage_samples(str(onnx_path), frame, audio, run.warmup, run.iterations, run.threads)
+
+
+def _with_stages(entry: dict, extra: dict[str, list[float]]) -> dict:
+    """Add stage samples; order: the model stages, forward, then the branches."""
+    raw = dict(entry["raw_ms"]["stages"], **extra)
+    order = [*profiling.MODEL_STAGES, "forward", *profiling.BRANCH_STAGES]
+    ordered = {s: raw[s] for s in order if s in raw}
+    ordered.update({s: v for s, v in raw.items() if s not in ordered})
+    entry["raw_ms"]["stages"] = ordered
+    entry["stages"] = {s: profiling.summarize(v) for s, v in ordered.items()}
+    return entry
 
 
 def _flops_block(flops: dict, entry: dict, peak_gflops: float | None) -> dict:
@@ -102,6 +197,24 @@ def _flops_block(flops: dict, entry: dict, peak_gflops: float | None) -> dict:
             block["stages"][stage] = rate(flops[stage], stats["p50_ms"])
     block["total"] = rate(flops["forward"], entry["total"]["p50_ms"])
     return block
+
+
+def _measure(name: str, run: Run, model, torch_stages) -> dict:
+    """One backend's entry (raises JsaError when it cannot run here)."""
+    if name == "torch-triton-graphs":
+        from .profiling_graphs import profile_triton_graphs
+        return profile_triton_graphs(model, run.device, run.warmup, run.iterations)
+    entry, cfg = _profile_backend(name, run)
+    onnx_path = entry.pop("onnx_path", None)
+    if name == "onnxruntime" and entry["device"] == "cpu":
+        entry = _with_stages(entry, _ort_stages(onnx_path, cfg, model, run))
+        entry["timer"] += ("; model stages: kernel times from onnxruntime's node profiler, "
+                           "summed per stage and run")
+    if name == "torch":
+        entry = _with_stages(entry, torch_stages)
+        entry["timer"] += ("; model stages: " + ("CUDA events" if run.device.startswith("cuda")
+                           else "perf_counter") + " at stage boundaries of one chained forward")
+    return entry
 
 
 def profile_model(preset: str | None = None, checkpoint: str | None = None,
@@ -122,125 +235,43 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
         import torch
         if threads:
             torch.set_num_threads(threads)
-        torch_threads = torch.get_num_threads()
     except ImportError:
         torch = None
-        torch_threads = None
-    dev = device or ("cuda" if torch is not None and torch.cuda.is_available() else "cpu")
+    device = device or ("cuda" if torch is not None and torch.cuda.is_available() else "cpu")
 
-    env = environment()
-    report = profiling.new_report("model", env, {
-        "preset": preset, "checkpoint": checkpoint, "device": dev, "warmup": warmup,
-        "iterations": iterations, "threads": torch_threads, "backends_requested": names,
+    contention = CpuContention()
+    report = profiling.new_report("model", environment(), {
+        "preset": preset, "checkpoint": checkpoint, "device": device, "warmup": warmup,
+        "iterations": iterations, "threads": torch.get_num_threads() if torch else threads,
+        "backends_requested": names,
         "inputs": "random uint8 frame, 0.1 x Gaussian-noise waveform (seed 0)"})
-
-    peak = None
-    model = flops = None
-    torch_stages = {}
-    if torch is not None:
-        from . import profiling_torch as pt
-        progress(f"measuring the fp32 matmul peak on {dev}")
-        peak = pt.matmul_peak(dev)
-        report["peak"] = peak
-        model = _torch_model(checkpoint, preset, dev)
-    if model is not None:
-        report["settings"]["preset"] = model.cfg.preset
-        frame, audio = synthetic_inputs(model.cfg)
-        flops = pt.model_flops(model, frame, audio, dev)
-        if "torch" in names:
-            torch_stages = _torch_stage_samples(model, frame, audio, dev, warmup, iterations,
-                                                progress)
-    peak_gflops = peak["fp32_gflops"] if peak else None
-
-    for name in names:
-        progress(f"backend {name}")
-        try:
-            if name == "torch-triton-graphs":
-                from .profiling_graphs import profile_triton_graphs
-                entry = profile_triton_graphs(model, dev, warmup, iterations)
-            else:
-                entry, cfg = _profile_backend(name, checkpoint, preset, dev, warmup, iterations,
-                                              threads)
-            onnx_path = entry.pop("onnx_path", None)
-            if name == "onnxruntime" and entry["device"] == "cpu":
-                entry = _with_stages(entry, _ort_stages(onnx_path, cfg, model, warmup, iterations,
-                                                        threads, progress))
-                entry["timer"] += ("; model stages: kernel times from onnxruntime's node "
-                                   "profiler, summed per stage and run")
-        except JsaError as e:
-            report["skipped"][name] = str(e)
-            progress(f"  skipped: {e}")
-            continue
-        if name == "torch":
-            entry = _with_stages(entry, torch_stages)
-            entry["timer"] += ("; model stages: " + ("CUDA events" if dev.startswith("cuda") else
-                               "perf_counter") + " at stage boundaries of one chained forward")
-        if flops:
-            entry["flops"] = _flops_block(flops, entry, peak_gflops)
-        report["backends"][name] = entry
-        t = entry["total"]
-        progress(f"  total p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms")
+    with tempfile.TemporaryDirectory(prefix="jsa-profile-") as workdir:
+        run = Run(preset, checkpoint, device, warmup, iterations, threads, workdir, progress)
+        model = flops = None
+        torch_stages: dict = {}
+        if torch is not None:
+            from . import profiling_torch as pt
+            progress(f"measuring the fp32 matmul peak on {device}")
+            report["peak"] = pt.matmul_peak(device)
+            model = _torch_model(run)
+        if model is not None:
+            report["settings"]["preset"] = model.cfg.preset
+            flops = pt.model_flops(model, *synthetic_inputs(model.cfg), device)
+            if "torch" in names:
+                torch_stages = _torch_stage_samples(model, run)
+        peak_gflops = report["peak"]["fp32_gflops"] if "peak" in report else None
+        for name in names:
+            progress(f"backend {name}")
+            try:
+                entry = _measure(name, run, model, torch_stages)
+            except JsaError as e:
+                report["skipped"][name] = str(e)
+                progress(f"  skipped: {e}")
+                continue
+            if flops:
+                entry["flops"] = _flops_block(flops, entry, peak_gflops)
+            report["backends"][name] = entry
+            progress(f"  total p50 {entry['total']['p50_ms']:.2f} ms, "
+                     f"p99 {entry['total']['p99_ms']:.2f} ms")
     report["notes"] = [FLOPS_NOTE] if flops else []
-    return profiling.finish_report(report)
-
-
-def _with_stages(entry: dict, extra: dict[str, list[float]]) -> dict:
-    """Add stage samples; order: the model stages, forward, then the branches."""
-    raw = dict(entry["raw_ms"]["stages"], **extra)
-    order = [*profiling.MODEL_STAGES, "forward", *profiling.BRANCH_STAGES]
-    ordered = {s: raw[s] for s in order if s in raw}
-    ordered.update({s: v for s, v in raw.items() if s not in ordered})
-    entry["raw_ms"]["stages"] = ordered
-    entry["stages"] = {s: profiling.summarize(v) for s, v in ordered.items()}
-    return entry
-
-
-def _ort_stages(onnx_path, cfg, model, warmup, iterations, threads, progress) -> dict:
-    """Per-stage samples from onnxruntime's node profiler on the backend's own full graph
-    (exported here when the backend does not say which file it runs); empty if unknown."""
-    import tempfile
-
-    from .profiling_ort import ort_stage_samples
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if not onnx_path or not os.path.isfile(onnx_path):
-            if model is None:
-                return {}
-            progress("  exporting the full graph for onnxruntime's node profiler")
-            onnx_path = export_full_graph(model, os.path.join(tmp, "full.onnx"))
-        progress(f"  onnxruntime stages from its node profiler ({iterations} runs)")
-        frame, audio = synthetic_inputs(cfg)
-        return ort_stage_samples(str(onnx_path), frame, audio, warmup, iterations, threads)
-
-
-def export_full_graph(model, path: str) -> str:
-    """The raw-in maps-out graph, exported by the project's exporter (as deployed), quietly."""
-    import contextlib
-    import io
-    import warnings
-
-    from ..export.onnx_export import export_graph
-
-    quiet = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-        warnings.simplefilter("ignore")
-        export_graph(copy.deepcopy(model).cpu().float(), "full", path)
-    return path
-
-
-def _profile_backend(name, checkpoint, preset, device, warmup, iterations, threads) -> dict:
-    backend = _load_backend(name, checkpoint, preset, device, threads)
-    try:
-        frame, audio = synthetic_inputs(backend.config)
-        total = time_host(lambda: backend.run(frame, audio), warmup, iterations)
-        branches = _branch_samples(backend, frame, audio, warmup, iterations)
-        path = getattr(backend, "path", None)
-        describe = getattr(backend, "describe", None)
-        entry = profiling.backend_entry(
-            total, branches, device=getattr(backend, "device", device),
-            description=describe() if callable(describe) else name,
-            onnx_path=str(path) if path and str(path).endswith(".onnx") else None,
-            timer="perf_counter around run(); results are numpy")
-        return entry, backend.config
-    finally:
-        backend.close()
+    return profiling.finish_report(report, contention)

@@ -13,6 +13,7 @@ import ast
 import json
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -39,16 +40,31 @@ def node_stage(node) -> str | None:
     return ""
 
 
+def _image_size(graph) -> int | None:
+    """S of the (B, S, S, 3) uint8 frame input."""
+    for inp in graph.input:
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        if inp.type.tensor_type.elem_type == 2 and len(dims) == 4:      # 2 = uint8
+            return dims[1] or None
+    return None
+
+
 def exported_stages(graph) -> dict[str, str]:
-    """Node name -> stage for an exported graph. Top-level code is `visual_branch`'s: the
-    bicubic Resize and everything computed from it is "upsample" (maps.fuse), the rest
-    (sharpened maps, normalised slots, confidence) "maps_fusion"."""
+    """Node name -> stage for an exported graph. Top-level code is `visual_branch`'s: upsampling
+    (maps.fuse: a Resize, or matmuls with a fixed bicubic matrix) and everything computed from
+    it is "upsample", recognised by image-sized tensors (S or S*S, S = the frame's size); the
+    rest (sharpened maps, normalised slots, confidence) is "maps_fusion"."""
+    size = _image_size(graph)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.value_info, *graph.output)}
+    image_sized = {t for t, dims in shapes.items() if size and (size in dims or size * size in dims)}
     stages, tensor_stage = {}, {}
     for node in graph.node:                       # topologically sorted
         stage = node_stage(node)
         if stage == "":
             upstream = {tensor_stage.get(t) for t in node.input}
-            stage = "upsample" if node.op_type == "Resize" or "upsample" in upstream else "maps_fusion"
+            resized = node.op_type == "Resize" or any(t in image_sized for t in node.output)
+            stage = "upsample" if resized or "upsample" in upstream else "maps_fusion"
         if stage is not None:
             stages[node.name] = stage
             for t in node.output:
@@ -124,3 +140,33 @@ def _per_run_sums(events: list, stages: dict[str, str], skip: int) -> dict[str, 
             stage = stages.get(e["name"][: -len("_kernel_time")], "other")
             sums[run, names.index(stage)] += e["dur"] / 1e3
     return {name: sums[skip:, i].tolist() for i, name in enumerate(names)}
+
+
+def ort_matmul_gflops(n: int, repeats: int, threads: int) -> float | None:
+    """fp32 GEMM throughput of onnxruntime's own kernels (MLAS), one n x n MatMul graph: its
+    convolutions can beat numpy's and torch's GEMM, so the machine's peak includes it."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    feeds = {"a": a, "b": a}
+    session.run(None, feeds)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9

@@ -21,7 +21,7 @@ import time
 
 from ..errors import JsaError
 from . import profiling
-from .profiling_env import environment
+from .profiling_env import CpuContention, environment
 
 
 class TimedBackend:
@@ -143,6 +143,7 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     options = LiveOptions(camera=camera, mic=mic, headless=True, duration=duration, quiet=True,
                           output=output)
     pipeline = Pipeline(options, factory, on_frame=lambda r: records.append((time.monotonic(), r)))
+    contention = CpuContention()
     progress(f"running the live pipeline for {duration:g} s ({camera} + {mic}, backend {backend})")
     with ResourceSampler() as sampler:
         summary = pipeline.run()
@@ -187,4 +188,4 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
         "add up to it frame by frame (display and video encoding happen after it)",
         "`audio` is per frame (0 when the cached audio state is reused); `audio_branch` and "
         "`visual_branch` are per backend call"]
-    return profiling.finish_report(report)
+    return profiling.finish_report(report, contention)

@@ -248,7 +248,8 @@ def run(args) -> int:
         print(f"training {args.model} ({model_cfg.preset}, {count_parameters(model) / 1e6:.2f} M params) "
               f"on {len(train_ds)} items, {dist_info.world} process(es) on {device}, "
               f"batch {train_cfg.batch_size}, lr {train_cfg.lr}, epochs {train_cfg.epochs}, "
-              f"mixed precision {'bf16' if amp_dtype else 'off'}")
+              f"mixed precision {'bf16' if amp_dtype else 'off'}, slot kernels "
+              f"{model.slots.kernels_in_use(device_obj) if hasattr(model, 'slots') else 'n/a'}")
 
     def save(path):
         atomic_torch_save({
