@@ -92,7 +92,17 @@ class JointSlots(nn.Module):
     def forward(self, v_tokens, a_tokens, kernels="torch", mode="persistent"):
         c = self.cfg
         scale = c.dim ** -0.5
-        if kernels == "triton-loop":
+        if kernels in ("joint", "joint-torch"):
+            # both modalities advanced together (kernels/joint_loop.py); weights packed once
+            from jsa_rt.kernels.joint_loop import joint_slot_iterations, pack_joint
+            if getattr(self, "_packed", None) is None:
+                self._packed = pack_joint(self.img.params(), self.aud.params())
+            (sv, qv, kv, ia_vv), (sa, qa, ka, ia_aa) = joint_slot_iterations(
+                v_tokens, a_tokens, self.slots0, self._packed, c.iterations, scale, c.attn_eps,
+                backend="torch" if kernels == "joint-torch" else "triton")
+            step = lambda q, k: K.slot_attention_step(q, k, k, scale, c.attn_eps,  # noqa: E731
+                                                      backend="torch" if kernels == "joint-torch" else "triton")[1]
+        elif kernels == "triton-loop":
             sv, qv, kv, ia_vv = K.slot_iterations(v_tokens, self.slots0, self.img.params(), c.iterations,
                                                   scale, c.attn_eps, backend="triton", mode=mode)
             sa, qa, ka, ia_aa = K.slot_iterations(a_tokens, self.slots0, self.aud.params(), c.iterations,
@@ -199,6 +209,11 @@ def bench_config(preset, batch, audio_tokens, calls, do_compile, modes, log):
     add("eager", lambda: module(v_tok, a_tok, "torch"))
     add("eager+cudagraph", lambda: module(v_tok, a_tok, "torch"), graph=True)
     add("triton-ops (step+gru kernels)", lambda: module(v_tok, a_tok, "triton-ops"))
+    add("joint: both modalities batched, torch ops +cudagraph", lambda: module(v_tok, a_tok, "joint-torch"),
+        graph=True)
+    add("joint: both modalities batched + triton step/gru", lambda: module(v_tok, a_tok, "joint"))
+    add("joint: both modalities batched + triton step/gru +cudagraph", lambda: module(v_tok, a_tok, "joint"),
+        graph=True)
     for mode in modes:
         add(f"triton-loop {mode}", lambda m=mode: module(v_tok, a_tok, "triton-loop", m))
         add(f"triton-loop {mode}+cudagraph", lambda m=mode: module(v_tok, a_tok, "triton-loop", m), graph=True)

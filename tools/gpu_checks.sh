@@ -19,7 +19,7 @@ mkdir -p "$TREE/jsa_rt"
 for entry in "$REPO"/jsa_rt/*; do ln -s "$entry" "$TREE/jsa_rt/"; done
 ln -s "$REPO/kernels" "$TREE/jsa_rt/kernels"
 export PYTHONPATH="$TREE${PYTHONPATH:+:$PYTHONPATH}"
-unset TRITON_INTERPRET
+export TRITON_INTERPRET=0      # compiled kernels (tests/conftest.py defaults to the interpreter)
 cd "$REPO"
 
 {
