@@ -37,3 +37,34 @@ def test_joint_loop_equals_two_reference_loops(backend, batch, n_img, n_aud, dim
     for g_mod, w_mod in zip(got, want):
         for g, w, name in zip(g_mod, w_mod, ("slots", "q_last", "k", "attn_last")):
             torch.testing.assert_close(g.double().cpu(), w.double(), rtol=tol, atol=tol, msg=name)
+
+
+def test_model_localize_uses_the_joint_loop_and_matches_the_reference_path():
+    from jsa_rt.kernels import triton_available
+    from jsa_rt.model import build_model
+    device = os.environ.get("JSA_KERNELS_DEVICE", "cpu")
+    if not triton_available(device):
+        pytest.skip(f"Triton kernels cannot run on {device} (set TRITON_INTERPRET=1 before importing)")
+    torch.manual_seed(0)
+    model = build_model("tiny", pretrained=False).eval().to(device)
+    with torch.no_grad():
+        for mod in (model.slots.image, model.slots.audio):
+            for norm in (mod.norm_slots, mod.norm_pre_ff):
+                norm.weight.normal_(1, 0.2)
+                norm.bias.normal_(0, 0.2)
+        images = torch.randn(2, 3, 112, 112, device=device)
+        wave = torch.randn(2, model.cfg.num_samples, device=device)
+        model.slots.set_kernels("torch")
+        want = model.localize(images, wave)
+        model.slots.set_kernels("triton")
+        calls = []
+        import jsa_rt.kernels.joint_loop as joint
+        original = joint.joint_slot_iterations
+        joint.joint_slot_iterations = lambda *a, **k: calls.append(1) or original(*a, **k)
+        try:
+            got = model.localize(images, wave)
+        finally:
+            joint.joint_slot_iterations = original
+    assert calls, "localize did not take the joint loop"
+    for key in ("aud", "img", "image_slot", "audio_slot", "confidence"):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=key)

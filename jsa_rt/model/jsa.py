@@ -102,8 +102,12 @@ class JSA(nn.Module):
         return {"audio_query": state.query, "audio_slot": F.normalize(state.slots[:, 0], dim=-1)}
 
     def visual_branch(self, images, audio_query, audio_slot, alpha: float | None = None) -> dict:
-        cfg = self.cfg
         state = self.slots.image(self.encode_image(images), self.slots.initial_slots)
+        return self._maps(state, audio_query, audio_slot, alpha)
+
+    def _maps(self, state, audio_query, audio_slot, alpha: float | None = None) -> dict:
+        """Image slot state + the audio's last queries -> the maps (method.md section 5)."""
+        cfg = self.cfg
         g = cfg.grid
         aud = self.slots.attention(audio_query, state.keys, cfg.gamma)[:, 0].view(-1, g, g)
         img = self.slots.attention(state.query, state.keys, cfg.gamma)[:, 0].view(-1, g, g)
@@ -118,4 +122,5 @@ class JSA(nn.Module):
         }
 
     def localize(self, images, wave, alpha: float | None = None) -> dict:
-        return self.visual_branch(images, **self.audio_branch(wave), alpha=alpha)
+        img, aud = self.slots.both(self.encode_image(images), self.encode_audio(wave))
+        return self._maps(img, aud.query, F.normalize(aud.slots[:, 0], dim=-1), alpha)

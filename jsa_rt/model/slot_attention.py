@@ -119,6 +119,29 @@ class JointSlotAttention(nn.Module):
     def attention(self, query, keys, gamma: float = 1.0):
         return slot_attention_map(query, keys, self.scale, self.eps, gamma)
 
+    def both(self, image_tokens, audio_tokens) -> tuple[SlotState, SlotState]:
+        """Both modalities' loops. At inference with the Triton kernels they advance together
+        (kernels/joint_loop.py: a third of the launches); otherwise one module after the other."""
+        if self.training or not self.image.uses_triton(image_tokens.device):
+            return (self.image(image_tokens, self.initial_slots),
+                    self.audio(audio_tokens, self.initial_slots))
+        from ..kernels.joint_loop import joint_slot_iterations
+        img, aud = joint_slot_iterations(image_tokens, audio_tokens, self.initial_slots,
+                                         self._packed_weights(), self.image.iterations, self.scale,
+                                         self.eps, ln_eps=self.image.norm_input.eps)
+        return SlotState(*img), SlotState(*aud)
+
+    def _packed_weights(self) -> dict:
+        """Stacked, LayerNorm-folded weights for the joint loop; repacked when any weight changes."""
+        from ..kernels.joint_loop import pack_joint
+        from ..kernels.reference import params_from_modules
+        params = [params_from_modules(m.norm_input, m.to_q, m.to_k, m.to_v, m.gru, m.mlp,
+                                      m.norm_slots, m.norm_pre_ff) for m in (self.image, self.audio)]
+        key = tuple((p.data_ptr(), p._version) for d in params for p in d.values())
+        if getattr(self, "_packed_key", None) != key:
+            self._packed, self._packed_key = pack_joint(*params), key
+        return self._packed
+
     def forward(self, image_tokens, audio_tokens) -> dict:
         img = self.image(image_tokens, self.initial_slots)
         aud = self.audio(audio_tokens, self.initial_slots)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -118,9 +120,20 @@ def _describe(backend) -> str:
     return describe() if callable(describe) else getattr(backend, "name", "?")
 
 
-def _load(backend: str, checkpoint, preset):
-    from . import load_backend
-    return load_backend(backend, model=checkpoint, preset=None if checkpoint else preset)
+def _export_in_child(preset: str, workdir: str) -> str:
+    """A fresh ONNX export of the preset's random weights (the graph of the current code), made
+    in a child process: torch stays out of this process, so its memory is the live pipeline's."""
+    code = ("import sys; from jsa_rt.runtime.profiling_model import fresh_onnx; "
+            "print(fresh_onnx(sys.argv[1], sys.argv[2]))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-c", code, preset, workdir], capture_output=True,
+                         text=True, env=env, timeout=900)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise JsaError(f"exporting random {preset} weights to ONNX failed ({last}); "
+                       "try `jsa-rt export-onnx` and pass --checkpoint FILE.onnx")
+    return out.stdout.strip().splitlines()[-1]
 
 
 def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str = "auto",
@@ -136,7 +149,8 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     timed: list[TimedBackend] = []
 
     def factory():
-        timed.append(TimedBackend(_load(backend, checkpoint, preset)))
+        from . import load_backend
+        timed.append(TimedBackend(load_backend(backend, model=model, preset=None if model else preset)))
         return timed[-1]
 
     records: list[tuple[float, dict]] = []
@@ -145,9 +159,14 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     pipeline = Pipeline(options, factory, on_frame=lambda r: records.append((time.monotonic(), r)))
     contention = CpuContention()
     progress(f"running the live pipeline for {duration:g} s ({camera} + {mic}, backend {backend})")
-    with ResourceSampler() as sampler:
-        summary = pipeline.run()
-        gpu_mb = gpu_memory_mb()
+    with tempfile.TemporaryDirectory(prefix="jsa-profile-") as workdir:
+        model = checkpoint
+        if backend == "onnxruntime" and preset and not checkpoint:
+            progress(f"exporting random {preset} weights to ONNX (a child process)")
+            model = _export_in_child(preset, workdir)
+        with ResourceSampler() as sampler:
+            summary = pipeline.run()
+            gpu_mb = gpu_memory_mb()
     if not records or not timed:
         raise JsaError(f"the pipeline rendered no frame ({summary.stopped_by}); check --camera and --mic")
 
