@@ -12,7 +12,7 @@ from .encoders import build_audio_encoder, build_image_encoder
 from .frontend import LogSpectrogram
 from .jsa import spec_augment
 from .losses import ezvsl_mil_loss
-from .maps import min_max, upsample
+from .maps import bicubic_matrix, min_max, upsample
 
 
 class EZVSL(nn.Module):
@@ -24,6 +24,7 @@ class EZVSL(nn.Module):
         self.frontend = LogSpectrogram(cfg)
         self.image_encoder = build_image_encoder(cfg, pretrained)
         self.audio_encoder = build_audio_encoder(cfg)
+        self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
 
     def encode_image(self, images):
         return self.image_encoder(images)
@@ -57,7 +58,7 @@ class EZVSL(nn.Module):
         image_slot = F.normalize(v.mean(dim=1), dim=-1)
         return {
             "aud": aud, "img": aud,
-            "heatmap": min_max(upsample(aud, cfg.image_size)),
+            "heatmap": min_max(upsample(aud, cfg.image_size, self.upsample_matrix)),
             "image_slot": image_slot, "audio_slot": audio_slot,
             "confidence": cos.amax(dim=1).clamp(0, 1),
         }

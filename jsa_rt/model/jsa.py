@@ -14,7 +14,7 @@ from . import losses
 from .decoders import SpatialBroadcastDecoder
 from .encoders import build_audio_encoder, build_image_encoder
 from .frontend import LogSpectrogram
-from .maps import fuse
+from .maps import bicubic_matrix, fuse
 from .slot_attention import JointSlotAttention
 
 
@@ -57,6 +57,7 @@ class JSA(nn.Module):
         audio_tokens = count_tokens(self.audio_encoder, (1, 1, cfg.spec_bins, cfg.spec_frames))
         self.image_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, cfg.grid, cfg.grid)
         self.audio_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, 1, audio_tokens)
+        self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
 
     # ---- encoders -----------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,7 @@ class JSA(nn.Module):
         alpha = cfg.iqr_alpha if alpha is None else alpha
         return {
             "aud": aud, "img": img,
-            "heatmap": fuse(aud, img, alpha, cfg.image_size),
+            "heatmap": fuse(aud, img, alpha, cfg.image_size, self.upsample_matrix),
             "image_slot": image_slot, "audio_slot": audio_slot,
             # does the sound's target slot match the picture's? cosine of the target slots
             "confidence": (image_slot * audio_slot).sum(-1).clamp(0, 1),

@@ -40,22 +40,30 @@ def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     return weights
 
 
-def upsample(maps: torch.Tensor, size: int) -> torch.Tensor:
+def bicubic_matrix(grid: int, size: int, dtype=torch.float32) -> torch.Tensor:
+    """The (size, grid) upsampling matrix as a CPU tensor; models keep it as a buffer, so it
+    moves with `.to(device)` and no host copy happens inside a CUDA graph or a trace."""
+    return torch.tensor(_bicubic_matrix(grid, size), dtype=dtype)
+
+
+def upsample(maps: torch.Tensor, size: int, matrix: torch.Tensor | None = None) -> torch.Tensor:
     """(B, g, g) -> (B, size, size), bicubic, align_corners False.
 
     Bicubic resampling is separable and linear, so it is two small matmuls with a fixed
     (size x g) matrix: the same numbers as F.interpolate, and several times faster in
     onnxruntime / TensorRT than a Resize node."""
-    g = maps.shape[-1]
-    w = torch.tensor(_bicubic_matrix(g, size), device=maps.device, dtype=maps.dtype)
+    if matrix is None:
+        matrix = bicubic_matrix(maps.shape[-1], size, maps.dtype)
+    w = matrix.to(device=maps.device, dtype=maps.dtype)
     return torch.matmul(torch.matmul(w, maps), w.T)
 
 
-def fuse(primary: torch.Tensor, prior: torch.Tensor, alpha: float, size: int) -> torch.Tensor:
+def fuse(primary: torch.Tensor, prior: torch.Tensor, alpha: float, size: int,
+         matrix: torch.Tensor | None = None) -> torch.Tensor:
     """IQR (prior = IMG map) or OGL (prior = object map): norm(alpha*AUD + (1-alpha)*prior),
     each upsampled and min-max normalised first."""
-    a = min_max(upsample(primary, size))
-    b = min_max(upsample(prior, size))
+    a = min_max(upsample(primary, size, matrix))
+    b = min_max(upsample(prior, size, matrix))
     return min_max(alpha * a + (1 - alpha) * b)
 
 

