@@ -31,6 +31,8 @@ COMMANDS = {
     "train": ("jsa_rt.train.trainer", "add_parser", "run", "train JSA or EZ-VSL"),
     "eval": ("jsa_rt.train.evaluate", "add_parser", "run",
              "evaluate a checkpoint: cIoU, AUC, pointing game, retrieval, false alarms"),
+    "profile": ("jsa_rt.runtime.profiling_cli", "add_parser", "run",
+                "latency reports per backend and stage, or of the live pipeline (= tools/profile.py)"),
     "export-onnx": ("jsa_rt.export.onnx_export", "add_parser", "run",
                     "export a checkpoint to ONNX (raw frame + waveform in, heatmap out)"),
     "build-engine": ("jsa_rt.export.tensorrt_build", "add_parser", "run",

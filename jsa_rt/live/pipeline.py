@@ -318,7 +318,7 @@ class Pipeline:
 
     def _infer_frames(self, backend) -> None:
         o, cfg = self.options, self._config
-        state, level, t_audio = None, -120.0, None
+        state, level, t_audio, t_next = None, -120.0, None, None
         while not self.stop_event.is_set():
             try:
                 frame = self.video.frames.get(0.1)
@@ -329,10 +329,15 @@ class Pipeline:
             t0 = time.monotonic()
             rgb, view = model_input(frame.image, cfg.image_size, o.crop)
             t1 = time.monotonic()
-            if state is None or frame.t_media - t_audio >= o.audio_hop or frame.t_media < t_audio:
+            restart = state is None or frame.t_media < t_audio        # first frame, or a loop back
+            if restart or frame.t_media >= t_next:
                 chunk = self.window.read(frame.t_capture, frame.t_media)
                 state, level, t_audio = backend.run_audio(chunk.wave), chunk.level_db, frame.t_media
                 self.audio_refreshes += 1
+                # refreshes on a fixed grid of audio_hop (not "hop after the last one"), so frame
+                # timing does not stretch the period; re-anchor after a restart or a stall
+                late = not restart and frame.t_media - t_next >= o.audio_hop
+                t_next = frame.t_media + o.audio_hop if restart or late else t_next + o.audio_hop
             t2 = time.monotonic()
             maps = backend.run_visual(rgb, state)
             t3 = time.monotonic()
@@ -381,6 +386,7 @@ class Pipeline:
                     self._t_media0 = frame.t_media
                 self._t_last = now
                 self.frames_rendered += 1
+                t_out = time.monotonic()
                 if window is not None and not window.show(image):
                     self.request_stop("window closed")
                 if self.recorder is not None:
@@ -392,6 +398,7 @@ class Pipeline:
                         start = max(audio_cursor, end - self.recorder.audio_room())
                         self.recorder.write_audio(self.audio.read(start, end))
                         audio_cursor = end
+                encode_display_ms = (time.monotonic() - t_out) * 1e3
                 record = {
                     "t": round(frame.t_media - self._t_media0, 4),
                     "frame": frame.index,
@@ -406,7 +413,8 @@ class Pipeline:
                     "backend": self.backend_name,
                     "stages_ms": {k: round(v, 2) for k, v in r.stages_ms.items()} | {
                         "result_wait": round((t_got - r.t_infer_done) * 1e3, 2),
-                        "render": round((now - t_got) * 1e3, 2)},
+                        "render": round((now - t_got) * 1e3, 2),
+                        "encode_display": round(encode_display_ms, 2)},   # after latency_ms is taken
                 }
                 if self.log is not None:
                     self.log.write(record)

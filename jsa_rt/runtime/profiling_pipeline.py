@@ -5,7 +5,8 @@ audio overflows, CPU and GPU memory.
 Stage times come from two places:
 * each rendered frame's record (the pipeline's `on_frame` callback): `latency_ms` (capture to
   render: the total) and `stages_ms`, the pipeline's split of that age (capture_wait, preprocess,
-  audio, visual, result_wait, render; see profiling.PIPELINE_STAGES), one sample per frame;
+  audio, visual, result_wait, render; see profiling.PIPELINE_STAGES), one sample per frame, plus
+  `encode_display` (window + video writer, after the age is taken);
 * the backend is wrapped (`TimedBackend`), so every `run_audio` / `run_visual` call of the
   inference thread is timed alone: `audio_branch`, `visual_branch`, one sample per call.
 Frames of the first `warmup_s` seconds (first-call allocations, caches) are left out of the
