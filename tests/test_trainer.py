@@ -1,5 +1,4 @@
 """Training on `tiny`: the loss goes down, --resume is exact, two-process DDP (gloo) runs."""
-import json
 import os
 import subprocess
 import sys

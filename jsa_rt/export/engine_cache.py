@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,19 +36,8 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "engines"
 # ---- atomic files -------------------------------------------------------------------------------
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """tmp file in the same folder + fsync + os.replace: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ..atomic import write_bytes
+    return write_bytes(path, data)
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:

@@ -7,7 +7,6 @@ graph computes exactly what it did before.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ def store_weights_fp16(path: str | Path, min_elements: int = 1024) -> tuple[int,
     del graph.node[:]
     graph.node.extend(casts + nodes)          # casts first: nodes stay topologically sorted
     onnx.checker.check_model(model)
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
     return before, path.stat().st_size

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -99,15 +97,9 @@ def load_model(checkpoint: str | None):
 # ---- export ------------------------------------------------------------------------------------------
 def _atomic_save(model_proto, path: Path) -> None:
     import onnx
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model_proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        onnx.save(model_proto, str(tmp))
 
 
 def export_graph(model, graph: str, path: Path, *, precision: str = "fp32",

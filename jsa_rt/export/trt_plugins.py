@@ -96,7 +96,7 @@ def use_plugin_ops(model):
     """Route every SlotAttention.attend of `model` (in place) through the plugin op."""
     op = _torch_op()
 
-    def attend(self, q, k, v):
+    def attend(self, q, k, v, triton=False):      # `triton` is the model's own kernel switch: unused here
         updates, attn = op(q, k, v, float(self.scale), float(self.eps))
         return attn, updates
     slots = getattr(model, "slots", None)

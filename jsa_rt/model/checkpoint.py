@@ -5,8 +5,6 @@ A checkpoint alone rebuilds its model. Shipped models are addressable by name
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -39,18 +37,9 @@ def resolve_checkpoint(name_or_path: str | Path | None, suffix: str = ".pt") -> 
 def atomic_torch_save(obj, path: str | Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a crash or Ctrl-C leaves
     the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(path, model, extra: dict | None = None, half: bool = False) -> None:

@@ -1,8 +1,6 @@
 """`jsa-rt localize` and `jsa-rt convert-official`."""
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +50,11 @@ def run_localize(args) -> int:
     maps = localize_pair(model, rgb, wave, args.alpha)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, aud=maps["aud"], img=maps["img"], heatmap=maps["heatmap"],
-             image_slot=maps["image_slot"], audio_slot=maps["audio_slot"],
-             confidence=maps["confidence"])
-    os.replace(tmp, out)
+    from ..atomic import atomic_path
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:       # a file object: savez adds no suffix
+        np.savez(f, aud=maps["aud"], img=maps["img"], heatmap=maps["heatmap"],
+                 image_slot=maps["image_slot"], audio_slot=maps["audio_slot"],
+                 confidence=maps["confidence"])
     written = [str(out)]
     if args.png:
         import cv2

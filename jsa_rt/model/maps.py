@@ -3,7 +3,6 @@ import functools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def min_max(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

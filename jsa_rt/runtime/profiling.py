@@ -115,11 +115,8 @@ def validate_report(report: dict) -> None:
 
 # ---- files -----------------------------------------------------------------------------------
 def _write_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from ..atomic import write_text
+    write_text(path, text)
 
 
 def save_report(report: dict, path: str) -> None:

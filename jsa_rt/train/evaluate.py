@@ -151,9 +151,8 @@ def _bar(total: int, enabled: bool):
 
 # ---- outputs ----------------------------------------------------------------------------------------
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from ..atomic import write_text
+    write_text(path, text)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -293,15 +292,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import JsaError
-    parser = argparse.ArgumentParser(prog="python -m jsa_rt.train.evaluate", description=__doc__.split("\n\n")[0])
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except JsaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """`python -m jsa_rt.train.evaluate` = `jsa-rt eval`."""
+    from ..cli import main as cli_main
+    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

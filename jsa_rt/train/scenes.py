@@ -383,15 +383,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import JsaError
-    parser = argparse.ArgumentParser(prog="python -m jsa_rt.train.scenes", description=__doc__.split("\n\n")[0])
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except JsaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """`python -m jsa_rt.train.scenes` = `jsa-rt make-scenes`."""
+    from ..cli import main as cli_main
+    return cli_main(["make-scenes", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ CSV + JSON logs. Multi-GPU / multi-node through torchrun (DDP; gloo on CPU, nccl
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -366,6 +365,5 @@ def _progress(total, desc, disable):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    from ..atomic import write_json
+    write_json(path, obj)
