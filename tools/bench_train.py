@@ -4,11 +4,17 @@ step on random inputs of the preset's shapes (data loading excluded; it is measu
 
     python tools/bench_train.py [--presets edge,paper] [--batch 8] [--steps 3] [--device cpu]
 """
+
+import sys
+from pathlib import Path
+
+# tools/profile.py would shadow the standard library's `profile` (imported by torch): drop tools/
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 

@@ -2,6 +2,7 @@
 
     python tools/results_table.py benchmarks/eval   # expects <dir>/<model>/<split>.json
 """
+
 import json
 import sys
 from pathlib import Path

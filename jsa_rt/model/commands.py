@@ -28,15 +28,17 @@ def add_localize_parser(sub):
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--png", default=None, help="also write an overlay picture")
     p.add_argument("--alpha", type=float, default=None, help="IQR weight of the AUD map (default: the config's)")
+    p.add_argument("--ogl", default=None, metavar="RESNET18_PTH",
+                   help="OGL instead of IQR, with this ImageNet ResNet-18 (torchvision's resnet18-f37072fd.pth)")
     return p
 
 
-def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None) -> dict:
+def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None, object_prior=None) -> dict:
     cfg = model.cfg
     image = image_to_tensor(resize_image(rgb, cfg.image_size))
     audio = torch.from_numpy(fit_length(wave, cfg.num_samples)).unsqueeze(0)
     with torch.inference_mode():
-        out = model.localize(image, audio, alpha=alpha)
+        out = model.localize(image, audio, alpha=alpha, object_prior=object_prior)
     return {k: v[0].float().numpy() for k, v in out.items()}
 
 
@@ -47,14 +49,17 @@ def run_localize(args) -> int:
     cfg = model.cfg
     rgb = load_image(args.image)
     wave = load_audio(args.audio, cfg.sample_rate)
-    maps = localize_pair(model, rgb, wave, args.alpha)
+    prior = None
+    if args.ogl:
+        from .ogl import ObjectPrior
+        prior = ObjectPrior(args.ogl)
+    maps = localize_pair(model, rgb, wave, args.alpha, prior)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from ..atomic import atomic_path
     with atomic_path(out) as tmp, open(tmp, "wb") as f:       # a file object: savez adds no suffix
-        np.savez(f, aud=maps["aud"], img=maps["img"], heatmap=maps["heatmap"],
-                 image_slot=maps["image_slot"], audio_slot=maps["audio_slot"],
-                 confidence=maps["confidence"])
+        np.savez(f, **{k: maps[k] for k in ("aud", "img", "heatmap", "image_slot", "audio_slot",
+                                             "confidence", "obj") if k in maps})
     written = [str(out)]
     if args.png:
         import cv2

@@ -63,5 +63,11 @@ class EZVSL(nn.Module):
             "confidence": cos.amax(dim=1).clamp(0, 1),
         }
 
-    def localize(self, images, wave, alpha: float | None = None) -> dict:
-        return self.visual_branch(images, **self.audio_branch(wave))
+    def localize(self, images, wave, alpha: float | None = None, object_prior=None) -> dict:
+        out = self.visual_branch(images, **self.audio_branch(wave))
+        if object_prior is not None:      # EZ-VSL's own OGL
+            from .maps import fuse
+            alpha = self.cfg.iqr_alpha if alpha is None else alpha
+            out["obj"] = object_prior(images)
+            out["heatmap"] = fuse(out["aud"], out["obj"], alpha, self.cfg.image_size, self.upsample_matrix)
+        return out

@@ -122,6 +122,14 @@ class JSA(nn.Module):
             "confidence": (image_slot * audio_slot).sum(-1).clamp(0, 1),
         }
 
-    def localize(self, images, wave, alpha: float | None = None) -> dict:
+    def localize(self, images, wave, alpha: float | None = None, object_prior=None) -> dict:
+        """The maps of method.md section 5: IQR by default; OGL when `object_prior` (an
+        `ogl.ObjectPrior`) is given: the AUD map fused with the object map instead of IMG."""
         img, aud = self.slots.both(self.encode_image(images), self.encode_audio(wave))
-        return self._maps(img, aud.query, F.normalize(aud.slots[:, 0], dim=-1), alpha)
+        out = self._maps(img, aud.query, F.normalize(aud.slots[:, 0], dim=-1), alpha)
+        if object_prior is not None:
+            alpha = self.cfg.iqr_alpha if alpha is None else alpha
+            obj = object_prior(images)
+            out["obj"] = obj
+            out["heatmap"] = fuse(out["aud"], obj, alpha, self.cfg.image_size, self.upsample_matrix)
+        return out

@@ -51,7 +51,7 @@ def upsample(maps: torch.Tensor, size: int, matrix: torch.Tensor | None = None) 
     Bicubic resampling is separable and linear, so it is two small matmuls with a fixed
     (size x g) matrix: the same numbers as F.interpolate, and several times faster in
     onnxruntime / TensorRT than a Resize node."""
-    if matrix is None:
+    if matrix is None or matrix.shape[1] != maps.shape[-1]:     # e.g. OGL's object map on another grid
         matrix = bicubic_matrix(maps.shape[-1], size, maps.dtype)
     w = matrix.to(device=maps.device, dtype=maps.dtype)
     return torch.matmul(torch.matmul(w, maps), w.T)

@@ -50,7 +50,8 @@ def _group(rows: list[dict]) -> dict:
 
 def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | float = "median",
              alpha: float | None = None, fa_threshold: float | None = None, device: str = "cpu",
-             workers: int = 0, grid: int = 16, progress: bool = True) -> tuple[dict, list[dict], list[dict]]:
+             workers: int = 0, grid: int = 16, progress: bool = True,
+             object_prior=None) -> tuple[dict, list[dict], list[dict]]:
     """-> (summary, per-sample rows, examples for the picture grid)."""
     import torch
     if fa_threshold is None:      # the model's own "no source" gate
@@ -71,7 +72,8 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
             errors += batch["errors"]
             if "image" not in batch:
                 continue
-            out = model.localize(batch["image"].to(device), batch["audio"].to(device), alpha=alpha)
+            out = model.localize(batch["image"].to(device), batch["audio"].to(device), alpha=alpha,
+                                 **({"object_prior": object_prior} if object_prior is not None else {}))
             heat = out["heatmap"].float().cpu().numpy()
             conf = out["confidence"].float().cpu().numpy()
             a_slot, v_slot = out["audio_slot"].float().cpu().numpy(), out["image_slot"].float().cpu().numpy()
@@ -239,6 +241,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fa-threshold", type=float, default=None,
                    help="confidence above which a no-source scene is a false alarm (default: the model's "
                         "no_source_confidence, 0.3, chosen on val)")
+    p.add_argument("--ogl", default=None, metavar="RESNET18_PTH",
+                   help="OGL instead of IQR: fuse the audio map with the object map of this ImageNet "
+                        "ResNet-18 (torchvision's resnet18-f37072fd.pth)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
@@ -262,8 +267,14 @@ def run(args: argparse.Namespace) -> int:
     for sample_id, reason in dataset.missing:
         print(f"skipped {sample_id}: {reason}", file=sys.stderr)
     started = time.monotonic()
+    prior = None
+    if args.ogl:
+        from ..model.ogl import ObjectPrior
+        prior = ObjectPrior(args.ogl).to(device)
     summary, rows, examples = evaluate(model, dataset, args.batch_size, args.threshold, args.alpha,
-                                       args.fa_threshold, device, args.workers, args.grid, not args.quiet)
+                                       args.fa_threshold, device, args.workers, args.grid, not args.quiet,
+                                       object_prior=prior)
+    summary["fusion"] = "ogl" if prior is not None else "iqr"
     for item in summary["skipped_items"][len(dataset.missing):]:
         print(f"skipped {item['id']}: {item['reason']}", file=sys.stderr)
     summary.update(checkpoint=str(args.checkpoint), kind=meta["kind"], preset=meta["config"].preset,
