@@ -38,7 +38,8 @@ def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None, object_p
     image = image_to_tensor(resize_image(rgb, cfg.image_size))
     audio = torch.from_numpy(fit_length(wave, cfg.num_samples)).unsqueeze(0)
     with torch.inference_mode():
-        out = model.localize(image, audio, alpha=alpha, object_prior=object_prior)
+        extra = {"object_prior": object_prior} if object_prior is not None else {}
+        out = model.localize(image, audio, alpha=alpha, **extra)
     return {k: v[0].float().numpy() for k, v in out.items()}
 
 

@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {sample_id}: {reason}", file=sys.stderr)
     started = time.monotonic()
     prior = None
-    if args.ogl:
+    if getattr(args, "ogl", None):
         from ..model.ogl import ObjectPrior
         prior = ObjectPrior(args.ogl).to(device)
     summary, rows, examples = evaluate(model, dataset, args.batch_size, args.threshold, args.alpha,
