@@ -112,6 +112,10 @@ def parse_video_uri(uri: str) -> VideoSpec:
 
 def _open(spec: VideoSpec, width: int | None, height: int | None, rate: float | None):
     import cv2
+    try:        # OpenCV's own warnings would repeat our one-line error in another form
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
     if spec.kind == "camera":
         if isinstance(spec.target, str) and not os.path.exists(spec.target):
             raise DeviceError(f"camera {spec.target} does not exist; {describe_cameras()}")
