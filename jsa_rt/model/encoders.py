@@ -6,6 +6,7 @@ after a max over frequency. Pretrained ImageNet weights only ever come from loca
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -144,8 +145,10 @@ class AudioEncoder(nn.Module):
 def build_image_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> ImageEncoder:
     if cfg.image_encoder == "resnet18":
         backbone = ResNet18Trunk(3)
-        if pretrained:
-            _load_resnet18_imagenet(backbone, pretrained)
+        if pretrained and not _load_resnet18_imagenet(backbone, pretrained):
+            warnings.warn(f"ImageNet ResNet-18 weights not found ({RESNET18_FILE} in the torch hub cache "
+                          f"or $JSA_RESNET18_WEIGHTS): the paper image encoder starts from random weights",
+                          stacklevel=2)
     elif cfg.image_encoder == "efficientnet_lite0":
         backbone = EfficientNetLite0Trunk()
         if pretrained:
