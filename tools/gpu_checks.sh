@@ -3,7 +3,9 @@
 #   1. smoke: one persistent slot-loop launch at the paper size vs the reference (catches a hung
 #      grid barrier early; on failure the rest runs without the persistent mode)
 #   2. tools/bench_kernels.py: the timing table + JSON (benchmarks/kernels_<card>.json)
-#   3. tests/test_kernels.py compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
+#   3. tests/test_kernels.py + tests/test_joint_loop.py compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
+#   4. tools/profile.py model on the GPU: edge-jsa and paper, every backend (torch eager,
+#      torch + Triton + CUDA graphs, onnxruntime, TensorRT when present)
 # Writes everything under $OUT (default: out/gpu_checks). Needs python3 with torch and triton;
 # the package need not be installed: a temporary tree maps jsa_rt.kernels onto kernels/ as
 # pyproject does. Each step has a timeout; the script always runs all steps.
@@ -44,10 +46,20 @@ timeout 200 $PY tools/bench_kernels.py --out-dir "$OUT" --modes $modes --compile
   2>&1 | tee "$OUT/bench.txt"
 bench=${PIPESTATUS[0]}
 
-echo "== 3/3 tests/test_kernels.py compiled"
-JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py -v -p no:cacheprovider \
+echo "== 3/4 kernel tests compiled"
+JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py tests/test_joint_loop.py -v -p no:cacheprovider \
   --durations=5 ${skip:+-k "$skip"} 2>&1 | tee "$OUT/pytest.txt"
 tests=${PIPESTATUS[0]}
 
-echo "gpu_checks: smoke=$smoke bench=$bench tests=$tests (0 = ok, 124 = timeout); outputs in $OUT" \
+echo "== 4/4 end-to-end model profiles"
+profiles=0
+for spec in "--checkpoint edge-jsa edge-jsa" "--preset paper paper"; do
+  set -- $spec
+  timeout 120 $PY tools/profile.py model $1 $2 --device cuda --iterations 50 --warmup 10 \
+    --json "$OUT/profile_model_$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr A-Z a-z)_$3.json" \
+    2>&1 | tail -20 | tee "$OUT/profile_$3.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || profiles=1
+done
+
+echo "gpu_checks: smoke=$smoke bench=$bench tests=$tests profiles=$profiles (0 = ok, 124 = timeout); outputs in $OUT" \
   | tee "$OUT/summary.txt"
