@@ -8,6 +8,7 @@ need_apt=()
 [ -e /usr/lib/x86_64-linux-gnu/libportaudio.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libportaudio.so.2 ] || need_apt+=(libportaudio2)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v aplay >/dev/null || need_apt+=(alsa-utils)
+"${PYTHON:-python3}" -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 # the demo's real images and sounds when ../shared/data is not there
 [ -d ../shared/data ] || [ -d /usr/share/tuxpaint/stamps ] || need_apt+=(tuxpaint-stamps-default)
 if [ ${#need_apt[@]} -gt 0 ]; then
