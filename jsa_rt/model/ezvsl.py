@@ -4,36 +4,19 @@ Same interface as JSA so training, evaluation, export and live treat both alike.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .encoders import build_audio_encoder, build_image_encoder
-from .frontend import LogSpectrogram
-from .jsa import spec_augment
+from .base import AudioVisualModel
 from .losses import ezvsl_mil_loss
-from .maps import bicubic_matrix, min_max, upsample
+from .maps import min_max, upsample
 
 
-class EZVSL(nn.Module):
+class EZVSL(AudioVisualModel):
     kind = "ezvsl"
 
     def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "auto"):
-        super().__init__()
-        self.cfg = cfg
-        self.frontend = LogSpectrogram(cfg)
-        self.image_encoder = build_image_encoder(cfg, pretrained)
-        self.audio_encoder = build_audio_encoder(cfg)
-        self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
-
-    def encode_image(self, images):
-        return self.image_encoder(images)
-
-    def encode_audio(self, wave):
-        spec = self.frontend(wave)
-        if self.training:
-            spec = spec_augment(spec)
-        return self.audio_encoder(spec)
+        super().__init__(cfg, pretrained)        # no slots: `kernels` is accepted and unused
 
     def audio_embedding(self, wave):
         return self.encode_audio(wave).amax(dim=1)          # global max pool, as EZ-VSL
@@ -65,9 +48,4 @@ class EZVSL(nn.Module):
 
     def localize(self, images, wave, alpha: float | None = None, object_prior=None) -> dict:
         out = self.visual_branch(images, **self.audio_branch(wave))
-        if object_prior is not None:      # EZ-VSL's own OGL
-            from .maps import fuse
-            alpha = self.cfg.iqr_alpha if alpha is None else alpha
-            out["obj"] = object_prior(images)
-            out["heatmap"] = fuse(out["aud"], out["obj"], alpha, self.cfg.image_size, self.upsample_matrix)
-        return out
+        return self.fuse_object_prior(out, images, alpha, object_prior)      # EZ-VSL's own OGL

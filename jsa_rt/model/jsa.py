@@ -6,70 +6,25 @@ loop can refresh the audio at a lower rate than the video.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
 from . import losses
+from .base import AudioVisualModel
 from .decoders import SpatialBroadcastDecoder
-from .encoders import build_audio_encoder, build_image_encoder
-from .frontend import LogSpectrogram
-from .maps import bicubic_matrix, fuse
+from .maps import fuse
 from .slot_attention import JointSlotAttention
 
 
-def spec_augment(spec: torch.Tensor, max_width: int = 10) -> torch.Tensor:
-    """One frequency mask and one time mask per sample, width <= max_width, zero fill.
-    (Offsets drawn on the right axes; the official code swaps them.)"""
-    batch, _, n_freq, n_time = spec.shape
-    dev = spec.device
-    def mask(n):
-        width = torch.randint(0, max_width + 1, (batch, 1), device=dev)
-        start = (torch.rand(batch, 1, device=dev) * (n - width + 1)).long()
-        pos = torch.arange(n, device=dev).unsqueeze(0)
-        return (pos >= start) & (pos < start + width)                      # (B, n)
-    keep = ~(mask(n_freq)[:, None, :, None] | mask(n_time)[:, None, None, :])
-    return spec * keep
-
-
-def count_tokens(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Tokens an encoder makes from an input of this shape. Runs it in eval mode without
-    gradients: a training-mode pass would update the BatchNorm running statistics."""
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        tokens = encoder(torch.zeros(input_shape)).shape[1]
-    encoder.train(was_training)
-    return tokens
-
-
-class JSA(nn.Module):
+class JSA(AudioVisualModel):
     kind = "jsa"
 
     def __init__(self, cfg: ModelConfig, pretrained: bool | str = True, kernels: str = "auto"):
-        super().__init__()
-        self.cfg = cfg
-        self.frontend = LogSpectrogram(cfg)
-        self.image_encoder = build_image_encoder(cfg, pretrained)
-        self.audio_encoder = build_audio_encoder(cfg)
+        super().__init__(cfg, pretrained)
         self.slots = JointSlotAttention(cfg.dim, cfg.num_slots, cfg.iterations, cfg.mlp_hidden,
                                         cfg.attn_eps, cfg.token_mask_prob, kernels)
-        audio_tokens = count_tokens(self.audio_encoder, (1, 1, cfg.spec_bins, cfg.spec_frames))
         self.image_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, cfg.grid, cfg.grid)
-        self.audio_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, 1, audio_tokens)
-        self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
-
-    # ---- encoders -----------------------------------------------------------------------------
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) ImageNet-normalised -> (B, g*g, d)."""
-        return self.image_encoder(images)
-
-    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, L) waveform at cfg.sample_rate -> (B, T', d)."""
-        spec = self.frontend(wave)
-        if self.training:
-            spec = spec_augment(spec)
-        return self.audio_encoder(spec)
+        self.audio_decoder = SpatialBroadcastDecoder(cfg.dim, cfg.decoder_hidden, 1, self.audio_tokens())
 
     # ---- training -----------------------------------------------------------------------------
     def forward(self, images, wave) -> dict:
@@ -127,9 +82,4 @@ class JSA(nn.Module):
         `ogl.ObjectPrior`) is given: the AUD map fused with the object map instead of IMG."""
         img, aud = self.slots.both(self.encode_image(images), self.encode_audio(wave))
         out = self._maps(img, aud.query, F.normalize(aud.slots[:, 0], dim=-1), alpha)
-        if object_prior is not None:
-            alpha = self.cfg.iqr_alpha if alpha is None else alpha
-            obj = object_prior(images)
-            out["obj"] = obj
-            out["heatmap"] = fuse(out["aud"], obj, alpha, self.cfg.image_size, self.upsample_matrix)
-        return out
+        return self.fuse_object_prior(out, images, alpha, object_prior)
