@@ -17,9 +17,15 @@ from jsa_rt.cli import main
 from jsa_rt.config import get_preset
 from jsa_rt.model import build_model
 from jsa_rt.model.checkpoint import save_checkpoint
-from jsa_rt.model.commands import image_to_tensor
+from jsa_rt.model.base import FramePreprocess
 from jsa_rt.model.jsa import JSA
 from jsa_rt.model.maps import fuse, min_max, upsample
+
+
+def image_to_tensor(rgb):
+    """What the model receives for an RGB uint8 image (the model's own frame preprocessing)."""
+    return FramePreprocess()(torch.from_numpy(np.ascontiguousarray(rgb))[None])
+
 
 torch.set_num_threads(1)
 DATA = Path(os.environ.get("JSA_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

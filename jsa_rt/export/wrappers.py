@@ -21,28 +21,12 @@ import copy
 import torch
 from torch import nn
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
 
 FRAME, WAVE = "frame", "wave"
 AUDIO_QUERY, AUDIO_SLOT = "audio_query", "audio_slot"
 MAP_OUTPUTS = ("heatmap", "aud", "img", "image_slot", "audio_slot", "confidence")
 AUDIO_OUTPUTS = (AUDIO_QUERY, AUDIO_SLOT)
 CHANNEL_ORDER = "RGB, HWC, uint8"
-
-
-class FramePreprocess(nn.Module):
-    """uint8 (B,S,S,3) RGB HWC -> float (B,3,S,S) ImageNet-normalised, as one multiply-add."""
-
-    def __init__(self):
-        super().__init__()
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
-        self.register_buffer("shift", -mean / std, persistent=False)
-
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        x = frame.permute(0, 3, 1, 2).to(torch.float32)
-        return x * self.scale + self.shift
 
 
 class _CastIn(nn.Module):
@@ -75,7 +59,6 @@ class _Base(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.preprocess = FramePreprocess()
         self.dtype = compute_dtype(model)
 
     @staticmethod
@@ -87,7 +70,7 @@ class RawLocalizer(_Base):
     """(frame uint8 (B,S,S,3), wave (B,L)) -> heatmap, aud, img, image_slot, audio_slot, confidence."""
 
     def forward(self, frame, wave):
-        out = self.model.localize(self.preprocess(frame), wave.to(torch.float32))
+        out = self.model.localize(self.model.preprocess_frames(frame), wave.to(torch.float32))
         return self._fp32(out, MAP_OUTPUTS)
 
 
@@ -102,7 +85,7 @@ class RawVisualBranch(_Base):
     """(frame, audio_query, audio_slot) -> the same six outputs as RawLocalizer."""
 
     def forward(self, frame, audio_query, audio_slot):
-        out = self.model.visual_branch(self.preprocess(frame), audio_query.to(self.dtype),
+        out = self.model.visual_branch(self.model.preprocess_frames(frame), audio_query.to(self.dtype),
                                        audio_slot.to(self.dtype))
         return self._fp32(out, MAP_OUTPUTS)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .encoders import build_audio_encoder, build_image_encoder
 from .frontend import LogSpectrogram
 from .maps import bicubic_matrix, fuse
@@ -41,12 +41,29 @@ def count_tokens(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
     return tokens
 
 
+class FramePreprocess(nn.Module):
+    """uint8 (B,S,S,3) RGB HWC -> float (B,3,S,S) ImageNet-normalised, as one multiply-add.
+    The one place camera frames become model input (CLI, export graphs, profiling)."""
+
+    def __init__(self):
+        super().__init__()
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("shift", -mean / std, persistent=False)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        x = frame.permute(0, 3, 1, 2).to(torch.float32)
+        return x * self.scale + self.shift
+
+
 class AudioVisualModel(nn.Module):
     kind = ""
 
     def __init__(self, cfg: ModelConfig, pretrained: bool | str = True):
         super().__init__()
         self.cfg = cfg
+        self.frame_preprocess = FramePreprocess()
         self.frontend = LogSpectrogram(cfg)
         self.image_encoder = build_image_encoder(cfg, pretrained)
         self.audio_encoder = build_audio_encoder(cfg)
@@ -55,6 +72,10 @@ class AudioVisualModel(nn.Module):
 
     def audio_tokens(self) -> int:
         return count_tokens(self.audio_encoder, (1, 1, self.cfg.spec_bins, self.cfg.spec_frames))
+
+    def preprocess_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,S,S,3) RGB frames -> the normalised images `encode_image` takes."""
+        return self.frame_preprocess(frames)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) ImageNet-normalised -> (B, g*g, d)."""

@@ -7,16 +7,7 @@ import numpy as np
 import torch
 
 from ..audio_io import fit_length, load_audio, load_image, resize_image
-from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError
-
-
-def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H,W,3) -> ImageNet-normalised float (1,3,H,W)."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
 
 
 # ---- localize --------------------------------------------------------------------------------
@@ -35,9 +26,10 @@ def add_localize_parser(sub):
 
 def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None, object_prior=None) -> dict:
     cfg = model.cfg
-    image = image_to_tensor(resize_image(rgb, cfg.image_size))
+    frame = torch.from_numpy(np.ascontiguousarray(resize_image(rgb, cfg.image_size)))[None]
     audio = torch.from_numpy(fit_length(wave, cfg.num_samples)).unsqueeze(0)
     with torch.inference_mode():
+        image = model.preprocess_frames(frame)
         extra = {"object_prior": object_prior} if object_prior is not None else {}
         out = model.localize(image, audio, alpha=alpha, **extra)
     return {k: v[0].float().numpy() for k, v in out.items()}

@@ -61,21 +61,26 @@ class JSA(AudioVisualModel):
         state = self.slots.image(self.encode_image(images), self.slots.initial_slots)
         return self._maps(state, audio_query, audio_slot, alpha)
 
-    def _maps(self, state, audio_query, audio_slot, alpha: float | None = None) -> dict:
-        """Image slot state + the audio's last queries -> the maps (method.md section 5)."""
+    def target_maps(self, state, audio_query, audio_slot) -> dict:
+        """Image slot state + the audio's last queries -> the gamma-sharpened g x g AUD and IMG
+        maps of the target slot, the normalised target slots and the confidence."""
         cfg = self.cfg
         g = cfg.grid
-        aud = self.slots.attention(audio_query, state.keys, cfg.gamma)[:, 0].view(-1, g, g)
-        img = self.slots.attention(state.query, state.keys, cfg.gamma)[:, 0].view(-1, g, g)
         image_slot = F.normalize(state.slots[:, 0], dim=-1)
-        alpha = cfg.iqr_alpha if alpha is None else alpha
         return {
-            "aud": aud, "img": img,
-            "heatmap": fuse(aud, img, alpha, cfg.image_size, self.upsample_matrix),
+            "aud": self.slots.attention(audio_query, state.keys, cfg.gamma)[:, 0].view(-1, g, g),
+            "img": self.slots.attention(state.query, state.keys, cfg.gamma)[:, 0].view(-1, g, g),
             "image_slot": image_slot, "audio_slot": audio_slot,
             # does the sound's target slot match the picture's? cosine of the target slots
             "confidence": (image_slot * audio_slot).sum(-1).clamp(0, 1),
         }
+
+    def _maps(self, state, audio_query, audio_slot, alpha: float | None = None) -> dict:
+        """The target maps + the heatmap: IQR fusion, upsampled (method.md section 5)."""
+        out = self.target_maps(state, audio_query, audio_slot)
+        alpha = self.cfg.iqr_alpha if alpha is None else alpha
+        out["heatmap"] = fuse(out["aud"], out["img"], alpha, self.cfg.image_size, self.upsample_matrix)
+        return out
 
     def localize(self, images, wave, alpha: float | None = None, object_prior=None) -> dict:
         """The maps of method.md section 5: IQR by default; OGL when `object_prior` (an

@@ -34,7 +34,7 @@ def _whole_call(model, frame, audio, device, warmup, iterations) -> list[float]:
     host_audio = torch.from_numpy(audio).unsqueeze(0).pin_memory()
     dev_frame, dev_audio = pt.model_inputs(frame, audio, device)
     out = {}
-    graph = _capture(lambda: out.update(model.localize(pt.preprocess(dev_frame), dev_audio)))
+    graph = _capture(lambda: out.update(model.localize(model.preprocess_frames(dev_frame), dev_audio)))
 
     def call():
         dev_frame.copy_(host_frame, non_blocking=True)

@@ -129,7 +129,7 @@ def _torch_stage_samples(model, run: Run) -> dict[str, list[float]]:
     plan, _ = pt.stage_plan(model, frame_t, wave)
     run.progress(f"  torch stages on {run.device} ({run.iterations} iterations)")
     stages = pt.time_stages(plan, run.warmup, run.iterations, run.device)
-    images = pt.preprocess(frame_t)
+    images = model.preprocess_frames(frame_t)
     stages["forward"] = pt.time_call(lambda: model.localize(images, wave), run.warmup,
                                      run.iterations, run.device)
     return stages

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 # module scope prefix (as the exporter's wrappers name them) -> stage
-SCOPE_STAGES = (("preprocess", "preprocess"), ("model.frontend", "audio_frontend"),
+SCOPE_STAGES = (("model.frame_preprocess", "preprocess"), ("model.frontend", "audio_frontend"),
                 ("model.audio_encoder", "audio_encoder"), ("model.image_encoder", "image_encoder"),
                 ("model.slots", "slot_attention"))
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from ..config import ModelConfig
 from ..model import maps as model_maps
 from .profiling_ort import ort_matmul_gflops
 
@@ -33,19 +33,6 @@ def model_inputs(frame: np.ndarray, audio: np.ndarray, device: str):
     return frame_t, wave
 
 
-_NORMALISATION: dict = {}     # device -> (mean, std): made once, never inside a CUDA graph capture
-
-
-def preprocess(frame_t: torch.Tensor) -> torch.Tensor:
-    """(B,S,S,3) uint8 RGB -> (B,3,S,S) float, ImageNet-normalised (what the model takes)."""
-    key = str(frame_t.device)
-    if key not in _NORMALISATION:
-        _NORMALISATION[key] = (torch.tensor(IMAGENET_MEAN, device=frame_t.device).view(1, 3, 1, 1),
-                               torch.tensor(IMAGENET_STD, device=frame_t.device).view(1, 3, 1, 1))
-    mean, std = _NORMALISATION[key]
-    return ((frame_t.permute(0, 3, 1, 2).float() / 255.0 - mean) / std).contiguous()
-
-
 # ---- the stage plan ------------------------------------------------------------------------
 def stage_plan(model, frame_t, wave) -> tuple[list[tuple[str, callable]], dict]:
     """[(stage, fn)] that, run in order, compute `model.localize` of the raw inputs into `ctx`."""
@@ -54,7 +41,7 @@ def stage_plan(model, frame_t, wave) -> tuple[list[tuple[str, callable]], dict]:
     ctx: dict = {}
 
     def preprocess_frame():
-        ctx["images"] = preprocess(frame_t)
+        ctx["images"] = model.preprocess_frames(frame_t)
 
     def audio_frontend():
         ctx["spec"] = model.frontend(wave)
@@ -65,21 +52,16 @@ def stage_plan(model, frame_t, wave) -> tuple[list[tuple[str, callable]], dict]:
     def image_encoder():
         ctx["image_tokens"] = model.image_encoder(ctx["images"])
 
-    def slot_attention():
-        ctx["aud"] = slots.audio(ctx["audio_tokens"], slots.initial_slots)
-        ctx["img"] = slots.image(ctx["image_tokens"], slots.initial_slots)
+    def slot_attention():   # both loops, as localize runs them (jointly with Triton on CUDA)
+        ctx["img_state"], ctx["aud_state"] = slots.both(ctx["image_tokens"], ctx["audio_tokens"])
 
-    def maps_fusion():   # the gamma-sharpened 7x7 maps, the normalised target slots, confidence
-        aud, img, g = ctx["aud"], ctx["img"], cfg.grid
-        ctx["aud_map"] = slots.attention(aud.query, img.keys, cfg.gamma)[:, 0].view(-1, g, g)
-        ctx["img_map"] = slots.attention(img.query, img.keys, cfg.gamma)[:, 0].view(-1, g, g)
-        image_slot = F.normalize(img.slots[:, 0], dim=-1)
-        audio_slot = F.normalize(aud.slots[:, 0], dim=-1)
-        ctx["confidence"] = (image_slot * audio_slot).sum(-1).clamp(0, 1)
+    def maps_fusion():      # the gamma-sharpened 7x7 maps, the normalised target slots, confidence
+        aud = ctx["aud_state"]
+        ctx.update(model.target_maps(ctx["img_state"], aud.query, F.normalize(aud.slots[:, 0], dim=-1)))
 
-    def upsample():      # bicubic to image size, min-max, IQR blend
-        ctx["heatmap"] = model_maps.fuse(ctx["aud_map"], ctx["img_map"], cfg.iqr_alpha, cfg.image_size,
-                                         getattr(model, "upsample_matrix", None))
+    def upsample():         # bicubic to image size, min-max, IQR blend
+        ctx["heatmap"] = model_maps.fuse(ctx["aud"], ctx["img"], cfg.iqr_alpha, cfg.image_size,
+                                         model.upsample_matrix)
 
     plan = [("preprocess", preprocess_frame), ("audio_frontend", audio_frontend), ("audio_encoder", audio_encoder),
             ("image_encoder", image_encoder), ("slot_attention", slot_attention),
@@ -88,14 +70,12 @@ def stage_plan(model, frame_t, wave) -> tuple[list[tuple[str, callable]], dict]:
 
 
 @torch.inference_mode()
-def check_stage_plan(model, frame_t, wave, atol: float = 1e-3) -> float:
-    """Run the plan and `localize`; return the max heatmap difference, raise if they disagree.
-    (1e-3: on CUDA `localize` runs the Triton joint loop, the plan the per-modality modules;
-    the min-max normalisation magnifies their float rounding.)"""
+def check_stage_plan(model, frame_t, wave, atol: float = 1e-5) -> float:
+    """Run the plan and `localize`; return the max heatmap difference, raise if they disagree."""
     plan, ctx = stage_plan(model, frame_t, wave)
     for _, fn in plan:
         fn()
-    reference = model.localize(preprocess(frame_t), wave)
+    reference = model.localize(model.preprocess_frames(frame_t), wave)
     diff = float((ctx["heatmap"] - reference["heatmap"]).abs().max())
     diff = max(diff, float((ctx["confidence"] - reference["confidence"]).abs().max()))
     if not diff <= atol:
@@ -178,7 +158,7 @@ def count_flops(fn) -> int:
 def model_flops(model, frame, audio, device) -> dict[str, int]:
     """FLOPs of each stage, of the whole forward and of the two branches."""
     frame_t, wave = model_inputs(frame, audio, device)
-    images = preprocess(frame_t)
+    images = model.preprocess_frames(frame_t)
     plan, _ = stage_plan(model, frame_t, wave)
     flops = {name: count_flops(fn) for name, fn in plan}
     flops["forward"] = count_flops(lambda: model.localize(images, wave))
