@@ -5,7 +5,7 @@ This module imports nothing heavy (no torch), so the live runtime can read confi
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,7 @@ class TrainConfig:
     seed: int = 12345
     num_workers: int = 2
     amp: bool = True                 # mixed precision on GPU only
-    grad_clip: float = 0.0
-    extra: dict = field(default_factory=dict)
+    grad_clip: float = 0.0           # max gradient norm; 0 = no clipping
 
     def to_dict(self) -> dict:
         return asdict(self)

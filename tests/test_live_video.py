@@ -58,35 +58,34 @@ def test_csi_without_gstreamer_says_so():
     assert "\n" not in str(info.value) and "jetson" in str(info.value).lower()
 
 
-def test_unpaced_file_delivers_every_frame_once_in_order(clip):
-    src = VideoSource(str(clip), paced=False)
-    src.start()
+def drain(src, reader_delay: float = 0.0) -> list:
+    """Every frame a reader gets from `src` until the source closes."""
     seen = []
     while True:
         try:
             f = src.frames.get(1.0)
         except Closed:
-            break
+            return seen
         if f is not None:
-            seen.append(f.index)
-            assert f.image.shape == (120, 160, 3)
-            assert f.t_media == pytest.approx(f.index / 20)
-    assert seen == list(range(20)) and src.dropped == 0 and src.join(2.0)
+            seen.append(f)
+            time.sleep(reader_delay)
+
+
+def test_unpaced_file_delivers_every_frame_once_in_order(clip):
+    src = VideoSource(str(clip), paced=False)
+    src.start()
+    seen = drain(src)
+    for f in seen:
+        assert f.image.shape == (120, 160, 3)
+        assert f.t_media == pytest.approx(f.index / 20)
+    assert [f.index for f in seen] == list(range(20)) and src.dropped == 0 and src.join(2.0)
 
 
 def test_paced_file_keeps_only_the_newest_frame_for_a_slow_reader(clip):
     src = VideoSource(str(clip), paced=True)
     t0 = time.monotonic()
     src.start()
-    seen = []
-    while True:
-        try:
-            f = src.frames.get(1.0)
-        except Closed:
-            break
-        if f is not None:
-            seen.append(f)
-            time.sleep(0.15)                 # a reader three frames slower than the source
+    seen = drain(src, reader_delay=0.15)     # a reader three frames slower than the source
     elapsed = time.monotonic() - t0
     idx = [f.index for f in seen]
     assert idx == sorted(set(idx)) and len(idx) < 20
