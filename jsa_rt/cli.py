@@ -31,6 +31,8 @@ COMMANDS = {
     "train": ("jsa_rt.train.trainer", "add_parser", "run", "train JSA or EZ-VSL"),
     "eval": ("jsa_rt.train.evaluate", "add_parser", "run",
              "evaluate a checkpoint: cIoU, AUC, pointing game, retrieval, false alarms"),
+    "compare": ("jsa_rt.train.compare", "add_parser", "run",
+                "is model A better than B on the same samples? paired bootstrap of two eval CSVs"),
     "profile": ("jsa_rt.runtime.profiling_cli", "add_parser", "run",
                 "latency reports per backend and stage, or of the live pipeline (= tools/profile.py)"),
     "export-onnx": ("jsa_rt.export.onnx_export", "add_parser", "run",

@@ -81,9 +81,49 @@ def test_oracle_scores_perfectly_and_wrong_maps_score_zero(tmp_path):
     assert sum(g["n"] for g in summary["by_size"].values()) == len(BOXES)
     assert len(examples) == len(BOXES) + 2
 
-    wrong, _, _ = ev.evaluate(OracleLocalizer(wrong=True), ds, batch_size=4, threshold=0.6, progress=False)
+    # per-sample ranks (for paired comparisons) and Wilson intervals that contain the value
+    assert [r.get("rank_a2i") for r in rows] == [0] * len(BOXES) + [None, None]
+    assert all(r["class_rank_i2a"] == 0 for r in rows[:len(BOXES)])
+    for key, value in (("ciou50", 1.0), ("pointing", 1.0), ("r1_a2i", 1.0), ("r1_i2a", 1.0)):
+        lo, hi = summary["ci95"][key]
+        assert lo <= value <= hi and lo < 0.7       # 6 samples cannot pin a fraction down
+
+    wrong, wrong_rows, _ = ev.evaluate(OracleLocalizer(wrong=True), ds, batch_size=4, threshold=0.6, progress=False)
     assert wrong["pointing"] < 0.5 and wrong["ciou50"] < 0.5
     assert wrong["retrieval"]["a2i"]["r1"] == 0.0
+    assert all(r["rank_a2i"] > 0 for r in wrong_rows[:len(BOXES)])
+
+
+def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
+    from jsa_rt.errors import InputError
+    from jsa_rt.train import compare
+    ds = open_dataset("scenes", make_fixture(tmp_path / "d"), CFG, split="test")
+    for name, model in (("oracle", OracleLocalizer()), ("wrong", OracleLocalizer(wrong=True))):
+        _, rows, _ = ev.evaluate(model, ds, batch_size=4, threshold=0.6, progress=False)
+        (tmp_path / name).mkdir()
+        ev.write_csv(tmp_path / name / "test.csv", rows)
+    oracle, wrong = (compare.read_rows(tmp_path / n / "test.csv") for n in ("oracle", "wrong"))
+    result = compare.compare(oracle, wrong)
+    assert result["paired"] == len(BOXES) + 2 and result["only_a"] == result["only_b"] == 0
+    m = result["metrics"]
+    assert set(m) == set(compare.METRICS)
+    assert m["rank_a2i"]["a"] == 1.0 and m["rank_a2i"]["b"] == 0.0 and m["rank_a2i"]["lo"] == 1.0
+    assert m["rank_a2i"]["better"] == m["pointing"]["better"] == m["auc"]["better"] == "A"
+    assert compare.compare(wrong, oracle)["metrics"]["ciou50"]["better"] == "B"
+    assert all(x["better"] == "tie (n.s.)" and x["diff"] == 0 for x in compare.compare(oracle, oracle)["metrics"].values())
+    # the CLI prints the table and a summary line, and writes JSON
+    out = tmp_path / "cmp.json"
+    args = compare.add_parser(__import__("argparse").ArgumentParser().add_subparsers()).parse_args(
+        [str(tmp_path / "oracle" / "test.csv"), str(tmp_path / "wrong" / "test.csv"), "--json", str(out)])
+    assert compare.run(args) == 0
+    text = capsys.readouterr().out
+    assert "| R@1 a2i | 100.0 | 0.0 |" in text and "oracle significantly better on" in text
+    assert json.loads(out.read_text())["names"] == ["oracle", "wrong"]
+    (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a per-sample CSV"):
+        compare.read_rows(tmp_path / "junk.csv")
+    with pytest.raises(InputError, match="cannot read"):
+        compare.read_rows(tmp_path / "missing.csv")
 
 
 def _args(tmp_path, ckpt, data, **kw):

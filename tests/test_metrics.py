@@ -111,6 +111,54 @@ def test_retrieval_recall_by_hand():
     assert by_class["a2i"]["r1"] == 1.0                                # audio 2's first hit is image 0 (class x)
 
 
+def test_retrieval_ranks_agree_with_recall_by_hand():
+    v = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    a = np.array([[1.0, 0.1], [0.1, 1.0], [0.0, -1.0]])
+    ranks = metrics.retrieval_ranks(a, v)
+    assert ranks["a2i"].tolist() == [0, 0, 1] and ranks["i2a"].tolist() == [0, 0, 0]
+    # audio 2 by class: images in score order 0 (x), 2 (x), 1 -> first hit at position 0
+    assert metrics.retrieval_ranks(a, v, labels=["x", "y", "x"])["a2i"].tolist() == [0, 0, 0]
+    assert metrics.recall_at(ranks, ks=(1, 2)) == {"a2i": {"r1": 2 / 3, "r2": 1.0, "n": 3},
+                                                   "i2a": {"r1": 1.0, "r2": 1.0, "n": 3}}
+
+
+def test_wilson_interval_closed_forms():
+    lo, hi = metrics.wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1.96 ** 2 / (10 + 1.96 ** 2))     # upper bound at zero hits
+    lo, hi = metrics.wilson_interval(5, 10)
+    assert lo + hi == pytest.approx(1.0) and lo == pytest.approx(0.2366, abs=1e-4)
+    a, b = metrics.wilson_interval(3, 40), metrics.wilson_interval(37, 40)     # mirror images
+    assert a[0] == pytest.approx(1 - b[1]) and a[1] == pytest.approx(1 - b[0])
+    assert metrics.wilson_interval(30, 400)[1] - metrics.wilson_interval(30, 400)[0] < a[1] - a[0]   # more samples, narrower
+    assert metrics.wilson_interval(0, 0) is None
+
+
+def test_paired_bootstrap_separates_a_shift_from_noise():
+    rng = np.random.default_rng(3)
+    same = metrics.paired_bootstrap([1, 0, 1, 1], [1, 0, 1, 1])
+    assert same["diff"] == same["lo"] == same["hi"] == 0.0 and same["p_le_0"] == 1.0
+    base = rng.normal(size=400)
+    better = metrics.paired_bootstrap(base + 0.3 + 0.1 * rng.normal(size=400), base)
+    assert better["lo"] > 0.25 and better["hi"] < 0.35 and better["p_le_0"] == 0.0
+    noise = metrics.paired_bootstrap(rng.normal(size=30), rng.normal(size=30))
+    assert noise["lo"] < noise["diff"] < noise["hi"] and noise["lo"] < 0 < noise["hi"]
+    # two hits out of 300 against five: the interval must straddle zero
+    a, b = np.zeros(300), np.zeros(300)
+    a[:2], b[100:105] = 1, 1
+    few = metrics.paired_bootstrap(a, b)
+    assert few["diff"] == pytest.approx(-3 / 300) and few["lo"] < 0 < few["hi"] + 1e-12
+    with pytest.raises(ValueError):
+        metrics.paired_bootstrap([], [])
+
+
+def test_per_sample_auc_averages_to_the_auc():
+    cious = np.random.default_rng(0).uniform(size=57)
+    cious[:5] = [0.0, 1.0, 0.5, 0.05, 0.999]
+    assert metrics.per_sample_auc(cious).mean() == pytest.approx(metrics.ciou50_auc(cious)[1], abs=1e-12)
+    assert metrics.per_sample_auc([1.0])[0] == pytest.approx(1.0)        # success at every threshold
+    assert metrics.per_sample_auc([0.0])[0] == pytest.approx(0.025)       # success at threshold 0 only: half a step
+
+
 def test_false_alarm_detection_auroc():
     conf = [0.9, 0.2, 0.6, 0.4]
     ns = [True, True, False, False]

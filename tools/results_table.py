@@ -1,11 +1,20 @@
-"""Print the README's results table from `jsa-rt eval` JSON summaries.
+"""Print the README's results tables from `jsa-rt eval` outputs.
 
-    python tools/results_table.py benchmarks/eval   # expects <dir>/<model>/<split>.json
+    python tools/results_table.py benchmarks/eval                         # expects <dir>/<model>/<split>.json (+ .csv)
+    python tools/results_table.py benchmarks/eval --paired edge-jsa edge-ezvsl
+
+The first table is every model on every split. With --paired A B, a second table gives A - B
+per split and metric with its 95 % paired-bootstrap interval (`jsa-rt compare` on the per-sample
+CSVs); a difference whose interval straddles 0 is marked "n.s.".
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+from jsa_rt.train import compare  # noqa: E402
 
 SPLITS = ("test", "test-unheard", "digits")
 
@@ -14,8 +23,7 @@ def pct(x):
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def main(root="benchmarks/eval"):
-    root = Path(root)
+def results(root: Path) -> None:
     print("| split | model | n | cIoU@0.5 | AUC | pointing | R@1 a2i | R@1 i2a | R@1 a2i (class) | R@1 i2a (class) | false alarm | no-source AUROC |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for split in SPLITS:
@@ -31,5 +39,35 @@ def main(root="benchmarks/eval"):
                   f"| {pct(s.get('confidence_auroc'))} |")
 
 
+def paired(root: Path, a: str, b: str) -> None:
+    names = list(compare.METRICS)
+    print(f"| split | {' | '.join(compare.METRICS[k] for k in names)} |")
+    print("|---|" + "---|" * len(names))
+    for split in SPLITS:
+        csv_a, csv_b = root / a / f"{split}.csv", root / b / f"{split}.csv"
+        if not (csv_a.is_file() and csv_b.is_file()):
+            continue
+        m = compare.compare(compare.read_rows(csv_a), compare.read_rows(csv_b))["metrics"]
+        cells = []
+        for k in names:
+            if k not in m:
+                cells.append("-")
+                continue
+            mark = "" if m[k]["better"] in ("A", "B") else " n.s."
+            cells.append(f"{100 * m[k]['diff']:+.1f} [{100 * m[k]['lo']:+.1f}, {100 * m[k]['hi']:+.1f}]{mark}")
+        print(f"| {split} | {' | '.join(cells)} |")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("root", nargs="?", default="benchmarks/eval", type=Path)
+    p.add_argument("--paired", nargs=2, metavar=("A", "B"), help="also print A - B with 95 %% intervals")
+    args = p.parse_args(argv)
+    results(args.root)
+    if args.paired:
+        print()
+        paired(args.root, *args.paired)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

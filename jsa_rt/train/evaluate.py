@@ -61,7 +61,7 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     show = set(np.linspace(0, len(dataset) - 1, min(grid, len(dataset))).astype(int).tolist()) if grid else set()
     rows, examples, errors = [], [], []
-    slots_a, slots_v, slot_labels = [], [], []
+    slots_a, slots_v, slot_labels, retrieval_rows = [], [], [], []
     confidence, no_source = [], []
     mask_iou, f_sum, f_frames = [], None, 0
     bar = _bar(len(loader), progress)
@@ -98,6 +98,7 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                 confidence.append(float(conf[j]))
                 no_source.append(ns)
                 if not ns:
+                    retrieval_rows.append(row)
                     slots_a.append(a_slot[j])
                     slots_v.append(v_slot[j])
                     slot_labels.append(sample.label)
@@ -117,18 +118,38 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
     summary["detection_rate"] = metrics.detection_rate(confidence, no_source, fa_threshold)
     summary["confidence_auroc"] = metrics.confidence_auroc(confidence, no_source)
     summary["fa_threshold"] = fa_threshold
+    summary["retrieval"] = None
     if len(slots_a) >= 2:
-        summary["retrieval"] = metrics.retrieval_recall(np.stack(slots_a), np.stack(slots_v))
+        a, v = np.stack(slots_a), np.stack(slots_v)
+        levels = {"retrieval": ("", None)}
         if any(slot_labels):
-            summary["retrieval_class"] = metrics.retrieval_recall(np.stack(slots_a), np.stack(slots_v), labels=slot_labels)
-    else:
-        summary["retrieval"] = None
+            levels["retrieval_class"] = ("class_", slot_labels)
+        for key, (prefix, labels) in levels.items():
+            ranks = metrics.retrieval_ranks(a, v, labels)
+            summary[key] = metrics.recall_at(ranks)
+            for direction, rank in ranks.items():   # per-sample ranks: paired comparisons need them
+                for row, r in zip(retrieval_rows, rank):
+                    row[f"{prefix}rank_{direction}"] = int(r)
+    summary["ci95"] = _intervals(scored, retrieval_rows)
     summary["by_size"] = {name: _group([r for r in scored if r["size"] == name]) for name, _, _ in metrics.SIZE_BUCKETS}
     if mask_iou:
         summary["avsbench"] = {"miou": float(np.mean(mask_iou)),
                                "fscore": float((f_sum / f_frames).max()) if f_frames else None,
                                "frames": len(mask_iou)}
     return summary, rows, examples
+
+
+def _intervals(scored: list[dict], retrieval_rows: list[dict]) -> dict:
+    """Wilson 95 % intervals of the success fractions: how far the sample count lets a number move."""
+    def interval(hits):
+        ci = metrics.wilson_interval(int(sum(hits)), len(hits))
+        return list(ci) if ci else None
+    out = {"ciou50": interval([r["ciou"] >= 0.5 for r in scored]),
+           "pointing": interval([bool(r["pointing"]) for r in scored])}
+    for direction in ("a2i", "i2a"):
+        out[f"r1_{direction}"] = interval([r[f"rank_{direction}"] == 0 for r in retrieval_rows
+                                           if f"rank_{direction}" in r])
+    return out
 
 
 def _denormalise(image: np.ndarray) -> np.ndarray:
@@ -185,6 +206,10 @@ def markdown_table(summary: dict, title: str) -> str:
     lines.append(f"| detection rate (source scenes) | {pct(summary['detection_rate'])} |")
     if "avsbench" in summary:
         lines.append(f"| AVSBench mIoU / F-score | {pct(summary['avsbench']['miou'])} / {pct(summary['avsbench']['fscore'])} |")
+    ci = summary.get("ci95") or {}
+    if ci:
+        lines.append("| 95 % intervals (Wilson): " + ", ".join(k for k, v in ci.items() if v) + " | "
+                     + ", ".join(f"{pct(v[0])}-{pct(v[1])}" for v in ci.values() if v) + " |")
     for name, g in summary["by_size"].items():
         lines.append(f"| {name} targets (n={g['n']}): cIoU@0.5 / AUC / pointing | "
                      f"{pct(g['ciou50'])} / {pct(g['auc'])} / {pct(g['pointing'])} |")

@@ -18,6 +18,8 @@ numpy only (OpenCV for resizing a map that is not already 224x224). See method.m
 - Retrieval: cosine of the L2-normalised target slots; a query's rank counts every candidate
   scoring at least as high as the true pair (ties count against the model, so a constant
   embedding scores chance, not 100 %).
+- Uncertainty: Wilson 95 % intervals for success fractions; two models on the same samples are
+  compared with a paired bootstrap of their per-sample scores (`jsa-rt compare`).
 - False-alarm rate: the fraction of no-source scenes whose confidence is >= the threshold
   (default 0.5); detection rate: the same over scenes with a visible source.
 """
@@ -99,6 +101,15 @@ def ciou50_auc(cious) -> tuple[float, float]:
     return float((c >= 0.5).mean()), auc
 
 
+def per_sample_auc(cious) -> np.ndarray:
+    """Each sample's share of the AUC: the trapezoid area of its own 0/1 success curve. Their mean
+    is `ciou50_auc`'s AUC (the trapezoid rule is linear), so two models' AUCs can be compared
+    sample by sample."""
+    c = np.asarray(cious, dtype=np.float64)
+    success = (c[:, None] >= AUC_THRESHOLDS[None, :]).astype(np.float64)
+    return np.sum((success[:, 1:] + success[:, :-1]) / 2 * np.diff(AUC_THRESHOLDS), axis=1)
+
+
 def pointing_hit(pred_map: np.ndarray, gt: np.ndarray) -> bool:
     y, x = np.unravel_index(int(np.argmax(pred_map)), pred_map.shape)
     return bool(gt[y, x] > 0)
@@ -157,26 +168,63 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def retrieval_recall(audio_slots: np.ndarray, image_slots: np.ndarray, ks=(1, 5, 10),
-                     labels: list | None = None) -> dict:
-    """Recall@k for audio->image ("a2i") and image->audio ("i2a"); row i of each is a pair.
-    With `labels`, a hit is any retrieved item of the query's label (class-level retrieval)."""
+def retrieval_ranks(audio_slots: np.ndarray, image_slots: np.ndarray, labels: list | None = None) -> dict:
+    """0-based rank of each query's first correct item, audio->image ("a2i") and image->audio ("i2a").
+    Row i of each is a pair. Without `labels` the correct item is the pair, and every candidate
+    scoring at least as high counts ahead of it; with `labels` it is any item of the query's label
+    (candidates in descending score order, ties in index order)."""
     a, v = _l2(audio_slots), _l2(image_slots)
     sim = a @ v.T                                       # sim[i, j] = <audio i, image j>
     out = {}
     for name, s in (("a2i", sim), ("i2a", sim.T)):
-        n = s.shape[0]
         if labels is None:
-            true = np.diag(s)[:, None]
-            rank = (s >= true).sum(axis=1) - 1          # items scoring at least as high, minus itself
-            out[name] = {f"r{k}": float((rank < k).mean()) for k in ks}
+            out[name] = (s >= np.diag(s)[:, None]).sum(axis=1) - 1     # minus itself
         else:
             lab = np.asarray(labels)
             order = np.argsort(-s, axis=1, kind="stable")
-            hits = lab[order] == lab[:, None]
-            out[name] = {f"r{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
-        out[name]["n"] = n
+            out[name] = np.argmax(lab[order] == lab[:, None], axis=1)  # the query's own pair always matches
     return out
+
+
+def retrieval_recall(audio_slots: np.ndarray, image_slots: np.ndarray, ks=(1, 5, 10),
+                     labels: list | None = None) -> dict:
+    """Recall@k for audio->image ("a2i") and image->audio ("i2a"); row i of each is a pair.
+    With `labels`, a hit is any retrieved item of the query's label (class-level retrieval)."""
+    return recall_at(retrieval_ranks(audio_slots, image_slots, labels), ks)
+
+
+def recall_at(ranks: dict, ks=(1, 5, 10)) -> dict:
+    """{"a2i": ranks, ...} -> {"a2i": {"r1": ..., "r5": ..., "r10": ..., "n": ...}, ...}"""
+    return {name: {**{f"r{k}": float((np.asarray(r) < k).mean()) for k in ks}, "n": int(np.size(r))}
+            for name, r in ranks.items()}
+
+
+# ---- uncertainty --------------------------------------------------------------------------------------------
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95 % (z = 1.96) Wilson score interval of a success fraction; sane at 0 or n hits, unlike
+    the normal approximation. None when n = 0."""
+    if n <= 0:
+        return None
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at 0 or n hits one bound is exactly 0 or 1; say so rather than 1 - 1e-16
+    return (0.0 if hits == 0 else float(centre - half)), (1.0 if hits == n else float(centre + half))
+
+
+def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0) -> dict:
+    """Mean of per-sample scores a - b (same samples, same order) with a 95 % percentile
+    interval from resampling the samples; `p_le_0` is the bootstrap fraction with a - b <= 0
+    (how often B is at least as good). Scores can be hits (0/1) or any per-sample value."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError("no paired samples")
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi),
+            "p_le_0": float((means <= 0).mean()), "n": int(d.size)}
 
 
 def false_alarm_rate(confidence, no_source, threshold: float = 0.5) -> float | None:

@@ -1,0 +1,122 @@
+"""`jsa-rt compare A.csv B.csv`: is model A better than model B on the same samples, or is the
+difference within what the sample count allows?
+
+Reads two per-sample CSVs written by `jsa-rt eval` on the same split, pairs their rows by id,
+and for each metric prints both values, the difference A - B with a 95 % paired-bootstrap
+interval, and a verdict: "A" or "B" when the interval excludes 0, "tie (n.s.)" otherwise.
+Metrics: cIoU@0.5, AUC, pointing game (samples with a box), retrieval R@1 in both directions,
+instance and class level (samples with a visible source). Writes JSON with --json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from . import metrics
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}; pass the .csv that `jsa-rt eval` wrote beside its JSON") from None
+    if not rows or "id" not in rows[0] or "ciou" not in rows[0]:
+        raise InputError(f"{path} is not a per-sample CSV of `jsa-rt eval` (no id/ciou columns)")
+    return {r["id"]: r for r in rows}
+
+
+def _per_sample(rows: list[dict], name: str) -> list[float | None]:
+    """One metric's per-sample score (None where it does not apply)."""
+    def number(text):
+        return None if text in ("", None) else float(text)
+    if name in ("ciou50", "auc"):
+        c = [number(r["ciou"]) for r in rows]
+        if name == "ciou50":
+            return [None if x is None else float(x >= 0.5) for x in c]
+        return [None if x is None else float(metrics.per_sample_auc([x])[0]) for x in c]
+    if name == "pointing":
+        return [None if r["pointing"] == "" else float(r["pointing"] == "True") for r in rows]
+    rank = [number(r.get(name)) for r in rows]          # rank_a2i, class_rank_i2a, ...
+    return [None if x is None else float(x == 0) for x in rank]
+
+
+METRICS = {"ciou50": "cIoU@0.5", "auc": "AUC", "pointing": "pointing",
+           "rank_a2i": "R@1 a2i", "rank_i2a": "R@1 i2a",
+           "class_rank_a2i": "R@1 a2i (class)", "class_rank_i2a": "R@1 i2a (class)"}
+
+
+def compare(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 10000, seed: int = 0) -> dict:
+    ids = sorted(set(rows_a) & set(rows_b))
+    if not ids:
+        raise InputError("the two CSVs share no sample id: evaluate both models on the same split")
+    a_rows, b_rows = [rows_a[i] for i in ids], [rows_b[i] for i in ids]
+    out = {"paired": len(ids), "only_a": len(set(rows_a) - set(rows_b)), "only_b": len(set(rows_b) - set(rows_a)),
+           "metrics": {}}
+    for key in METRICS:
+        column = {"ciou50": "ciou", "auc": "ciou"}.get(key, key)
+        if column not in a_rows[0] or column not in b_rows[0]:
+            continue                                    # e.g. class ranks of an unlabelled set
+        pairs = [(x, y) for x, y in zip(_per_sample(a_rows, key), _per_sample(b_rows, key))
+                 if x is not None and y is not None]
+        if not pairs:
+            continue
+        a, b = np.array(pairs).T
+        boot = metrics.paired_bootstrap(a, b, resamples, seed)
+        verdict = "A" if boot["lo"] > 0 else "B" if boot["hi"] < 0 else "tie (n.s.)"
+        out["metrics"][key] = {"a": float(a.mean()), "b": float(b.mean()), **boot, "better": verdict}
+    return out
+
+
+def markdown(result: dict, name_a: str, name_b: str) -> str:
+    lines = [f"| metric | {name_a} | {name_b} | A - B | 95 % interval | better |", "|---|---|---|---|---|---|"]
+    for key, m in result["metrics"].items():
+        better = {"A": name_a, "B": name_b}.get(m["better"], m["better"])
+        lines.append(f"| {METRICS[key]} | {100 * m['a']:.1f} | {100 * m['b']:.1f} | {100 * m['diff']:+.1f} "
+                     f"| [{100 * m['lo']:+.1f}, {100 * m['hi']:+.1f}] | {better} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compare", help="paired comparison of two models' per-sample eval CSVs",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("a", type=Path, help="per-sample CSV of model A (from jsa-rt eval)")
+    p.add_argument("b", type=Path, help="per-sample CSV of model B, same split")
+    p.add_argument("--names", nargs=2, metavar=("A", "B"), default=None, help="labels (default: the CSVs' folder names)")
+    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the comparison here")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    name_a, name_b = args.names or (args.a.parent.name or "A", args.b.parent.name or "B")
+    result = compare(read_rows(args.a), read_rows(args.b), args.resamples, args.seed)
+    result.update(a=str(args.a), b=str(args.b), names=[name_a, name_b])
+    print(markdown(result, name_a, name_b), end="")
+    if args.json:
+        from ..atomic import write_text
+        write_text(args.json, json.dumps(result, indent=1))
+    wins = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "A"]
+    losses = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "B"]
+    print(f"{result['paired']} samples paired by id: {name_a} significantly better on {', '.join(wins) or 'nothing'}; "
+          f"{name_b} on {', '.join(losses) or 'nothing'}; the rest within noise"
+          + (f"; wrote {args.json}" if args.json else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jsa_rt.train.compare` = `jsa-rt compare`."""
+    from ..cli import main as cli_main
+    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
