@@ -17,38 +17,45 @@ from ._device import linear_tile, sigmoid, tanh
 
 
 @triton.jit
-def gru_update_kernel(gi_ptr, gh_ptr, h_ptr, n_rows, h_new_ptr, D: tl.constexpr, BLOCK: tl.constexpr):
+def _gates(gi_r, gi_z, gi_n, gh_r, gh_z, gh_n):
+    """r, z, n from the six gate pre-activations (fp32): the one place the GRU's gating is written."""
+    r = sigmoid(gi_r + gh_r)
+    z = sigmoid(gi_z + gh_z)
+    n = tanh(gi_n + r * gh_n)
+    return r, z, n
+
+
+@triton.jit
+def _load(ptr, offs, ok):
+    return tl.load(ptr + offs, mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _elements(n_rows, D: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's flat elements of h (B*S rows of D), whether each exists, and the offset of
+    its r gate in gi/gh (z and n follow at +D and +2D)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < n_rows * D
-    row = offs // D
-    col = offs % D
-    gate = row * 3 * D + col
-    r = sigmoid(tl.load(gi_ptr + gate, mask=ok, other=0.0).to(tl.float32)
-                + tl.load(gh_ptr + gate, mask=ok, other=0.0).to(tl.float32))
-    z = sigmoid(tl.load(gi_ptr + gate + D, mask=ok, other=0.0).to(tl.float32)
-                + tl.load(gh_ptr + gate + D, mask=ok, other=0.0).to(tl.float32))
-    n = tanh(tl.load(gi_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32)
-             + r * tl.load(gh_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32))
-    h = tl.load(h_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    return offs, offs < n_rows * D, (offs // D) * 3 * D + offs % D
+
+
+@triton.jit
+def gru_update_kernel(gi_ptr, gh_ptr, h_ptr, n_rows, h_new_ptr, D: tl.constexpr, BLOCK: tl.constexpr):
+    offs, ok, gate = _elements(n_rows, D, BLOCK)
+    r, z, n = _gates(_load(gi_ptr, gate, ok), _load(gi_ptr, gate + D, ok), _load(gi_ptr, gate + 2 * D, ok),
+                     _load(gh_ptr, gate, ok), _load(gh_ptr, gate + D, ok), _load(gh_ptr, gate + 2 * D, ok))
+    h = _load(h_ptr, offs, ok)
     tl.store(h_new_ptr + offs, ((1.0 - z) * n + z * h).to(h_new_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def gru_update_backward_kernel(gi_ptr, gh_ptr, h_ptr, grad_ptr, n_rows,
                                dgi_ptr, dgh_ptr, dh_ptr, D: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < n_rows * D
-    row = offs // D
-    col = offs % D
-    gate = row * 3 * D + col
-    r = sigmoid(tl.load(gi_ptr + gate, mask=ok, other=0.0).to(tl.float32)
-                + tl.load(gh_ptr + gate, mask=ok, other=0.0).to(tl.float32))
-    z = sigmoid(tl.load(gi_ptr + gate + D, mask=ok, other=0.0).to(tl.float32)
-                + tl.load(gh_ptr + gate + D, mask=ok, other=0.0).to(tl.float32))
-    gh_n = tl.load(gh_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32)
-    n = tanh(tl.load(gi_ptr + gate + 2 * D, mask=ok, other=0.0).to(tl.float32) + r * gh_n)
-    h = tl.load(h_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    g = tl.load(grad_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    offs, ok, gate = _elements(n_rows, D, BLOCK)
+    gh_n = _load(gh_ptr, gate + 2 * D, ok)
+    r, z, n = _gates(_load(gi_ptr, gate, ok), _load(gi_ptr, gate + D, ok), _load(gi_ptr, gate + 2 * D, ok),
+                     _load(gh_ptr, gate, ok), _load(gh_ptr, gate + D, ok), gh_n)
+    h = _load(h_ptr, offs, ok)
+    g = _load(grad_ptr, offs, ok)
     d_n = g * (1.0 - z) * (1.0 - n * n)          # through tanh
     d_z = g * (h - n) * z * (1.0 - z)            # through sigmoid
     d_r = d_n * gh_n * r * (1.0 - r)
@@ -80,9 +87,7 @@ def gru_cell_kernel(x_ptr, h_ptr, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, n_rows
                        w_hh_ptr, w_hh_ptr, 0.0, D, False, BR, BC, BK)
     gh_n = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr + 2 * D * D, b_hh_ptr + 2 * D, col0, D,
                        w_hh_ptr, w_hh_ptr, 0.0, D, False, BR, BC, BK)
-    r = sigmoid(gi_r + gh_r)
-    z = sigmoid(gi_z + gh_z)
-    n = tanh(gi_n + r * gh_n)
+    r, z, n = _gates(gi_r, gi_z, gi_n, gh_r, gh_z, gh_n)
     rows = row0 + tl.arange(0, BR)
     cols = col0 + tl.arange(0, BC)
     ok = (rows < n_rows)[:, None] & (cols < D)[None, :]
