@@ -114,11 +114,13 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
     # the CLI prints the table and a summary line, and writes JSON
     out = tmp_path / "cmp.json"
     args = compare.add_parser(__import__("argparse").ArgumentParser().add_subparsers()).parse_args(
-        [str(tmp_path / "oracle" / "test.csv"), str(tmp_path / "wrong" / "test.csv"), "--json", str(out)])
+        [str(tmp_path / "oracle" / "test.csv"), str(tmp_path / "wrong" / "test.csv"), "--json", str(out),
+         "--png", str(tmp_path / "cmp.png")])
     assert compare.run(args) == 0
     text = capsys.readouterr().out
     assert "| R@1 a2i | 100.0 | 0.0 |" in text and "oracle significantly better on" in text
     assert json.loads(out.read_text())["names"] == ["oracle", "wrong"]
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "cmp.png").stat().st_size > 5000
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="not a per-sample CSV"):
         compare.read_rows(tmp_path / "junk.csv")

@@ -1,7 +1,7 @@
 """Print the README's results tables from `jsa-rt eval` outputs.
 
     python tools/results_table.py benchmarks/eval                         # expects <dir>/<model>/<split>.json (+ .csv)
-    python tools/results_table.py benchmarks/eval --paired edge-jsa edge-ezvsl
+    python tools/results_table.py benchmarks/eval --paired edge-jsa edge-ezvsl --png benchmarks/eval/paired.png
 
 The first table is every model on every split. With --paired A B, a second table gives A - B
 per split and metric with its 95 % paired-bootstrap interval (`jsa-rt compare` on the per-sample
@@ -39,15 +39,17 @@ def results(root: Path) -> None:
                   f"| {pct(s.get('confidence_auroc'))} |")
 
 
-def paired(root: Path, a: str, b: str) -> None:
+def paired(root: Path, a: str, b: str, png: Path | None = None) -> None:
     names = list(compare.METRICS)
     print(f"| split | {' | '.join(compare.METRICS[k] for k in names)} |")
     print("|---|" + "---|" * len(names))
+    panels = {}
     for split in SPLITS:
         csv_a, csv_b = root / a / f"{split}.csv", root / b / f"{split}.csv"
         if not (csv_a.is_file() and csv_b.is_file()):
             continue
-        m = compare.compare(compare.read_rows(csv_a), compare.read_rows(csv_b))["metrics"]
+        panels[split] = compare.compare(compare.read_rows(csv_a), compare.read_rows(csv_b))
+        m = panels[split]["metrics"]
         cells = []
         for k in names:
             if k not in m:
@@ -56,17 +58,21 @@ def paired(root: Path, a: str, b: str) -> None:
             mark = "" if m[k]["better"] in ("A", "B") else " n.s."
             cells.append(f"{100 * m[k]['diff']:+.1f} [{100 * m[k]['lo']:+.1f}, {100 * m[k]['hi']:+.1f}]{mark}")
         print(f"| {split} | {' | '.join(cells)} |")
+    if png and panels:
+        compare.plot(panels, a, b, png)
+        print(f"\nwrote {png}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("root", nargs="?", default="benchmarks/eval", type=Path)
     p.add_argument("--paired", nargs=2, metavar=("A", "B"), help="also print A - B with 95 %% intervals")
+    p.add_argument("--png", type=Path, default=None, help="with --paired: draw the differences here")
     args = p.parse_args(argv)
     results(args.root)
     if args.paired:
         print()
-        paired(args.root, *args.paired)
+        paired(args.root, *args.paired, png=args.png)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,33 @@ def markdown(result: dict, name_a: str, name_b: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(panels: dict[str, dict], name_a: str, name_b: str, path: Path) -> None:
+    """Forest plot: one panel per comparison (e.g. per split), A - B per metric with its interval."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True, squeeze=False)
+    for ax, (title, result) in zip(axes[0], panels.items()):
+        keys = list(result["metrics"])[::-1]                   # first metric on top
+        for y, key in enumerate(keys):
+            m = result["metrics"][key]
+            colour = {"A": "tab:green", "B": "tab:red"}.get(m["better"], "tab:gray")
+            ax.errorbar(100 * m["diff"], y, xerr=[[100 * (m["diff"] - m["lo"])], [100 * (m["hi"] - m["diff"])]],
+                        fmt="o", color=colour, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(keys)), [METRICS[k] for k in keys])
+        ax.set_title(f"{title} ({result['paired']} scenes)", fontsize=10)
+        ax.set_xlabel(f"{name_a} - {name_b} (points)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{name_a} vs {name_b}: differences with 95 % paired-bootstrap intervals "
+                 f"(green: {name_a} better, red: {name_b} better, grey: within noise)", fontsize=9)
+    fig.tight_layout()
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="paired comparison of two models' per-sample eval CSVs",
                               description=__doc__.split("\n\n")[0])
@@ -92,6 +119,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the comparison here")
+    p.add_argument("--png", type=Path, default=None, help="draw the differences and their intervals here")
     p.set_defaults(func=run)
     return p
 
@@ -104,11 +132,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from ..atomic import write_text
         write_text(args.json, json.dumps(result, indent=1))
+    if args.png:
+        plot({args.a.stem: result}, name_a, name_b, args.png)
     wins = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "A"]
     losses = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "B"]
     print(f"{result['paired']} samples paired by id: {name_a} significantly better on {', '.join(wins) or 'nothing'}; "
           f"{name_b} on {', '.join(losses) or 'nothing'}; the rest within noise"
-          + (f"; wrote {args.json}" if args.json else ""))
+          + "".join(f"; wrote {p}" for p in (args.json, args.png) if p))
     return 0
 
 
