@@ -195,3 +195,21 @@ def test_eval_on_generated_scenes(tmp_path, tiny_checkpoint):
         s = _check_outputs(out, n)
         assert s["format"] == "scenes" and s["n_no_source"] == round(0.2 * n) and s["skipped"] == 0
         assert s["n"] + s["n_no_source"] == n
+        # the breakdown by recorded scene conditions partitions the scored samples
+        assert set(s["by_condition"]) == set(ev.CONDITIONS)
+        for levels in s["by_condition"].values():
+            assert sum(g["n"] for g in levels.values()) == s["n"]
+        rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+        assert all(r["background"] in ("photo", "photo_crop", "texture", "synthetic") for r in rows)
+
+
+def test_scene_conditions_buckets():
+    meta = {"background": "photo:astronaut", "distractor_boxes": [[0, 0, 1, 1]] * 4,
+            "audio": {"snr_db": 9.99, "offscreen_db": -6.0}}
+    assert ev.scene_conditions(meta) == {"background": "photo", "distractors": "3+", "offscreen": "yes",
+                                         "snr": "<10 dB"}
+    quiet = {"background": "texture:brick", "distractor_boxes": [], "audio": {"snr_db": 20.0}}
+    assert ev.scene_conditions(quiet) == {"background": "texture", "distractors": "0", "offscreen": "no",
+                                          "snr": ">=20 dB"}
+    assert ev.scene_conditions({"background": "synthetic", "audio": {}})["snr"] == "clean"
+    assert ev.scene_conditions({"class": "dog"}) == {}            # VGG-SS entries: no breakdown

@@ -2,6 +2,7 @@
 
     python tools/results_table.py benchmarks/eval                         # expects <dir>/<model>/<split>.json (+ .csv)
     python tools/results_table.py benchmarks/eval --paired edge-jsa edge-ezvsl --png benchmarks/eval/paired.png
+    python tools/results_table.py benchmarks/eval --conditions test    # scores by scene condition
 
 The first table is every model on every split. With --paired A B, a second table gives A - B
 per split and metric with its 95 % paired-bootstrap interval (`jsa-rt compare` on the per-sample
@@ -63,16 +64,37 @@ def paired(root: Path, a: str, b: str, png: Path | None = None) -> None:
         print(f"\nwrote {png}")
 
 
+def conditions(root: Path, split: str) -> None:
+    """cIoU@0.5 / pointing of every model by recorded scene condition (eval's by_condition)."""
+    summaries = {d.name: json.loads((d / f"{split}.json").read_text())
+                 for d in sorted(p for p in root.iterdir() if p.is_dir()) if (d / f"{split}.json").is_file()}
+    print(f"| {split}: condition | n | " + " | ".join(f"{m} cIoU@0.5 / pointing" for m in summaries) + " |")
+    print("|---|---|" + "---|" * len(summaries))
+    first = next(iter(summaries.values()), {})
+    for factor, levels in first.get("by_condition", {}).items():
+        for level, group in levels.items():
+            cells = []
+            for s in summaries.values():
+                g = s.get("by_condition", {}).get(factor, {}).get(level)
+                cells.append("-" if g is None else f"{pct(g['ciou50'])} / {pct(g['pointing'])}")
+            print(f"| {factor} = {level} | {group['n']} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("root", nargs="?", default="benchmarks/eval", type=Path)
     p.add_argument("--paired", nargs=2, metavar=("A", "B"), help="also print A - B with 95 %% intervals")
     p.add_argument("--png", type=Path, default=None, help="with --paired: draw the differences here")
+    p.add_argument("--conditions", metavar="SPLIT", default=None,
+                   help="also print every model's scores by scene condition on SPLIT (background, distractors, ...)")
     args = p.parse_args(argv)
     results(args.root)
     if args.paired:
         print()
         paired(args.root, *args.paired, png=args.png)
+    if args.conditions:
+        print()
+        conditions(args.root, args.conditions)
 
 
 if __name__ == "__main__":

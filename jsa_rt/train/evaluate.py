@@ -48,6 +48,27 @@ def _group(rows: list[dict]) -> dict:
             "pointing": _finite(float(np.mean([r["pointing"] for r in rows])) if rows else float("nan"))}
 
 
+# factor -> its levels, in reading order
+CONDITIONS = {"background": ("photo", "photo_crop", "texture", "synthetic"),
+              "distractors": ("0", "1", "2", "3+"),
+              "offscreen": ("no", "yes"),
+              "snr": ("clean", ">=20 dB", "10-20 dB", "<10 dB")}
+
+
+def scene_conditions(meta: dict) -> dict:
+    """The composed scenes' recorded conditions (scenes.py), bucketed for a breakdown of the
+    metrics: what the model struggles with. Empty for datasets without them (VGG-SS, Flickr)."""
+    if "background" not in meta:
+        return {}
+    audio = meta.get("audio") or {}
+    distractors = len(meta.get("distractor_boxes") or [])
+    snr = audio.get("snr_db")
+    return {"background": str(meta["background"]).split(":")[0],      # photo | photo_crop | texture | synthetic
+            "distractors": str(distractors) if distractors < 3 else "3+",
+            "offscreen": "yes" if "offscreen_db" in audio else "no",
+            "snr": "clean" if snr is None else ">=20 dB" if snr >= 20 else "10-20 dB" if snr >= 10 else "<10 dB"}
+
+
 def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | float = "median",
              alpha: float | None = None, fa_threshold: float | None = None, device: str = "cpu",
              workers: int = 0, grid: int = 16, progress: bool = True,
@@ -83,7 +104,8 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                 gt = batch["gt"][j].numpy().astype(np.float64)
                 m = metrics.eval_map(heat[j])
                 row = {"id": sample.id, "label": sample.label, "no_source": ns, "confidence": float(conf[j]),
-                       "ciou": None, "pointing": None, "size": None, "gt_area": None}
+                       "ciou": None, "pointing": None, "size": None, "gt_area": None,
+                       **scene_conditions(sample.meta)}
                 if has_gt and gt.any():
                     row.update(ciou=metrics.ciou(m, gt, threshold), pointing=metrics.pointing_hit(m, gt),
                                size=metrics.size_bucket(gt), gt_area=float((gt > 0).mean()))
@@ -132,6 +154,10 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                     row[f"{prefix}rank_{direction}"] = int(r)
     summary["ci95"] = _intervals(scored, retrieval_rows)
     summary["by_size"] = {name: _group([r for r in scored if r["size"] == name]) for name, _, _ in metrics.SIZE_BUCKETS}
+    by_condition = {factor: {level: _group([r for r in scored if r.get(factor) == level])
+                             for level in levels if any(r.get(factor) == level for r in scored)}
+                    for factor, levels in CONDITIONS.items()}
+    summary["by_condition"] = {f: levels for f, levels in by_condition.items() if levels}
     if mask_iou:
         summary["avsbench"] = {"miou": float(np.mean(mask_iou)),
                                "fscore": float((f_sum / f_frames).max()) if f_frames else None,
@@ -179,7 +205,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    keys = ["id", "label", "no_source", "confidence", "ciou", "pointing", "size", "gt_area"]
+    keys = ["id", "label", "no_source", "confidence", "ciou", "pointing", "size", "gt_area",
+            *(c for c in CONDITIONS if any(c in r for r in rows))]
     keys += sorted({k for r in rows for k in r} - set(keys))
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
@@ -213,6 +240,10 @@ def markdown_table(summary: dict, title: str) -> str:
     for name, g in summary["by_size"].items():
         lines.append(f"| {name} targets (n={g['n']}): cIoU@0.5 / AUC / pointing | "
                      f"{pct(g['ciou50'])} / {pct(g['auc'])} / {pct(g['pointing'])} |")
+    for factor, levels in summary.get("by_condition", {}).items():
+        for level, g in levels.items():
+            lines.append(f"| {factor} = {level} (n={g['n']}): cIoU@0.5 / AUC / pointing | "
+                         f"{pct(g['ciou50'])} / {pct(g['auc'])} / {pct(g['pointing'])} |")
     return "\n".join(lines) + "\n"
 
 
