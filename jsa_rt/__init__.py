@@ -3,5 +3,16 @@
 Subpackages: `model` (PyTorch JSA and EZ-VSL), `train` (data, training, evaluation),
 `export` (ONNX, TensorRT engines), `runtime` (backends behind one interface), `live`
 (capture, pipeline, rendering), `kernels` (Triton kernels). Importing `jsa_rt` imports no torch.
+
+In your own loop: `jsa_rt.SoundLocator` (frames and audio in, where the sound is out; see
+jsa_rt/live/locator.py).
 """
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy, so `import jsa_rt` stays cheap (no numpy, OpenCV or backends until used).
+    if name == "SoundLocator":
+        from .live.locator import SoundLocator
+        return SoundLocator
+    raise AttributeError(f"module 'jsa_rt' has no attribute {name!r}")

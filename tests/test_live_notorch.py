@@ -63,3 +63,22 @@ def test_live_runs_on_onnxruntime_without_torch(tmp_path, tiny_onnx):
             "jsa_rt.live.devices", "jsa_rt.live.video", "jsa_rt.live.audio"} <= set(out["modules"])
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(records) == 12 and all(r["backend"] == "onnxruntime" for r in records)
+
+
+def test_sound_locator_runs_the_shipped_model_without_torch():
+    script = BLOCK_TORCH + """
+import json
+import numpy as np
+from jsa_rt import SoundLocator
+with SoundLocator(backend="onnxruntime", min_confidence=0.0) as locator:    # shipped edge-jsa
+    t = np.arange(48000) / 48000
+    locator.push_audio((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000)
+    where = locator.locate(np.full((240, 320, 3), 80, np.uint8))
+print(json.dumps({'active': where.active, 'shape': list(where.heatmap_px().shape),
+                  'torch_loaded': 'torch' in sys.modules}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=str(REPO), capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"active": True, "shape": [240, 320], "torch_loaded": False}

@@ -8,6 +8,7 @@
     pipeline.py    capture -> inference thread (owns the backend) -> output thread
     render.py      smoothing, the no-source gate, heatmap overlay, HUD
     outputs.py     window, mp4 recorder (atomic, with sound), JSON-lines log
+    locator.py     SoundLocator: the same steps, synchronous, for embedding in your own loop
     devices.py     `jsa-rt devices`     doctor.py  `jsa-rt doctor`
     demo_clip.py   builds the demo clip from real data; demo.py runs and scores `jsa-rt demo`
     cli_live.py    argument parsing for live / demo / devices / doctor

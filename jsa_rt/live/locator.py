@@ -1,0 +1,208 @@
+"""Localization inside your own loop (a ROS node, a GStreamer app, a robot's control loop).
+
+    from jsa_rt import SoundLocator
+    locator = SoundLocator()                          # shipped edge-jsa, the fastest backend installed
+    locator.push_audio(block, sample_rate=48000)      # as audio arrives: any rate, mono or (n, channels)
+    where = locator.locate(frame)                     # any size, BGR uint8 as OpenCV delivers it
+    if where.active:
+        print(where.peak_px, where.box_px, where.confidence)
+    heat = where.heatmap_px()                         # (H, W) float32 over the whole frame
+    locator.draw(frame, where)                        # the live view's overlay, in place
+
+No threads and no devices: the caller owns capture and timing. It is built from the pieces
+`jsa-rt live` uses (a runtime backend, `model_input`, `AudioWindow` over a ring buffer, the
+render `Localizer`), so a result is what the live view would show for the same frame and
+audio. With the onnxruntime or TensorRT backend, torch is never imported.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio_io import to_mono
+from ..errors import InputError
+from .audio import SILENCE_DB, AudioSource, AudioWindow
+from .preprocess import CROP_MODES, model_input
+from .render import Localization, Localizer, RenderOptions, draw_localization
+from .ring import RingBuffer
+
+BUFFER_SECONDS = 30.0          # audio kept beyond the model's window
+
+
+class PushedAudio(AudioSource):
+    """An audio source the caller feeds: a ring buffer at the caller's sample rate."""
+
+    name = "pushed audio"
+
+    def __init__(self, rate: int, window_seconds: float):
+        self.rate = int(rate)
+        self.ring = RingBuffer(int(self.rate * (window_seconds + BUFFER_SECONDS)), self.rate)
+
+    def push(self, mono: np.ndarray) -> None:
+        self.ring.write(mono, time.monotonic())
+
+    def available(self) -> int:
+        return self.ring.written
+
+    def oldest(self) -> int:
+        return self.ring.oldest()
+
+    def position_for(self, t_capture: float, t_media: float) -> int:
+        return self.ring.written                      # the caller pushes audio up to "now"
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.ring.read_padded(start, stop)
+
+
+@dataclass
+class Where:
+    """One frame's answer. Coordinates in `peak`/`box` are [0, 1] of the frame; `_px` in pixels."""
+    active: bool                     # False: "no source" (see `reason`)
+    reason: str                      # "quiet", "low confidence", "empty map", or "" when active
+    confidence: float                # model confidence (cosine of the two target slots)
+    level_db: float                  # audio level of the last half second, dBFS
+    peak: tuple[float, float] | None
+    box: tuple[float, float, float, float] | None
+    heatmap: np.ndarray              # (S, S) in [0, 1], the model's square (smoothed if asked)
+    view: tuple                      # where the model's square lies in the frame, [0, 1]
+    frame_size: tuple[int, int]      # (height, width)
+
+    @property
+    def peak_px(self) -> tuple[int, int] | None:
+        """(x, y) pixel of the peak in the frame."""
+        if self.peak is None:
+            return None
+        h, w = self.frame_size
+        return min(int(self.peak[0] * w), w - 1), min(int(self.peak[1] * h), h - 1)
+
+    @property
+    def box_px(self) -> tuple[int, int, int, int] | None:
+        """(x0, y0, x1, y1) pixel box of the region around the peak (exclusive ends)."""
+        if self.box is None:
+            return None
+        h, w = self.frame_size
+        return (int(round(self.box[0] * w)), int(round(self.box[1] * h)),
+                int(round(self.box[2] * w)), int(round(self.box[3] * h)))
+
+    def heatmap_px(self) -> np.ndarray:
+        """The heatmap over the whole frame, (H, W) float32; zero outside the model's view."""
+        import cv2
+        h, w = self.frame_size
+        x0, y0 = int(round(self.view[0] * w)), int(round(self.view[1] * h))
+        x1, y1 = int(round(self.view[2] * w)), int(round(self.view[3] * h))
+        out = np.zeros((h, w), np.float32)
+        out[y0:y1, x0:x1] = np.clip(cv2.resize(self.heatmap, (x1 - x0, y1 - y0),
+                                               interpolation=cv2.INTER_LINEAR), 0, 1)
+        return out
+
+
+class SoundLocator:
+    """Frames and audio in, where the sound comes from out. One per stream (it keeps state).
+
+    model:          checkpoint .pt, .onnx, TensorRT plan, or shipped name (default edge-jsa)
+    backend:        "auto" (fastest installed), "onnxruntime", "tensorrt" or "torch"
+    audio_hop:      seconds of pushed audio between audio-branch refreshes (the visual branch
+                    runs on every `locate`); 0 refreshes on every call
+    crop:           "resize" (whole frame, squeezed) or "center" (centred square)
+    color:          "bgr" (OpenCV) or "rgb" frames
+    min_level_db, min_confidence: the "no source" gate (defaults as `jsa-rt live`)
+    persistence_ms: temporal smoothing of the map (0: none; the live view uses 250)
+    """
+
+    def __init__(self, model=None, backend: str = "auto", device: str | None = None,
+                 audio_hop: float = 0.25, crop: str = "resize", color: str = "bgr",
+                 min_level_db: float = RenderOptions.min_level_db, min_confidence: float | None = None,
+                 persistence_ms: float = 0.0, **backend_options):
+        if crop not in CROP_MODES:
+            raise InputError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
+        if color not in ("bgr", "rgb"):
+            raise InputError(f"color must be 'bgr' or 'rgb', got {color!r}")
+        from ..runtime import load_backend
+        self.backend = load_backend(backend, model=model, device=device, **backend_options)
+        self.config = self.backend.config
+        self.audio_hop, self.crop, self.color = float(audio_hop), crop, color
+        options = RenderOptions(persistence_ms=persistence_ms, min_level_db=min_level_db)
+        if min_confidence is not None:
+            options.min_confidence = float(min_confidence)
+        self.render_options = options
+        self._gate = Localizer(options)
+        self._audio: PushedAudio | None = None
+        self._window: AudioWindow | None = None
+        self._state = None                   # the audio branch's cached output
+        self._level = SILENCE_DB
+        self._refreshed_at = -1              # pushed-sample position of the last refresh
+        self._next_refresh: int | None = None
+        self.audio_refreshes = 0
+
+    # ---- audio -----------------------------------------------------------------------------
+    def push_audio(self, samples, sample_rate: int) -> None:
+        """Append captured audio: (n,) or (n, channels); float in [-1, 1] or integer PCM."""
+        samples = np.asarray(samples)
+        if samples.ndim not in (1, 2) or samples.size == 0:
+            raise InputError(f"audio must be (n,) or (n, channels) samples, got shape {samples.shape}")
+        if np.issubdtype(samples.dtype, np.integer):          # PCM16/32 as many drivers deliver it
+            samples = samples.astype(np.float32) / np.float32(np.iinfo(samples.dtype).max)
+        elif not np.issubdtype(samples.dtype, np.floating):
+            raise InputError(f"audio must be float or integer PCM, got {samples.dtype}")
+        rate = int(sample_rate)
+        if self._audio is None:
+            if rate <= 0:
+                raise InputError(f"sample_rate must be positive, got {sample_rate}")
+            self._audio = PushedAudio(rate, self.config.audio_seconds)
+            self._window = AudioWindow(self._audio, self.config.sample_rate, self.config.num_samples,
+                                       self.config.audio_seconds)
+        elif rate != self._audio.rate:
+            raise InputError(f"sample_rate changed from {self._audio.rate} to {rate} Hz: resample "
+                             f"before pushing, or make a new SoundLocator for the new stream")
+        self._audio.push(to_mono(samples))
+
+    def _refresh_audio(self) -> None:
+        if self._audio is None:              # nothing pushed yet: the model hears silence
+            if self._state is None:
+                self._state = self.backend.run_audio(np.zeros(self.config.num_samples, np.float32))
+                self.audio_refreshes += 1
+            return
+        # Refresh on a fixed grid of pushed audio (as `live` does), so the mean rate is 1/hop
+        # whatever the block size; after a gap longer than a hop the grid restarts.
+        written, hop = self._audio.available(), max(1, int(self.audio_hop * self._audio.rate))
+        if self._next_refresh is not None and (written < self._next_refresh or written == self._refreshed_at):
+            return
+        chunk = self._window.read(0.0, 0.0)
+        self._state, self._level = self.backend.run_audio(chunk.wave), chunk.level_db
+        late = self._next_refresh is None or written - self._next_refresh >= hop
+        self._next_refresh = written + hop if late else self._next_refresh + hop
+        self._refreshed_at = written
+        self.audio_refreshes += 1
+
+    # ---- frames ----------------------------------------------------------------------------
+    def locate(self, frame, t: float | None = None) -> Where:
+        """Where the sound comes from in `frame` (H, W, 3) uint8. `t` (seconds, any clock) times
+        the smoothing; default now."""
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or 0 in frame.shape:
+            raise InputError(f"frame must be uint8 (H, W, 3) {self.color.upper()}, got {frame.dtype} "
+                             f"{frame.shape}: convert grey or RGBA frames with cv2.cvtColor first")
+        bgr = frame if self.color == "bgr" else frame[..., ::-1]
+        rgb, view = model_input(bgr, self.config.image_size, self.crop)
+        self._refresh_audio()
+        maps = self.backend.run_visual(rgb, self._state)
+        loc: Localization = self._gate.update(maps.heatmap, maps.confidence, self._level,
+                                              time.monotonic() if t is None else float(t), view)
+        return Where(loc.active, loc.reason, float(maps.confidence), float(self._level), loc.peak, loc.box,
+                     loc.heatmap, view, frame.shape[:2])
+
+    def draw(self, frame: np.ndarray, where: Where) -> np.ndarray:
+        """The live view's overlay (heatmap, peak, box) on a BGR frame, in place; returns it."""
+        loc = Localization(where.active, where.reason, where.peak, where.box, where.heatmap)
+        return draw_localization(frame, loc, self.render_options, where.view)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
