@@ -143,10 +143,10 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
     summary["retrieval"] = None
     if len(slots_a) >= 2:
         a, v = np.stack(slots_a), np.stack(slots_v)
-        levels = {"retrieval": ("", None)}
+        kinds = {"retrieval": ("", None)}                  # instance level, and class level when labelled
         if any(slot_labels):
-            levels["retrieval_class"] = ("class_", slot_labels)
-        for key, (prefix, labels) in levels.items():
+            kinds["retrieval_class"] = ("class_", slot_labels)
+        for key, (prefix, labels) in kinds.items():
             ranks = metrics.retrieval_ranks(a, v, labels)
             summary[key] = metrics.recall_at(ranks)
             for direction, rank in ranks.items():   # per-sample ranks: paired comparisons need them
