@@ -114,7 +114,9 @@ def test_avsbench_s4_layout(tmp_path):
             (base / "gt_masks" / split / "dog" / vid).mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save(base / "gt_masks" / split / "dog" / vid / f"{vid}_{i}.png")
         _wav(base / "audio_wav" / split / "dog" / f"{vid}.wav", 5.0, 0)
-    (tmp_path / "Single-source" / "s4_meta_data.csv").write_text("video_id,category,split\nvidA,dog,test\nvidB,dog,train\n")
+    # AVSBench's loaders read the video name by position (first column) and the split by name
+    (tmp_path / "Single-source" / "s4_meta_data.csv").write_text(
+        "vid_name,uid,category,split\nvidA,7,dog,test\nvidB,8,dog,train\n")
     ds = open_dataset("avsbench", tmp_path, CFG, split="test")
     assert [s.id for s in ds.samples] == ["vidA_1", "vidA_2"] and not ds.missing
     item = ds[0]

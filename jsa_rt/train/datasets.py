@@ -151,7 +151,9 @@ def read_avsbench(root: Path, split: str = "test") -> list[Sample]:
     for meta in list(root.rglob("s4_meta_data.csv")) + list(root.rglob("ms3_meta_data.csv")):
         with open(meta, newline="") as f:
             for row in csv.DictReader(f):
-                vid = row.get("video_id") or row.get("name") or row.get("vid")
+                # AVSBench's own loaders take the video name from the first column, whatever its
+                # header, and filter on the "split" column
+                vid = next(iter(row.values()), None)
                 if vid and row.get("split", split) == split:
                     allowed = (allowed or set()) | {vid}
     samples = []
