@@ -29,7 +29,8 @@ def to_mono(data: np.ndarray) -> np.ndarray:
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read an audio file as mono float32 in [-1, 1] at `sample_rate` Hz."""
+    """Read an audio file as mono float32 in [-1, 1] at `sample_rate` Hz. wav/ogg/flac (and mp3
+    with a recent libsndfile) directly; the soundtrack of a video (mp4, mkv, mov...) through ffmpeg."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file not found: {path} (check the path)")
@@ -39,10 +40,30 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     except ImportError:
         raise InputError("reading audio needs soundfile: pip install soundfile") from None
     except Exception as exc:  # libsndfile's errors are RuntimeError / LibsndfileError
-        raise InputError(f"cannot decode audio {path}: {exc} (use wav, ogg or flac)") from None
+        data, rate = _decode_with_ffmpeg(path, sample_rate, str(exc))
     if data.size == 0:
         raise InputError(f"audio file {path} is empty")
     return resample(to_mono(data), rate, sample_rate)
+
+
+def _decode_with_ffmpeg(path: Path, sample_rate: int, why: str) -> tuple[np.ndarray, int]:
+    """A container libsndfile does not read (a video's soundtrack): ffmpeg decodes it to mono."""
+    import shutil
+    import subprocess
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise InputError(f"cannot decode audio {path}: {why} (use wav, ogg or flac; for the sound of a "
+                         f"video, install ffmpeg: sudo apt install ffmpeg)")
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
+           "-ac", "1", "-ar", str(int(sample_rate)), "-f", "f32le", "-"]
+    done = subprocess.run(cmd, capture_output=True)
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        if any("matches no streams" in line for line in detail):
+            raise InputError(f"{path} has no audio track")
+        raise InputError(f"cannot decode audio {path}: {detail[-1] if detail else why} "
+                         f"(use wav, ogg, flac, or a video with a soundtrack)")
+    return np.frombuffer(done.stdout, dtype="<f4").astype(np.float32), int(sample_rate)
 
 
 def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:

@@ -139,3 +139,39 @@ def test_demo_with_the_shipped_model_points_at_the_sounding_object(tmp_path):
     s = json.loads((tmp_path / "score.json").read_text())
     # chance = the fraction of the frame the sounding object's box covers (about 0.3 here)
     assert s["hit_rate"] > 0.6 and s["hit_rate"] > s["chance_rate"] + 0.2, s
+
+
+ffmpeg_needed = pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None,
+                                   reason="needs ffmpeg (tools/setup.sh installs it)")
+
+
+@ffmpeg_needed
+def test_a_video_file_brings_its_own_soundtrack(tmp_path):
+    from live_helpers import write_red_square_clip, write_tone_wav
+    from jsa_rt.audio_io import load_audio
+    from jsa_rt.errors import InputError
+    from jsa_rt.live.cli_live import default_mic
+    silent, tone, clip = tmp_path / "silent.mp4", tmp_path / "tone.wav", tmp_path / "clip.mp4"
+    write_red_square_clip(silent, frames=30, fps=15)
+    wave = write_tone_wav(tone, 2.0, rate=44100)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(silent), "-i", str(tone),
+                    "-c:v", "copy", "-c:a", "aac", "-shortest", str(clip)], check=True)
+    # the soundtrack decodes (through ffmpeg) to the tone: level and pitch survive AAC
+    sound = load_audio(clip, 16000)
+    assert abs(sound.size - 32000) < 1600
+    assert np.sqrt(np.mean(sound[4000:-4000] ** 2)) == pytest.approx(np.sqrt(np.mean(wave ** 2)), rel=0.05)
+    assert np.argmax(np.abs(np.fft.rfft(sound[:16000]))) == pytest.approx(440, abs=2)   # 1 Hz bins
+    with pytest.raises(InputError, match="has no audio track"):
+        load_audio(silent, 16000)
+    # live: without --mic a video file is its own microphone; other cameras use the default mic
+    assert default_mic(f"file://{clip}") == f"file://{clip}" and default_mic(str(clip)) == f"file://{clip}"
+    assert default_mic("0") == "default" and default_mic("rtsp://cam/stream") == "default"
+    log = tmp_path / "log.jsonl"
+    done = cli("live", "--camera", f"file://{clip}", "--no-pace", "--headless", "--log-json", str(log),
+               "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    levels = [json.loads(line)["level_db"] for line in log.read_text().splitlines()]
+    assert len(levels) >= 25 and np.median(levels) == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=1.0)
+    done = cli("live", "--camera", f"file://{silent}", "--no-pace", "--headless")
+    assert done.returncode == 2 and "has no audio track; choose the sound with --mic" in done.stderr
+    assert "Traceback" not in done.stderr

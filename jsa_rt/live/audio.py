@@ -1,6 +1,7 @@
 """Audio sources for the live loop: a microphone (sounddevice) or a wav/ogg file paced in real time.
 
-`--mic` accepts `default`, a device index, a name substring, or `file://clip.wav` (or a path).
+`--mic` accepts `default`, a device index, a name substring, or `file://clip.wav` (or a path;
+a video file gives its soundtrack).
 Every source exposes the same small interface in absolute sample positions at its native rate:
 `available()` (samples that exist now), `position_for(frame)` (the sample that matches a video
 frame), `read(start, stop)`; `AudioWindow` turns that into the model's input window.
@@ -35,8 +36,12 @@ def rms_dbfs(wave: np.ndarray) -> float:
     return max(SILENCE_DB, 20.0 * math.log10(rms)) if rms > 0 else SILENCE_DB
 
 
+AUDIO_FILE_SUFFIXES = (".wav", ".ogg", ".flac", ".mp3", ".m4a", ".aac", ".opus",
+                       ".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")      # videos: their soundtrack
+
+
 def is_file_uri(spec: str) -> bool:
-    return spec.startswith("file://") or Path(spec).suffix.lower() in (".wav", ".ogg", ".flac", ".mp3")
+    return spec.startswith("file://") or Path(spec).suffix.lower() in AUDIO_FILE_SUFFIXES
 
 
 # ---- sounddevice / PortAudio ----------------------------------------------------------------------
@@ -206,7 +211,7 @@ class MicSource(AudioSource):
 
 
 class FileAudioSource(AudioSource):
-    """A wav/ogg/flac file standing in for a microphone.
+    """An audio file (or a video's soundtrack) standing in for a microphone.
 
     Paced: only the samples whose time has come (since `start()`) are available, like a mic.
     Not paced (`paced=False`): everything is available at once and frames pick their window by
@@ -217,7 +222,11 @@ class FileAudioSource(AudioSource):
         path = Path(spec[len("file://"):] if spec.startswith("file://") else spec)
         if not path.is_file():
             raise InputError(f"audio file not found: {path} (check the --mic path)")
-        self.wave = load_audio(path, rate)
+        try:
+            self.wave = load_audio(path, rate)
+        except InputError as exc:
+            raise InputError(f"{exc}; choose the sound with --mic (default, a device index, or "
+                             f"file://sound.wav)") from None
         self.name = f"file {path.name}"
         self.rate = rate
         self.loop = loop

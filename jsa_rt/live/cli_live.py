@@ -83,8 +83,9 @@ def add_live_parser(sub):
     g.add_argument("--camera", "--input", dest="camera", default="0",
                    help="0, /dev/video0, v4l2:///dev/video0, csi://0, file://clip.mp4 or a path, "
                         "rtsp://..., or a GStreamer pipeline (default 0)")
-    g.add_argument("--mic", default="default",
-                   help="default, a device index, a name substring, or file://clip.wav (default: default)")
+    g.add_argument("--mic", default=None,
+                   help="default, a device index, a name substring, or file://clip.wav (default: the "
+                        "soundtrack when --camera is a video file, else the default microphone)")
     g.add_argument("--input-width", type=int, default=None)
     g.add_argument("--input-height", type=int, default=None)
     g.add_argument("--input-rate", type=float, default=None, help="camera frame rate (files: playback rate)")
@@ -103,6 +104,16 @@ def add_live_parser(sub):
     return p
 
 
+def default_mic(camera: str) -> str:
+    """A video file brings its own sound; anything else listens to the default microphone."""
+    from .video import parse_video_uri
+    try:
+        spec = parse_video_uri(camera)
+    except JsaError:
+        return "default"                  # the camera's own error will say what is wrong
+    return f"file://{spec.target}" if spec.kind == "file" else "default"
+
+
 def live_options(args):
     from .pipeline import LiveOptions
     if args.audio_hop <= 0:
@@ -110,7 +121,8 @@ def live_options(args):
     if args.audio_window is not None and args.audio_window <= 0:
         raise JsaError(f"--audio-window must be positive (got {args.audio_window:g})")
     return LiveOptions(
-        camera=args.camera, mic=args.mic, input_width=args.input_width, input_height=args.input_height,
+        camera=args.camera, mic=default_mic(args.camera) if args.mic is None else args.mic,
+        input_width=args.input_width, input_height=args.input_height,
         input_rate=args.input_rate, loop=args.loop, reconnect=args.reconnect, paced=not args.no_pace,
         audio_window=args.audio_window, audio_hop=args.audio_hop, av_offset_ms=args.av_offset_ms,
         crop=args.crop, render=render_options(args), output=args.output, headless=args.headless,
