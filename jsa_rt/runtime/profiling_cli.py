@@ -1,7 +1,7 @@
 """Command line of the profiler: `python tools/profile.py ...` and `jsa-rt profile ...`.
 
     profile model --preset tiny [--checkpoint CKPT] [--backends torch,onnxruntime] --json OUT
-    profile pipeline --camera URI --mic URI --duration S [--backend B] --json OUT
+    profile pipeline --camera URI [--mic URI] --duration S [--backend B] --json OUT
     profile --compare A.json B.json [--fail-if "p95_ratio>1.10"]
     profile check REPORT.json --fail-if "p95_ms>50"
 Every mode takes --fail-if (repeatable) and then exits 1 when a guard trips; errors exit 2.
@@ -42,7 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     pipe = modes.add_parser("pipeline", help="run the live pipeline for a while and time it")
     pipe.add_argument("--camera", required=True, help="camera URI or video file (file://clip.mp4, 0, ...)")
-    pipe.add_argument("--mic", required=True, help="microphone URI or audio file")
+    pipe.add_argument("--mic", default=None,
+                      help="microphone URI or audio file (default: as `live`: a video's own soundtrack, else the default mic)")
     pipe.add_argument("--duration", type=float, default=10.0, help="seconds to run")
     pipe.add_argument("--backend", default="auto", help="runtime backend (default auto)")
     pipe.add_argument("--checkpoint", default=None, help="model (default: the live pipeline's)")
@@ -91,8 +92,10 @@ def run(args) -> int:
                                    device=args.device, warmup=args.warmup, iterations=args.iterations,
                                    threads=args.threads, progress=_progress)
         elif mode == "pipeline":
+            from ..live.cli_live import default_mic
             from .profiling_pipeline import profile_pipeline
-            report = profile_pipeline(camera=args.camera, mic=args.mic, duration=args.duration,
+            mic = default_mic(args.camera) if args.mic is None else args.mic
+            report = profile_pipeline(camera=args.camera, mic=mic, duration=args.duration,
                                       backend=args.backend, checkpoint=args.checkpoint,
                                       preset=args.preset, output=args.output, progress=_progress)
         else:
