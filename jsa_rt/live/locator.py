@@ -9,7 +9,9 @@
     heat = where.heatmap_px()                         # (H, W) float32 over the whole frame
     locator.draw(frame, where)                        # the live view's overlay, in place
 
-No threads and no devices: the caller owns capture and timing. It is built from the pieces
+No threads and no devices: the caller owns capture and timing. `push_audio` may run on an
+audio callback thread while `locate` runs on another (one writer, one reader: the ring buffer
+is lock-free); everything else belongs to one thread. It is built from the pieces
 `jsa-rt live` uses (a runtime backend, `model_input`, `AudioWindow` over a ring buffer, the
 render `Localizer`), so a result is what the live view would show for the same frame and
 audio. With the onnxruntime or TensorRT backend, torch is never imported.
@@ -150,9 +152,11 @@ class SoundLocator:
         if self._audio is None:
             if rate <= 0:
                 raise InputError(f"sample_rate must be positive, got {sample_rate}")
-            self._audio = PushedAudio(rate, self.config.audio_seconds)
-            self._window = AudioWindow(self._audio, self.config.sample_rate, self.config.num_samples,
+            audio = PushedAudio(rate, self.config.audio_seconds)
+            # the window first: a `locate` on another thread sees either nothing or both
+            self._window = AudioWindow(audio, self.config.sample_rate, self.config.num_samples,
                                        self.config.audio_seconds)
+            self._audio = audio
         elif rate != self._audio.rate:
             raise InputError(f"sample_rate changed from {self._audio.rate} to {rate} Hz: resample "
                              f"before pushing, or make a new SoundLocator for the new stream")
