@@ -155,3 +155,30 @@ def test_bad_input_is_one_clear_error(locator_factory):
         loc.push_audio(np.zeros(100, np.float32), 16000)
     with pytest.raises(InputError, match="crop"):
         SoundLocator(backend="onnxruntime", crop="zoom")
+
+
+def test_audio_pushed_from_a_callback_thread(locator_factory):
+    """A capture callback pushes 10 ms blocks on its own thread while the main loop locates."""
+    import threading
+    loc = locator_factory(audio_hop=0.05)
+    stop, errors = threading.Event(), []
+    block = (0.2 * np.sin(2 * np.pi * 300 * np.arange(480) / 48000)).astype(np.float32)
+
+    def callback_thread():
+        try:
+            while not stop.is_set():
+                loc.push_audio(block, 48000)
+                stop.wait(0.002)
+        except Exception as exc:        # noqa: BLE001 - surfaced below
+            errors.append(exc)
+    worker = threading.Thread(target=callback_thread)
+    worker.start()
+    try:
+        frame = np.full((120, 160, 3), 60, np.uint8)
+        results = [loc.locate(frame) for _ in range(30)]
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors
+    assert loc.audio_refreshes >= 5
+    assert results[-1].level_db == pytest.approx(20 * np.log10(0.2 / np.sqrt(2)), abs=0.5)
