@@ -13,8 +13,9 @@ from __future__ import annotations
 import triton
 from triton.backends.compiler import GPUTarget
 
-from .gru import gru_update_kernel
 from .gru import BLOCK as GRU_BLOCK
+from .gru import CELL_TILES as GRU_CELL_TILES
+from .gru import gru_cell_kernel, gru_update_backward_kernel, gru_update_kernel
 from .slot_attention import block_sizes, slot_attention_step_kernel
 
 _DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp32": "fp32", "fp16": "fp16",
@@ -36,7 +37,22 @@ def _gru_update(dtype, dim):
     return gru_update_kernel, signature, {"D": int(dim), "BLOCK": GRU_BLOCK}
 
 
-KERNELS = {"slot_attention_step": _slot_attention_step, "gru_update": _gru_update}
+def _gru_update_backward(dtype, dim):
+    t = f"*{dtype}"
+    signature = [("gi_ptr", t), ("gh_ptr", t), ("h_ptr", t), ("grad_ptr", t), ("n_rows", "i32"),
+                 ("dgi_ptr", t), ("dgh_ptr", t), ("dh_ptr", t)]
+    return gru_update_backward_kernel, signature, {"D": int(dim), "BLOCK": GRU_BLOCK}
+
+
+def _gru_cell(dtype, dim):
+    t = f"*{dtype}"
+    signature = [("x_ptr", t), ("h_ptr", t), ("w_ih_ptr", t), ("w_hh_ptr", t), ("b_ih_ptr", t),
+                 ("b_hh_ptr", t), ("n_rows", "i32"), ("h_new_ptr", t)]
+    return gru_cell_kernel, signature, {"D": int(dim), **GRU_CELL_TILES}
+
+
+KERNELS = {"slot_attention_step": _slot_attention_step, "gru_update": _gru_update,
+           "gru_update_backward": _gru_update_backward, "gru_cell": _gru_cell}
 
 
 def compile_ptx(kernel_name: str, cc: int = 87, dtype: str = "float32", num_warps: int = 4,
@@ -44,7 +60,7 @@ def compile_ptx(kernel_name: str, cc: int = 87, dtype: str = "float32", num_warp
     """Compile one kernel for sm_<cc>; returns (ptx text, entry name, [(arg name, triton type)]).
 
     `shape` is the kernel's fixed configuration: for "slot_attention_step" num_slots, num_tokens,
-    dim, scale, eps, gamma; for "gru_update" dim. The returned signature lists the PTX's leading
+    dim, scale, eps, gamma; for "gru_update", "gru_update_backward" and "gru_cell" dim. The returned signature lists the PTX's leading
     parameters in order (Triton's hidden scratch pointers follow them).
     """
     try:

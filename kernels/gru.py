@@ -97,6 +97,7 @@ def gru_cell_kernel(x_ptr, h_ptr, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, n_rows
 
 
 BLOCK = 1024
+CELL_TILES = {"BR": 16, "BC": 32, "BK": 64}      # gru_cell_kernel: rows, columns, reduction chunk
 
 
 def forward(gi, gh, h):
@@ -137,7 +138,7 @@ def cell_forward(x, h, w_ih, w_hh, b_ih, b_hh):
     M, D = h.shape
     w_ih, w_hh, b_ih, b_hh = (t.contiguous() for t in (w_ih, w_hh, b_ih, b_hh))
     h_new = torch.empty_like(h)
-    br, bc, bk = 16, 32, 64
+    br, bc, bk = CELL_TILES["BR"], CELL_TILES["BC"], CELL_TILES["BK"]
     gru_cell_kernel[(triton.cdiv(M, br), triton.cdiv(D, bc))](
         x, h, w_ih, w_hh, b_ih, b_hh, M, h_new, D=D, BR=br, BC=bc, BK=min(bk, triton.next_power_of_2(D)))
     return h_new
