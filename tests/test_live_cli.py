@@ -168,10 +168,16 @@ def test_a_video_file_brings_its_own_soundtrack(tmp_path):
     assert default_mic("0") == "default" and default_mic("rtsp://cam/stream") == "default"
     log = tmp_path / "log.jsonl"
     done = cli("live", "--camera", f"file://{clip}", "--no-pace", "--headless", "--log-json", str(log),
-               "--backend", "onnxruntime")
+               "--backend", "onnxruntime", "--hfov", "90", "--min-confidence", "0")
     assert done.returncode == 0, done.stderr
-    levels = [json.loads(line)["level_db"] for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    levels = [r["level_db"] for r in records]
     assert len(levels) >= 25 and np.median(levels) == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=1.0)
+    # with --hfov each located source also has its bearing: 90 degrees wide, azimuth = atan(2x - 1)
+    located = [r for r in records if r["peak"] is not None]
+    assert located and all(r["bearing_deg"] is not None for r in located)
+    for r in located:
+        assert r["bearing_deg"][0] == pytest.approx(np.degrees(np.arctan(2 * r["peak"][0] - 1)), abs=0.05)
     done = cli("live", "--camera", f"file://{silent}", "--no-pace", "--headless")
     assert done.returncode == 2 and "has no audio track; choose the sound with --mic" in done.stderr
     assert "Traceback" not in done.stderr

@@ -182,3 +182,27 @@ def test_audio_pushed_from_a_callback_thread(locator_factory):
     assert not errors
     assert loc.audio_refreshes >= 5
     assert results[-1].level_db == pytest.approx(20 * np.log10(0.2 / np.sqrt(2)), abs=0.5)
+
+
+def test_bearing_of_a_point_for_a_pinhole_camera():
+    from jsa_rt.live.preprocess import bearing_deg
+    assert bearing_deg(0.5, 0.5, 70, 640, 480) == (0.0, 0.0)                 # the optical axis
+    az, el = bearing_deg(1.0, 0.5, 70, 640, 480)
+    assert az == pytest.approx(35.0) and el == pytest.approx(0.0)            # the right edge: half the FOV
+    vfov_half = np.degrees(np.arctan(np.tan(np.radians(35)) * 480 / 640))
+    assert bearing_deg(0.5, 0.0, 70, 640, 480) == pytest.approx((0.0, vfov_half))   # top edge: up
+    az, el = bearing_deg(0.0, 1.0, 90, 100, 100)                             # bottom-left corner
+    assert az == pytest.approx(-45.0) and el == pytest.approx(-np.degrees(np.arctan(1 / np.sqrt(2))))
+    with pytest.raises(ValueError, match="field of view"):
+        bearing_deg(0.5, 0.5, 180, 10, 10)
+
+
+def test_where_gives_the_bearing_of_its_peak(locator_factory):
+    from jsa_rt.live.preprocess import bearing_deg
+    loc = locator_factory(min_confidence=0.0)
+    loc.push_audio(np.random.default_rng(4).normal(0, 0.2, 32000).astype(np.float32), 16000)
+    where = loc.locate(np.random.default_rng(5).integers(0, 255, (180, 320, 3), dtype=np.uint8))
+    assert where.active
+    assert where.bearing_deg(90) == bearing_deg(where.peak[0], where.peak[1], 90, 320, 180)
+    az, _ = where.bearing_deg(90)
+    assert az == pytest.approx(np.degrees(np.arctan(2 * where.peak[0] - 1)))

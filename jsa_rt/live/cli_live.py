@@ -89,6 +89,9 @@ def add_live_parser(sub):
     g.add_argument("--input-width", type=int, default=None)
     g.add_argument("--input-height", type=int, default=None)
     g.add_argument("--input-rate", type=float, default=None, help="camera frame rate (files: playback rate)")
+    g.add_argument("--hfov", type=float, default=None, metavar="DEG",
+                   help="the camera's horizontal field of view: --log-json then gives the source's "
+                        "bearing (azimuth, elevation in degrees)")
     g.add_argument("--loop", action="store_true", help="restart files at their end")
     g.add_argument("--reconnect", action="store_true", help="reopen a camera or stream that stops")
     g.add_argument("--no-pace", action="store_true",
@@ -118,6 +121,8 @@ def live_options(args):
     from .pipeline import LiveOptions
     if args.audio_hop <= 0:
         raise JsaError(f"--audio-hop must be positive (got {args.audio_hop:g})")
+    if args.hfov is not None and not 0 < args.hfov < 180:
+        raise JsaError(f"--hfov is the horizontal field of view in degrees, in (0, 180) (got {args.hfov:g})")
     if args.audio_window is not None and args.audio_window <= 0:
         raise JsaError(f"--audio-window must be positive (got {args.audio_window:g})")
     return LiveOptions(
@@ -125,7 +130,7 @@ def live_options(args):
         input_width=args.input_width, input_height=args.input_height,
         input_rate=args.input_rate, loop=args.loop, reconnect=args.reconnect, paced=not args.no_pace,
         audio_window=args.audio_window, audio_hop=args.audio_hop, av_offset_ms=args.av_offset_ms,
-        crop=args.crop, render=render_options(args), output=args.output, headless=args.headless,
+        crop=args.crop, hfov_deg=args.hfov, render=render_options(args), output=args.output, headless=args.headless,
         duration=args.duration, log_json=args.log_json)
 
 

@@ -5,7 +5,7 @@
     locator.push_audio(block, sample_rate=48000)      # as audio arrives: any rate, mono or (n, channels)
     where = locator.locate(frame)                     # any size, BGR uint8 as OpenCV delivers it
     if where.active:
-        print(where.peak_px, where.box_px, where.confidence)
+        print(where.peak_px, where.box_px, where.confidence, where.bearing_deg(70))
     heat = where.heatmap_px()                         # (H, W) float32 over the whole frame
     locator.draw(frame, where)                        # the live view's overlay, in place
 
@@ -26,7 +26,7 @@ import numpy as np
 from ..audio_io import to_mono
 from ..errors import InputError
 from .audio import SILENCE_DB, AudioSource, AudioWindow
-from .preprocess import CROP_MODES, model_input
+from .preprocess import CROP_MODES, bearing_deg, model_input
 from .render import Localization, Localizer, RenderOptions, draw_localization
 from .ring import RingBuffer
 
@@ -87,6 +87,13 @@ class Where:
         h, w = self.frame_size
         return (int(round(self.box[0] * w)), int(round(self.box[1] * h)),
                 int(round(self.box[2] * w)), int(round(self.box[3] * h)))
+
+    def bearing_deg(self, hfov: float) -> tuple[float, float] | None:
+        """(azimuth, elevation) of the peak in degrees from the optical axis (right and up
+        positive), given the camera's horizontal field of view."""
+        if self.peak is None:
+            return None
+        return bearing_deg(*self.peak, hfov, self.frame_size[1], self.frame_size[0])
 
     def heatmap_px(self) -> np.ndarray:
         """The heatmap over the whole frame, (H, W) float32; zero outside the model's view."""

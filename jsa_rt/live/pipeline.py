@@ -27,7 +27,7 @@ from ..errors import JsaError
 from .audio import AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
 from .outputs import JsonLog, VideoRecorder, Window, window_problem
-from .preprocess import model_input
+from .preprocess import bearing_deg, model_input
 from .render import HudInfo, Localizer, RenderOptions, draw_hud, draw_localization
 from .video import Frame, VideoSource
 
@@ -49,6 +49,7 @@ class LiveOptions:
     audio_hop: float = 0.25
     av_offset_ms: float = 0.0
     crop: str = "resize"
+    hfov_deg: float | None = None         # camera's horizontal field of view: logs the source's bearing
     render: RenderOptions = field(default_factory=RenderOptions)
     output: str | None = None
     headless: bool = False
@@ -404,6 +405,9 @@ class Pipeline:
                     "frame": frame.index,
                     "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
                     "box": [round(v, 4) for v in loc.box] if loc.active else None,
+                    **({"bearing_deg": [round(a, 2) for a in bearing_deg(*loc.peak, o.hfov_deg, image.shape[1],
+                                                                         image.shape[0])] if loc.active else None}
+                       if o.hfov_deg else {}),
                     "confidence": round(r.confidence, 4),
                     "level_db": round(r.level_db, 1),
                     "state": "source" if loc.active else f"no source ({loc.reason})",

@@ -7,6 +7,8 @@ in [0, 1] coordinates, so maps can be drawn back onto the full frame.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 CROP_MODES = ("resize", "center")
@@ -34,3 +36,15 @@ def to_frame_xy(x: float, y: float, view: tuple) -> tuple[float, float]:
     """A point in the model square ([0, 1]) -> the same point in full-frame [0, 1] coordinates."""
     x0, y0, x1, y1 = view
     return x0 + x * (x1 - x0), y0 + y * (y1 - y0)
+
+
+def bearing_deg(x: float, y: float, hfov_deg: float, width: int, height: int) -> tuple[float, float]:
+    """A full-frame point ([0, 1] coordinates) -> (azimuth, elevation) in degrees from the optical
+    axis, for a pinhole camera with this horizontal field of view and square pixels: azimuth
+    positive to the right, elevation positive up. What a robot turns its head by."""
+    if not 0 < hfov_deg < 180:
+        raise ValueError(f"horizontal field of view must be in (0, 180) degrees, got {hfov_deg}")
+    half = math.tan(math.radians(hfov_deg) / 2)
+    ray_x = (x - 0.5) * 2 * half                       # the ray (ray_x, ray_y, 1), focal length 1
+    ray_y = (y - 0.5) * 2 * half * height / width
+    return math.degrees(math.atan(ray_x)), math.degrees(math.atan2(-ray_y, math.hypot(1.0, ray_x)))
