@@ -206,3 +206,18 @@ def test_where_gives_the_bearing_of_its_peak(locator_factory):
     assert where.bearing_deg(90) == bearing_deg(where.peak[0], where.peak[1], 90, 320, 180)
     az, _ = where.bearing_deg(90)
     assert az == pytest.approx(np.degrees(np.arctan(2 * where.peak[0] - 1)))
+
+
+def test_torch_and_onnxruntime_backends_agree(locator_factory):
+    """The shipped checkpoint on torch and its shipped ONNX graph give the same answer."""
+    rng = np.random.default_rng(6)
+    wave = (0.2 * rng.standard_normal(48000)).astype(np.float32)
+    frame = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    answers = []
+    for loc in (locator_factory(), SoundLocator(backend="torch", device="cpu")):
+        with loc:
+            loc.push_audio(wave, 24000)
+            answers.append(loc.locate(frame, t=0.0))
+    ort, torch_ = answers
+    assert ort.confidence == pytest.approx(torch_.confidence, abs=1e-4)
+    assert np.abs(ort.heatmap - torch_.heatmap).max() < 1e-3 and ort.peak_px == torch_.peak_px
