@@ -348,13 +348,16 @@ def run(args: argparse.Namespace) -> int:
     if summary["n"] == 0 and not summary["n_read"]:
         raise InputError(f"no sample of {args.data} could be read ({summary['skipped']} skipped); see the messages above")
 
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.1f}"
+    def pct(x, key=None):
+        ci = summary["ci95"].get(key) if key else None
+        text = "n/a" if x is None else f"{100 * x:.1f}"
+        return f"{text} [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}]" if ci and x is not None else text
     ret = summary["retrieval"] or {"a2i": {"r1": None}, "i2a": {"r1": None}}
     print(f"evaluated {summary['n']} samples ({summary['n_read']} read, {summary['skipped']} skipped): "
-          f"cIoU@0.5 {pct(summary['ciou50'])}, AUC {pct(summary['auc'])}, pointing {pct(summary['pointing'])}, "
-          f"R@1 a2i {pct(ret['a2i']['r1'])} i2a {pct(ret['i2a']['r1'])}, false alarm {pct(summary['false_alarm'])}; "
-          f"wrote {args.json} and {stem}.csv/.md/.png in {out_dir}")
+          f"cIoU@0.5 {pct(summary['ciou50'], 'ciou50')}, AUC {pct(summary['auc'])}, "
+          f"pointing {pct(summary['pointing'], 'pointing')}, R@1 a2i {pct(ret['a2i']['r1'], 'r1_a2i')} "
+          f"i2a {pct(ret['i2a']['r1'], 'r1_i2a')}, false alarm {pct(summary['false_alarm'])} "
+          f"(brackets: 95 % intervals); wrote {args.json} and {stem}.csv/.md/.png in {out_dir}")
     return 0
 
 
