@@ -87,3 +87,28 @@ def test_two_process_gloo_ddp(scenes, tmp_path):
     assert state["train_state"]["step"] == 2
     # rank 0 writes the files
     assert (tmp_path / "final.pt").is_file()
+
+
+def test_init_fine_tunes_from_a_checkpoint(scenes, tmp_path, capsys):
+    base = tmp_path / "base"
+    train(scenes, base, "--epochs", "1", "--max-steps", "2")
+    start = torch.load(base / "final.pt", weights_only=True)["state_dict"]
+    # lr 0: one step later the weights are still exactly the checkpoint's (AdamW's decay is lr-scaled;
+    # BatchNorm's running statistics do move in a training step, so they are left out)
+    tuned = tmp_path / "tuned"
+    args = ["train", "--init", str(base / "final.pt"), "--data", str(scenes), "--out", str(tuned),
+            "--workers", "0", "--batch-size", "8", "--no-progress", "--val-split", "", "--epochs", "1",
+            "--max-steps", "1", "--lr", "0"]
+    assert main(args) == 0
+    assert "starting from the weights of" in capsys.readouterr().out
+    ckpt = torch.load(tuned / "final.pt", weights_only=True)
+    assert ckpt["config"]["preset"] == "tiny" and ckpt["kind"] == "jsa"        # taken from the checkpoint
+    weights = [k for k in start if "running_" not in k and "num_batches_tracked" not in k]
+    assert len(weights) > 20
+    for key in weights:
+        torch.testing.assert_close(ckpt["state_dict"][key], start[key], rtol=0, atol=0, msg=key)
+    # a preset or model kind that contradicts the checkpoint is a one-line error
+    assert main([*args[:3], "--preset", "edge", *args[3:]]) == 2
+    assert main([*args[:3], "--model", "ezvsl", *args[3:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "is a tiny model, not edge" in err[0] and "is a jsa model, not ezvsl" in err[1]

@@ -28,8 +28,11 @@ from ..model.checkpoint import atomic_torch_save, save_checkpoint
 # ---- set-up ------------------------------------------------------------------------------------
 def add_parser(sub):
     p = sub.add_parser("train", help="train JSA or EZ-VSL")
-    p.add_argument("--preset", default="edge", help="model preset: paper | edge | tiny")
-    p.add_argument("--model", default="jsa", choices=["jsa", "ezvsl"])
+    p.add_argument("--preset", default=None, help="model preset: paper | edge | tiny (default edge)")
+    p.add_argument("--model", default=None, choices=["jsa", "ezvsl"], help="default jsa")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights (a .pt or a shipped name such as edge-jsa): "
+                        "fine-tuning on your data; its preset and model kind are used")
     p.add_argument("--data", required=True, help="dataset root (scenes / VGG-SS / Flickr layout)")
     p.add_argument("--format", default="scenes", help="dataset layout (scenes, vggss, flickr, ...)")
     p.add_argument("--train-split", default="train")
@@ -53,15 +56,18 @@ def add_parser(sub):
     return p
 
 
-def resolve_configs(args):
-    """Preset -> overrides from --config JSON ({"model": {...}, "train": {...}}) -> flags."""
-    model_cfg = get_preset(args.preset)
-    train_cfg = TRAIN_PRESETS.get(args.preset, TrainConfig())
+def resolve_configs(args, init_config=None):
+    """Preset (or the --init checkpoint's model) -> overrides from --config JSON
+    ({"model": {...}, "train": {...}}) -> flags."""
+    model_cfg = init_config or get_preset(args.preset or "edge")
+    train_cfg = TRAIN_PRESETS.get(model_cfg.preset, TrainConfig())
     if args.config:
         try:
             overrides = json.loads(Path(args.config).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"cannot read config {args.config}: {exc}") from None
+        if init_config is not None and overrides.get("model"):
+            raise InputError(f"--init fixes the model: {args.config} may hold only \"train\" settings")
         model_cfg = model_cfg.with_overrides(**overrides.get("model", {}))
         train_cfg = replace(train_cfg, **overrides.get("train", {}))
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -203,8 +209,25 @@ def validate(model, ds, device, batch_size: int) -> dict:
 
 
 # ---- training ----------------------------------------------------------------------------------
+def initial_model(args):
+    """The --init checkpoint (model, its config), after checking it fits the flags; else (None, None)."""
+    if not args.init:
+        return None, None
+    from ..model.checkpoint import load_checkpoint
+    model, meta = load_checkpoint(args.init)            # one-line errors for missing or damaged files
+    cfg = meta["config"]
+    if args.preset and args.preset != cfg.preset:
+        raise InputError(f"--init {args.init} is a {cfg.preset} model, not {args.preset}: drop --preset")
+    if args.model and args.model != meta["kind"]:
+        raise InputError(f"--init {args.init} is a {meta['kind']} model, not {args.model}: drop --model")
+    args.model = meta["kind"]
+    return model, cfg
+
+
 def run(args) -> int:
-    model_cfg, train_cfg = resolve_configs(args)
+    init_model, init_config = initial_model(args)
+    args.model = args.model or "jsa"
+    model_cfg, train_cfg = resolve_configs(args, init_config)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dist_info = Distributed(device)
     if device == "cuda" and dist_info.world > 1:
@@ -221,7 +244,12 @@ def run(args) -> int:
         raise InputError(f"{len(train_ds)} training items is fewer than one batch of "
                          f"{train_cfg.batch_size} x {dist_info.world} processes: lower --batch-size")
 
-    model = build_model(model_cfg, args.model, pretrained=not args.no_pretrained).to(device_obj)
+    if init_model is not None:
+        model = init_model.train().to(device_obj)
+        if dist_info.main:
+            print(f"starting from the weights of {args.init}")
+    else:
+        model = build_model(model_cfg, args.model, pretrained=not args.no_pretrained).to(device_obj)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "history": []}
 
