@@ -10,6 +10,8 @@ plugin. `ptx_version=85` suits JetPack 6's driver.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import triton
 from triton.backends.compiler import GPUTarget
 
@@ -55,9 +57,25 @@ KERNELS = {"slot_attention_step": _slot_attention_step, "gru_update": _gru_updat
            "gru_update_backward": _gru_update_backward, "gru_cell": _gru_cell}
 
 
+@dataclass(frozen=True)
+class CompiledKernel:
+    ptx: str
+    entry: str
+    signature: list            # [(arg name, triton type)], the PTX's leading parameters in order
+    shared_bytes: int          # dynamic shared memory the launch must provide
+
+
 def compile_ptx(kernel_name: str, cc: int = 87, dtype: str = "float32", num_warps: int = 4,
                 ptx_version: int | None = None, **shape):
     """Compile one kernel for sm_<cc>; returns (ptx text, entry name, [(arg name, triton type)]).
+    `compile_kernel` takes the same arguments and also says how much shared memory to launch with."""
+    k = compile_kernel(kernel_name, cc, dtype, num_warps, ptx_version, **shape)
+    return k.ptx, k.entry, k.signature
+
+
+def compile_kernel(kernel_name: str, cc: int = 87, dtype: str = "float32", num_warps: int = 4,
+                   ptx_version: int | None = None, **shape) -> CompiledKernel:
+    """Compile one kernel for sm_<cc> (see compile_ptx).
 
     `shape` is the kernel's fixed configuration: for "slot_attention_step" num_slots, num_tokens,
     dim, scale, eps, gamma; for "gru_update", "gru_update_backward" and "gru_cell" dim. The returned signature lists the PTX's leading
@@ -79,4 +97,5 @@ def compile_ptx(kernel_name: str, cc: int = 87, dtype: str = "float32", num_warp
     if ptx_version is not None:
         options["ptx_version"] = int(ptx_version)
     compiled = triton.compile(src, target=GPUTarget("cuda", int(cc), 32), options=options)
-    return compiled.asm["ptx"], compiled.metadata.name, signature
+    return CompiledKernel(compiled.asm["ptx"], compiled.metadata.name, signature,
+                          int(getattr(compiled.metadata, "shared", 0)))

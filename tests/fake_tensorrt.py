@@ -19,8 +19,10 @@ simulate a silently-fp32 engine.
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 import types
+import typing
 
 import numpy as np
 import onnx
@@ -69,6 +71,7 @@ class FakeTensorRT:
         self.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
         self.DataType = enum.IntEnum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3,
                                                   "BOOL": 4, "UINT8": 5, "INT64": 8})
+        self.float32, self.float16 = self.DataType.FLOAT, self.DataType.HALF     # tensorrt's aliases
         if vt >= (10, 6, 0):
             self.plugin = self._make_plugin_module(aot=vt >= (10, 9, 0))
 
@@ -137,7 +140,10 @@ class FakeTensorRT:
 
             def set_timing_cache(self, cache, ignore_mismatch):
                 fake.calls.append(("set_timing_cache", ignore_mismatch))
+                if bytes(cache.blob).startswith(b"FOREIGN"):       # another GPU / TensorRT's cache
+                    return False
                 self.cache = cache
+                return True
 
             def get_timing_cache(self):
                 return self.cache
@@ -216,20 +222,117 @@ class FakeTensorRT:
 
     # ---- helpers ---------------------------------------------------------------------------
     def _make_plugin_module(self, aot: bool):
+        """tensorrt.plugin as far as jsa-rt uses it, making the checks the real decorators make
+        when they run (tensorrt/plugin/_validate.py): every `register` argument and its return
+        carry class type hints (postponed string hints fail `issubclass`), `aot_impl` declares
+        its return, annotated attributes match the registered types, and an id is registered
+        once per process. The registered functions are kept in `functions` so tests can call them."""
         fake = self
-        mod = types.SimpleNamespace()
+        mod = types.SimpleNamespace(functions={})
+
+        class ShapeExpr:
+            def __init__(self, value):
+                self._value = value
+
+            @property
+            def is_constant(self):               # a property in tensorrt.plugin ...
+                return True
+
+            def constant_value(self):            # ... and this one a method
+                return self._value
+
+        class TensorDesc:
+            def __init__(self, shape, dtype):
+                self.shape_expr, self.dtype = [ShapeExpr(d) for d in shape], dtype
+
+            def like(self):
+                return TensorDesc([e.constant_value() for e in self.shape_expr], self.dtype)
+
+        class Tensor:
+            pass
+
+        class KernelLaunchParams:
+            grid_x = grid_y = grid_z = block_x = block_y = block_z = shared_mem = None
+
+        class SymExprs(list):
+            def __init__(self, n):
+                super().__init__([None] * n)
+
+        class SymIntExprs(SymExprs):
+            pass
+
+        class SymInt32:
+            def __init__(self, expr):
+                self.expr = expr
+
+        class AutoTuneCombination:
+            def __init__(self, spec):
+                self.spec = spec
+
+        def from_shape_expr(shape, dtype):
+            return TensorDesc([e.constant_value() for e in shape], dtype)
+
+        def annotation(name, param):
+            hint = param.annotation
+            if isinstance(hint, str):            # what `from __future__ import annotations` produces
+                raise TypeError(f"issubclass() arg 1 must be a class (hint of {name!r} is the string {hint!r})")
+            return hint
+
+        def check_register(fn):
+            sig = inspect.signature(fn)
+            attrs = {}
+            for name, param in sig.parameters.items():
+                if param.annotation is inspect.Parameter.empty:
+                    raise ValueError(f"Argument {name} does not have a type annotation")
+                hint = annotation(name, param)
+                if not issubclass(hint, TensorDesc):
+                    attrs[name] = hint
+            if sig.return_annotation is inspect.Parameter.empty:
+                raise ValueError("No return annotation found for register function")
+            if not all(issubclass(a, TensorDesc) for a in typing.get_args(sig.return_annotation)):
+                raise ValueError(f"register must return TensorDesc or Tuple[TensorDesc], not {sig.return_annotation}")
+            return attrs
+
+        def check_attr_hints(fn, plugin_id):
+            for name, param in inspect.signature(fn).parameters.items():
+                if param.annotation is inspect.Parameter.empty or name in ("outputs", "stream", "tactic"):
+                    continue
+                hint = annotation(name, param)
+                registered = mod.functions["register"][1].get(name)
+                if registered is not None and hint is not registered:
+                    raise ValueError(f"Attribute '{name}' has a type annotation different from the one "
+                                     f"specified at registration")
 
         def decorator(kind):
             def outer(plugin_id):
                 def inner(fn):
+                    if kind == "register":
+                        if "register" in mod.functions:
+                            raise ValueError(f"'{plugin_id}' already has a defintion")
+                        mod.functions["register"] = (fn, check_register(fn))
+                    else:
+                        check_attr_hints(fn, plugin_id)
+                        if kind == "aot_impl":
+                            ret = inspect.signature(fn).return_annotation
+                            if ret is inspect.Parameter.empty:
+                                raise ValueError("No return annotation found for aot_impl function")
+                            args = typing.get_args(ret)
+                            if len(args) != 4 or not issubclass(args[2], KernelLaunchParams) \
+                                    or not issubclass(args[3], SymExprs):
+                                raise ValueError(f"aot_impl's return annotation is {ret}")
+                        mod.functions[kind] = fn
                     fake.calls.append((f"plugin.{kind}", plugin_id))
                     return fn
                 return inner
             return outer
 
         mod.register, mod.impl, mod.autotune = decorator("register"), decorator("impl"), decorator("autotune")
+        mod.TensorDesc, mod.Tensor, mod.AutoTuneCombination = TensorDesc, Tensor, AutoTuneCombination
+        mod.from_shape_expr = from_shape_expr
         if aot:
             mod.aot_impl = decorator("aot_impl")
+            mod.KernelLaunchParams, mod.SymExprs, mod.SymIntExprs, mod.SymInt32 = \
+                KernelLaunchParams, SymExprs, SymIntExprs, SymInt32
         return mod
 
     _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64", 6: "INT32", 9: "BOOL"}

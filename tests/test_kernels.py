@@ -299,6 +299,9 @@ for cc in (87, 90):
                                   num_slots=2, num_tokens=49, dim=512, scale=512 ** -0.5, eps=1e-8, gamma=0.1)
     gptx, gentry, gsig = compile_ptx("gru_update", cc=cc, dtype="float16", dim=512)
     result[cc] = {"step": [ptx, entry, sig], "gru": [gptx, gentry, gsig]}
+from jsa_rt.kernels.aot import compile_kernel
+k = compile_kernel("slot_attention_step", cc=87, num_slots=2, num_tokens=49, dim=512, scale=0.04, eps=1e-8)
+result["shared"] = k.shared_bytes
 print(json.dumps(result))
 """)
     result = json.loads(out.strip().splitlines()[-1])
@@ -317,6 +320,8 @@ print(json.dumps(result))
             want = [".u64" if t.startswith("*") else ".u32" for t in want_sig]
             assert params[:len(want)] == want and all(p == ".u64" for p in params[len(want):])
     assert ".version 8.5" in result["87"]["step"][0]
+    # the launch's dynamic shared memory, as Triton's compiler reports it (what the plugin asks for)
+    assert isinstance(result["shared"], int) and 0 <= result["shared"] <= 48 * 1024
 
 
 def test_gru_kernels_compile_for_hopper_and_orin_without_a_gpu():

@@ -287,3 +287,78 @@ def test_triton_plugin_registration_follows_the_version(tmp_path, version, aot, 
     assert (("plugin.aot_impl", "jsa_rt::slot_attention_step") in trt.calls) == aot
     assert res.sidecar["key"]["plugins"] == "triton"
     assert ".triton." in res.plan.parent.name
+
+
+def test_triton_plugin_functions_pass_tensorrt_plugin_checks(tmp_path, monkeypatch):
+    """The fake's tensorrt.plugin makes the real decorators' checks at registration (class type
+    hints, annotated returns); here its registered functions are also called the way TensorRT
+    calls them at build time. The Triton compile itself (which the interpreter used by the tests
+    cannot do in-process) is replaced by a recorder; tests/test_kernels.py compiles it for real."""
+    from jsa_rt.export import trt_plugins
+    from jsa_rt.kernels import aot
+    compiled = []
+
+    def compile_kernel(name, **kw):
+        compiled.append((name, kw))
+        return aot.CompiledKernel(".version 8.5\n.target sm_87\n.entry slot_attention_step_kernel(",
+                                  "slot_attention_step_kernel", [], 1536)
+    monkeypatch.setattr(aot, "compile_kernel", compile_kernel)
+    trt = FakeTensorRT("10.9.0")
+    build(trt, small_onnx(tmp_path / "m.onnx", "fp16"), tmp_path / "e", plugins="triton")
+    trt_plugins.register_for_runtime(trt)          # a second registration in the process: harmless
+    plugin = trt.plugin
+    desc, _ = plugin.functions["register"]
+    q = plugin.TensorDesc((1, 2, 64), trt.float32)
+    k = plugin.TensorDesc((1, 49, 64), trt.float32)
+    updates, attn = desc(q, k, k, 0.125, 1e-8)
+    assert [e.constant_value() for e in updates.shape_expr] == [1, 2, 64]
+    assert [e.constant_value() for e in attn.shape_expr] == [1, 2, 49] and attn.dtype == trt.float32
+    entry, ptx, launch, extra = plugin.functions["aot_impl"](q, k, k, 0.125, 1e-8, (updates, attn), 0)
+    # static sizes read through ShapeExpr.constant_value() (a method), Orin, PTX ISA 8.5 on TRT 10
+    assert compiled == [("slot_attention_step", dict(cc=87, dtype="float32", num_warps=4, ptx_version=85,
+                                                     num_slots=2, num_tokens=49, dim=64, scale=0.125, eps=1e-8))]
+    assert entry == "slot_attention_step_kernel" and ptx.startswith(".version 8.5")
+    assert launch.block_x == 128 and launch.grid_x is q.shape_expr[0] and launch.shared_mem == 1536
+    assert isinstance(extra, plugin.SymIntExprs) and extra[0].expr is k.shape_expr[1]   # n_tokens
+
+
+def test_postponed_annotations_would_be_refused_like_tensorrt_does():
+    """The fake's checks are real checks: a register function written with string hints (what
+    `from __future__ import annotations` gives) or without a return hint is refused."""
+    plugin = FakeTensorRT("10.9.0").plugin
+
+    def stringly(q: "TensorDesc", scale: "float") -> "TensorDesc":
+        return q
+    with pytest.raises(TypeError, match="must be a class"):
+        plugin.register("x::y")(stringly)
+
+    def unannotated(q, scale):
+        return q
+    unannotated.__annotations__ = {"q": plugin.TensorDesc, "scale": float}   # classes; no return hint
+    with pytest.raises(ValueError, match="No return annotation"):
+        plugin.register("x::y")(unannotated)
+
+
+def test_a_timing_cache_from_elsewhere_is_replaced_not_fatal(tmp_path):
+    onnx_path = small_onnx(tmp_path / "m.onnx", "fp16")
+    foreign = tmp_path / "foreign.cache"
+    foreign.write_bytes(b"FOREIGN timing cache")
+    trt, lines = FakeTensorRT("10.3.0"), []
+    tb.build_engine(onnx_path, root=tmp_path / "e", gpu=ORIN, trt=trt, precision="fp16",
+                    validate=passing_validator, log=lines.append, timing_cache=foreign)
+    assert any("does not fit this TensorRT/GPU" in line for line in lines)
+    assert trt.called("create_timing_cache")[-1] == ("create_timing_cache", b"")
+
+
+def test_lean_runtime_says_it_cannot_run_our_plans(tmp_path):
+    """tensorrt_lean deserializes only version-compatible plans, which build-engine does not make."""
+    from jsa_rt.runtime.trt_backend import TrtEngine
+    lean = FakeTensorRT("10.3.0")
+    lean.__name__ = "tensorrt_lean"
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"a plan the lean runtime refuses")
+    with pytest.raises(EngineError, match="lean TensorRT runtime .* install the full tensorrt"):
+        TrtEngine(plan, lean, cuda=None, verified=False)
+    full = FakeTensorRT("10.3.0")
+    with pytest.raises(EngineError, match="could not deserialize .* --force"):
+        TrtEngine(plan, full, cuda=None, verified=False)

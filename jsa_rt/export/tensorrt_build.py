@@ -269,7 +269,10 @@ def build_engine(onnx_path, *, precision: str = "fp16", plugins: str = "none",
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED   # the inspector needs it
     cache_path = Path(timing_cache) if timing_cache else paths.timing_cache
     cache_blob = cache_path.read_bytes() if cache_path.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_blob), False)
+    if not config.set_timing_cache(config.create_timing_cache(cache_blob), False) and cache_blob:
+        # a cache from another TensorRT, GPU or config is rejected; the build just takes longer
+        log(f"      timing cache {cache_path} does not fit this TensorRT/GPU: starting a new one")
+        config.set_timing_cache(config.create_timing_cache(b""), False)
     profile_spec = optimisation_profile(facts["inputs"], max_batch=max_batch)
     profile = builder.create_optimization_profile()
     for name, shapes in profile_spec.items():

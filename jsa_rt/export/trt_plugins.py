@@ -16,10 +16,12 @@ Build/run side (TensorRT): `prepare()` registers the plugin before parsing.
   10.3 - 10.5:      no tensorrt.plugin: refused with a one-line error (JetPack 6 ships 10.3; the
                     pure-ONNX engine, --plugins none, is the default for that reason).
 Never verified here (no TensorRT): tools/validate_trt.sh is the check.
-"""
-from __future__ import annotations
 
+No `from __future__ import annotations` in this module: `tensorrt.plugin` reads the decorated
+functions' type hints as classes when the decorators run (strings fail its checks).
+"""
 import types
+from typing import Tuple, Union
 
 from ..errors import EngineError
 
@@ -64,7 +66,7 @@ def _torch_op():
     if _TORCH_OP is None:
         import torch
 
-        # explicit schema: this module uses postponed annotations, which custom_op cannot read
+        # explicit schema: no need for custom_op to infer one from hints
         @torch.library.custom_op(f"{NAMESPACE}::{OP}", mutates_args=(), schema=(
             "(Tensor q, Tensor k, Tensor v, float scale, float eps) -> (Tensor, Tensor)"))
         def slot_attention_step(q, k, v, scale, eps):
@@ -139,12 +141,16 @@ _REGISTERED = set()
 
 
 def register(trt, trtp, aot: bool, cc: int = 87, ptx_version: int | None = None) -> None:
-    if (id(trtp), aot) in _REGISTERED:
+    # tensorrt.plugin refuses a second definition of an id; the AOT registration carries the
+    # JIT impl too, so whichever comes first serves both building and running
+    if id(trtp) in _REGISTERED:
         return
-    _REGISTERED.add((id(trtp), aot))
+    _REGISTERED.add(id(trtp))
 
+    # The hints below are part of tensorrt.plugin's API: it derives the plugin's schema from them
     @trtp.register(PLUGIN_ID)
-    def desc(q, k, v, scale: float, eps: float):
+    def desc(q: trtp.TensorDesc, k: trtp.TensorDesc, v: trtp.TensorDesc, scale: float,
+             eps: float) -> Tuple[trtp.TensorDesc, trtp.TensorDesc]:
         updates = q.like()
         attn = trtp.from_shape_expr((q.shape_expr[0], q.shape_expr[1], k.shape_expr[1]),
                                     dtype=trt.float32)
@@ -170,28 +176,27 @@ def register(trt, trtp, aot: bool, cc: int = 87, ptx_version: int | None = None)
         return
 
     @trtp.aot_impl(PLUGIN_ID)
-    def aot_impl(q, k, v, scale: float, eps: float, outputs, tactic: int):
-        from ..kernels.aot import compile_ptx
+    def aot_impl(q, k, v, scale: float, eps: float, outputs, tactic: int
+                 ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        from ..kernels.aot import compile_kernel
         dtype = "float16" if q.dtype == trt.float16 else "float32"
         slots, tokens, dim = (_const(q.shape_expr[1]), _const(k.shape_expr[1]), _const(q.shape_expr[2]))
         num_warps = 4
-        result = compile_ptx(OP, cc=cc, dtype=dtype, num_warps=num_warps, ptx_version=ptx_version,
-                             num_slots=slots, num_tokens=tokens, dim=dim, scale=scale, eps=eps)
-        ptx, entry = result[0], result[1]
+        kernel = compile_kernel(OP, cc=cc, dtype=dtype, num_warps=num_warps, ptx_version=ptx_version,
+                                num_slots=slots, num_tokens=tokens, dim=dim, scale=scale, eps=eps)
         launch = trtp.KernelLaunchParams()
         launch.grid_x = q.shape_expr[0]                       # one program per batch element
         launch.block_x = num_warps * 32
-        # compile_ptx returns no metadata: reserve the 48 KiB every sm_80+ launch may use
-        # without opt-in (more than the kernel's reductions need)
-        launch.shared_mem = result[3].shared if len(result) > 3 else 48 * 1024
+        launch.shared_mem = kernel.shared_bytes               # what Triton's compiler says it uses
         extra = trtp.SymIntExprs(1)
         extra[0] = trtp.SymInt32(k.shape_expr[1])             # n_tokens
-        return entry, ptx, launch, extra
+        return kernel.entry, kernel.ptx, launch, extra
 
 
 def _const(expr) -> int:
     """A static dimension of a TensorRT shape expression (our graphs have fixed S, N, D)."""
-    if getattr(expr, "is_constant", True) is False:
+    if getattr(expr, "is_constant", True) is False:           # a property in tensorrt.plugin
         raise EngineError("the slot-attention plugin needs static slot/token/dim sizes; "
                           "export without --dynamic-batch changes to those dims")
-    return int(getattr(expr, "constant_value", expr))
+    value = getattr(expr, "constant_value", None)             # a method, not a property
+    return int(value() if callable(value) else expr)

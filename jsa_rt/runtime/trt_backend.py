@@ -55,19 +55,28 @@ class TrtEngine:
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if self.engine is None:
+            if getattr(trt, "__name__", "") == "tensorrt_lean":
+                # the lean runtime runs only plans built version-compatible, which ours are not
+                raise EngineError(f"only the lean TensorRT runtime (tensorrt_lean) is installed, and it "
+                                  f"cannot run {self.plan.name}; install the full tensorrt package")
             raise EngineError(f"TensorRT could not deserialize {self.plan} (built by another TensorRT "
                               f"or damaged); rebuild with `jsa-rt build-engine --force`")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise EngineError(f"TensorRT could not create an execution context for {self.plan.name} "
+                              f"(out of GPU memory?)")
         from ..export.tensorrt_build import io_specs
         inputs, outputs = io_specs(trt, self.engine)
         self.inputs, self.outputs, self.host, self.device = [], [], {}, {}
         for spec, is_input in [(s, True) for s in inputs] + [(s, False) for s in outputs]:
             name, shape = spec["name"], tuple(1 if d < 0 else d for d in spec["shape"])
-            if is_input:
-                self.context.set_input_shape(name, shape)
+            if is_input and self.context.set_input_shape(name, shape) is False:
+                raise EngineError(f"{self.plan.name} does not accept input {name} of shape {shape}; "
+                                  f"rebuild it with `jsa-rt build-engine --force`")
             self.host[name] = cuda.alloc_host(shape, _nptype(trt, self.engine.get_tensor_dtype(name)))
             self.device[name] = cuda.alloc_device(self.host[name].nbytes)
-            self.context.set_tensor_address(name, self.device[name])
+            if self.context.set_tensor_address(name, self.device[name]) is False:
+                raise EngineError(f"TensorRT refused the buffer of {name} in {self.plan.name}")
             (self.inputs if is_input else self.outputs).append(name)
         self._graph, self.cuda_graph = None, cuda_graph
 
