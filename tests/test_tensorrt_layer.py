@@ -362,3 +362,12 @@ def test_lean_runtime_says_it_cannot_run_our_plans(tmp_path):
     full = FakeTensorRT("10.3.0")
     with pytest.raises(EngineError, match="could not deserialize .* --force"):
         TrtEngine(plan, full, cuda=None, verified=False)
+
+
+def test_cuda_graphs_without_cuda_python_is_one_line(monkeypatch):
+    from jsa_rt.errors import DeviceError
+    from jsa_rt.runtime import cuda_mem
+    monkeypatch.setitem(sys.modules, "cuda", None)           # no cuda-python at all
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    with pytest.raises(DeviceError, match="CUDA graphs need cuda-python"):
+        cuda_mem._Provider().begin_capture()

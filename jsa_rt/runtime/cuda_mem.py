@@ -56,7 +56,11 @@ def _cudart():
     try:
         from cuda.bindings import runtime as rt
     except ImportError:
-        from cuda import cudart as rt          # cuda-python < 12.6
+        try:
+            from cuda import cudart as rt      # cuda-python < 12.6
+        except ImportError:
+            raise DeviceError("CUDA graphs need cuda-python (pip install cuda-python); or load the "
+                              "backend with cuda_graph=False") from None
     return rt
 
 
