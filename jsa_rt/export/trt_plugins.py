@@ -137,15 +137,16 @@ def register_for_runtime(trt) -> None:
         register(trt, plugin_module(trt), aot=False)
 
 
-_REGISTERED = set()
+_MARK = "_jsa_rt_registered"
 
 
 def register(trt, trtp, aot: bool, cc: int = 87, ptx_version: int | None = None) -> None:
     # tensorrt.plugin refuses a second definition of an id; the AOT registration carries the
-    # JIT impl too, so whichever comes first serves both building and running
-    if id(trtp) in _REGISTERED:
+    # JIT impl too, so whichever comes first serves both building and running. The mark lives
+    # on the plugin module itself (an id() could be reused by another module later).
+    if getattr(trtp, _MARK, False):
         return
-    _REGISTERED.add(id(trtp))
+    setattr(trtp, _MARK, True)
 
     # The hints below are part of tensorrt.plugin's API: it derives the plugin's schema from them
     @trtp.register(PLUGIN_ID)
