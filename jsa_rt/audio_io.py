@@ -54,8 +54,12 @@ def _decode_with_ffmpeg(path: Path, sample_rate: int, why: str) -> tuple[np.ndar
     if ffmpeg is None:
         raise InputError(f"cannot decode audio {path}: {why} (use wav, ogg or flac; for the sound of a "
                          f"video, install ffmpeg: sudo apt install ffmpeg)")
-    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
-           "-ac", "1", "-ar", str(int(sample_rate)), "-f", "f32le", "-"]
+    # file: stops a name such as "take:2.mp4" reading as a protocol; aresample pads the start
+    # with silence when the soundtrack begins after the picture (keeps sound and picture in
+    # step); the channels stay as they are and to_mono mixes them, as for any other file
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", f"file:{path}", "-map", "0:a:0", "-vn",
+           "-af", "aresample=async=1:first_pts=0", "-ar", str(int(sample_rate)),
+           "-c:a", "pcm_f32le", "-f", "wav", "-"]
     done = subprocess.run(cmd, capture_output=True)
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()
@@ -63,7 +67,10 @@ def _decode_with_ffmpeg(path: Path, sample_rate: int, why: str) -> tuple[np.ndar
             raise InputError(f"{path} has no audio track")
         raise InputError(f"cannot decode audio {path}: {detail[-1] if detail else why} "
                          f"(use wav, ogg, flac, or a video with a soundtrack)")
-    return np.frombuffer(done.stdout, dtype="<f4").astype(np.float32), int(sample_rate)
+    import io
+
+    import soundfile as sf
+    return sf.read(io.BytesIO(done.stdout), dtype="float32", always_2d=False)
 
 
 def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:

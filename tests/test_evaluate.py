@@ -110,6 +110,11 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
     assert m["rank_a2i"]["a"] == 1.0 and m["rank_a2i"]["b"] == 0.0 and m["rank_a2i"]["lo"] == 1.0
     assert m["rank_a2i"]["better"] == m["pointing"]["better"] == m["auc"]["better"] == "A"
     assert compare.compare(wrong, oracle)["metrics"]["ciou50"]["better"] == "B"
+    # ranks from different galleries are not comparable: a run over fewer samples is refused there
+    fewer = {i: r for i, r in wrong.items() if i != "s0"}
+    partial = compare.compare(oracle, fewer)
+    assert partial["only_a"] == 1 and "ciou50" in partial["metrics"]
+    assert "rank_a2i" not in partial["metrics"] and "different retrieval galleries" in partial["not_compared"]["rank_a2i"]
     assert all(x["better"] == "tie (n.s.)" and x["diff"] == 0 for x in compare.compare(oracle, oracle)["metrics"].values())
     # the CLI prints the table and a summary line, and writes JSON
     out = tmp_path / "cmp.json"
@@ -121,6 +126,9 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
     assert "| R@1 a2i | 100.0 | 0.0 |" in text and "oracle significantly better on" in text
     assert json.loads(out.read_text())["names"] == ["oracle", "wrong"]
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "cmp.png").stat().st_size > 5000
+    (tmp_path / "twice.csv").write_text("id,ciou\nx,0.5\nx,0.7\n")
+    with pytest.raises(InputError, match="repeated sample ids"):
+        compare.read_rows(tmp_path / "twice.csv")
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="not a per-sample CSV"):
         compare.read_rows(tmp_path / "junk.csv")

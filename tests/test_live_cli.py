@@ -181,3 +181,33 @@ def test_a_video_file_brings_its_own_soundtrack(tmp_path):
     done = cli("live", "--camera", f"file://{silent}", "--no-pace", "--headless")
     assert done.returncode == 2 and "has no audio track; choose the sound with --mic" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@ffmpeg_needed
+def test_video_soundtracks_decode_like_audio_files(tmp_path, monkeypatch):
+    """Stereo mixes as for a wav file, a late-starting soundtrack keeps its place on the
+    timeline, and a file name with a colon is a file, not an ffmpeg protocol."""
+    import soundfile as sf
+    from jsa_rt.audio_io import load_audio
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    left_only = np.stack([0.4 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)], axis=1).astype(np.float32)
+    wav = tmp_path / "stereo.wav"
+    sf.write(wav, left_only, rate)
+    mkv = tmp_path / "stereo.mkv"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-c:a", "pcm_f32le", str(mkv)],
+                   check=True)
+    from_wav, from_mkv = load_audio(wav, rate), load_audio(mkv, rate)
+    assert np.sqrt(np.mean(from_mkv ** 2)) == pytest.approx(np.sqrt(np.mean(from_wav ** 2)), rel=0.01)
+    # sound that starts 1 s after the picture
+    late = tmp_path / "late.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=gray:s=64x48:r=10:d=3", "-itsoffset", "1.0", "-i", str(wav),
+                    "-c:v", "mpeg4", "-c:a", "aac", str(late)], check=True)
+    sound = load_audio(late, rate)
+    onset = np.argmax(np.abs(sound) > 0.05) / rate
+    assert onset == pytest.approx(1.0, abs=0.08)
+    # "take:2.mkv" given relative to the working folder
+    (tmp_path / "take:2.mkv").write_bytes(mkv.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert load_audio("take:2.mkv", rate).size == from_mkv.size

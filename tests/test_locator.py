@@ -221,3 +221,35 @@ def test_torch_and_onnxruntime_backends_agree(locator_factory):
     ort, torch_ = answers
     assert ort.confidence == pytest.approx(torch_.confidence, abs=1e-4)
     assert np.abs(ort.heatmap - torch_.heatmap).max() < 1e-3 and ort.peak_px == torch_.peak_px
+
+
+def test_review_fixes_results_pcm_colours_and_shapes(locator_factory):
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    # each result keeps its own map, also with smoothing (the gate updates its buffer in place)
+    smooth = locator_factory(persistence_ms=250.0, min_confidence=0.0)
+    smooth.push_audio((0.2 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    first = smooth.locate(frame, t=0.0)
+    kept = first.heatmap.copy()
+    smooth.push_audio((0.2 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    smooth.locate(np.zeros_like(frame), t=0.1)
+    assert np.array_equal(first.heatmap, kept)
+    # offset-binary PCM: mid-scale is silence
+    for dtype, mid in ((np.uint8, 128), (np.uint16, 32768)):
+        loc = locator_factory()
+        loc.push_audio(np.full(16000, mid, dtype), 16000)
+        assert loc.locate(frame).reason == "quiet"
+    # channels-first blocks are refused instead of being averaged over time
+    with pytest.raises(InputError, match="channels-first"):
+        locator_factory().push_audio(np.zeros((2, 4800), np.float32), 48000)
+    # the default gate is the model's own calibrated threshold
+    assert locator_factory().render_options.min_confidence == locator_factory().config.no_source_confidence
+    # draw() works in the locator's colour order
+    bgr_loc, rgb_loc = locator_factory(min_confidence=0.0), locator_factory(min_confidence=0.0, color="rgb")
+    wave = (0.2 * rng.standard_normal(32000)).astype(np.float32)
+    bgr_loc.push_audio(wave, 16000)
+    rgb_loc.push_audio(wave, 16000)
+    rgb = np.ascontiguousarray(frame[..., ::-1])
+    drawn_bgr = bgr_loc.draw(frame.copy(), bgr_loc.locate(frame, t=0.0))
+    drawn_rgb = rgb_loc.draw(rgb.copy(), rgb_loc.locate(rgb, t=0.0))
+    assert np.array_equal(drawn_rgb, drawn_bgr[..., ::-1])

@@ -122,6 +122,18 @@ def test_retrieval_ranks_agree_with_recall_by_hand():
                                                    "i2a": {"r1": 1.0, "r2": 1.0, "n": 3}}
 
 
+def test_a_non_finite_embedding_is_a_miss_everywhere():
+    rng = np.random.default_rng(0)
+    a, v = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    v[:] = a                                     # every pair would be found...
+    a[2] = np.nan                                # ...but audio 2 diverged
+    ranks = metrics.retrieval_ranks(a, v)
+    assert ranks["a2i"][2] == 5 and ranks["i2a"][2] == 5            # last place in both directions
+    assert [r for i, r in enumerate(ranks["a2i"]) if i != 2] == [0] * 5   # the others are unaffected
+    assert metrics.recall_at(ranks)["a2i"]["r1"] == pytest.approx(5 / 6)
+    assert metrics.retrieval_ranks(a, v, labels=list("xxyyzz"))["a2i"][2] == 5
+
+
 def test_wilson_interval_closed_forms():
     lo, hi = metrics.wilson_interval(0, 10)
     assert lo == 0.0 and hi == pytest.approx(1.96 ** 2 / (10 + 1.96 ** 2))     # upper bound at zero hits

@@ -21,6 +21,7 @@ import numpy as np
 from ..audio_io import fit_length, load_audio, resample
 from ..errors import DeviceError, InputError
 from .ring import RingBuffer
+from .video import VIDEO_SUFFIXES
 
 LEVEL_WINDOW_S = 0.5          # the level meter and the no-source gate look at the last half second
 SILENCE_DB = -120.0           # what digital silence reads as (instead of -inf)
@@ -37,7 +38,7 @@ def rms_dbfs(wave: np.ndarray) -> float:
 
 
 AUDIO_FILE_SUFFIXES = (".wav", ".ogg", ".flac", ".mp3", ".m4a", ".aac", ".opus",
-                       ".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")      # videos: their soundtrack
+                       *VIDEO_SUFFIXES)                                      # videos: their soundtrack
 
 
 def is_file_uri(spec: str) -> bool:

@@ -116,7 +116,8 @@ class SoundLocator:
                     runs on every `locate`); 0 refreshes on every call
     crop:           "resize" (whole frame, squeezed) or "center" (centred square)
     color:          "bgr" (OpenCV) or "rgb" frames
-    min_level_db, min_confidence: the "no source" gate (defaults as `jsa-rt live`)
+    min_level_db, min_confidence: the "no source" gate (defaults: as `jsa-rt live`; the
+                    model's own calibrated confidence threshold)
     persistence_ms: temporal smoothing of the map (0: none; the live view uses 250)
     """
 
@@ -132,9 +133,9 @@ class SoundLocator:
         self.backend = load_backend(backend, model=model, device=device, **backend_options)
         self.config = self.backend.config
         self.audio_hop, self.crop, self.color = float(audio_hop), crop, color
-        options = RenderOptions(persistence_ms=persistence_ms, min_level_db=min_level_db)
-        if min_confidence is not None:
-            options.min_confidence = float(min_confidence)
+        options = RenderOptions(persistence_ms=persistence_ms, min_level_db=min_level_db,
+                                min_confidence=self.config.no_source_confidence if min_confidence is None
+                                else float(min_confidence))                 # default: the model's own
         self.render_options = options
         self._gate = Localizer(options)
         self._audio: PushedAudio | None = None
@@ -151,7 +152,13 @@ class SoundLocator:
         samples = np.asarray(samples)
         if samples.ndim not in (1, 2) or samples.size == 0:
             raise InputError(f"audio must be (n,) or (n, channels) samples, got shape {samples.shape}")
-        if np.issubdtype(samples.dtype, np.integer):          # PCM16/32 as many drivers deliver it
+        if samples.ndim == 2 and samples.shape[1] > max(8, samples.shape[0]):
+            raise InputError(f"audio of shape {samples.shape} looks channels-first: pass (n, channels), "
+                             f"e.g. block.T")
+        if np.issubdtype(samples.dtype, np.unsignedinteger):  # offset binary: silence is mid-scale
+            mid = np.float32((int(np.iinfo(samples.dtype).max) + 1) // 2)
+            samples = (samples.astype(np.float32) - mid) / mid
+        elif np.issubdtype(samples.dtype, np.integer):        # PCM16/32 as many drivers deliver it
             samples = samples.astype(np.float32) / np.float32(np.iinfo(samples.dtype).max)
         elif not np.issubdtype(samples.dtype, np.floating):
             raise InputError(f"audio must be float or integer PCM, got {samples.dtype}")
@@ -201,13 +208,20 @@ class SoundLocator:
         maps = self.backend.run_visual(rgb, self._state)
         loc: Localization = self._gate.update(maps.heatmap, maps.confidence, self._level,
                                               time.monotonic() if t is None else float(t), view)
+        # the smoothed map is the gate's running buffer: each Where keeps its own copy
         return Where(loc.active, loc.reason, float(maps.confidence), float(self._level), loc.peak, loc.box,
-                     loc.heatmap, view, frame.shape[:2])
+                     loc.heatmap.copy(), view, frame.shape[:2])
 
     def draw(self, frame: np.ndarray, where: Where) -> np.ndarray:
-        """The live view's overlay (heatmap, peak, box) on a BGR frame, in place; returns it."""
+        """The live view's overlay (heatmap, peak, box) on the frame, in place; returns it.
+        The frame is in this locator's colour order (`color`)."""
         loc = Localization(where.active, where.reason, where.peak, where.box, where.heatmap)
-        return draw_localization(frame, loc, self.render_options, where.view)
+        if self.color == "bgr":
+            return draw_localization(frame, loc, self.render_options, where.view)
+        bgr = np.ascontiguousarray(frame[..., ::-1])           # OpenCV draws in BGR
+        draw_localization(bgr, loc, self.render_options, where.view)
+        frame[...] = bgr[..., ::-1]
+        return frame
 
     def close(self) -> None:
         self.backend.close()

@@ -39,7 +39,8 @@ class Localization:
     reason: str                            # why not active ("quiet", "low confidence"), else ""
     peak: tuple[float, float] | None       # full-frame [0, 1] coordinates
     box: tuple[float, float, float, float] | None   # (x0, y0, x1, y1) in full-frame [0, 1]
-    heatmap: np.ndarray                    # smoothed (S, S) in [0, 1], for drawing
+    heatmap: np.ndarray                    # smoothed (S, S) in [0, 1], for drawing; the Localizer's
+                                           # own buffer (updated in place): copy it to keep it
 
 
 class Localizer:

@@ -29,7 +29,10 @@ def read_rows(path: Path) -> dict[str, dict]:
         raise InputError(f"cannot read {path}: {exc.strerror}; pass the .csv that `jsa-rt eval` wrote beside its JSON") from None
     if not rows or "id" not in rows[0] or "ciou" not in rows[0]:
         raise InputError(f"{path} is not a per-sample CSV of `jsa-rt eval` (no id/ciou columns)")
-    return {r["id"]: r for r in rows}
+    by_id = {r["id"]: r for r in rows}
+    if len(by_id) != len(rows):
+        raise InputError(f"{path} has {len(rows) - len(by_id)} repeated sample ids: pairing by id needs unique ids")
+    return by_id
 
 
 def _per_sample(rows: list[dict], name: str) -> list[float | None]:
@@ -58,11 +61,20 @@ def compare(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 1
         raise InputError("the two CSVs share no sample id: evaluate both models on the same split")
     a_rows, b_rows = [rows_a[i] for i in ids], [rows_b[i] for i in ids]
     out = {"paired": len(ids), "only_a": len(set(rows_a) - set(rows_b)), "only_b": len(set(rows_b) - set(rows_a)),
-           "metrics": {}}
+           "metrics": {}, "not_compared": {}}
     for key in METRICS:
         column = {"ciou50": "ciou", "auc": "ciou"}.get(key, key)
         if column not in a_rows[0] or column not in b_rows[0]:
+            out["not_compared"][key] = f"no {column} column in {'A' if column not in a_rows[0] else 'B'}"
             continue                                    # e.g. class ranks of an unlabelled set
+        if "rank" in key:
+            # a rank is only meaningful within its own gallery: both runs must have ranked the same samples
+            gallery_a = {i for i, r in rows_a.items() if r.get(column) not in ("", None)}
+            gallery_b = {i for i, r in rows_b.items() if r.get(column) not in ("", None)}
+            if gallery_a != gallery_b:
+                out["not_compared"][key] = (f"different retrieval galleries ({len(gallery_a)} and "
+                                            f"{len(gallery_b)} samples): evaluate both on the same samples")
+                continue
         pairs = [(x, y) for x, y in zip(_per_sample(a_rows, key), _per_sample(b_rows, key))
                  if x is not None and y is not None]
         if not pairs:
@@ -90,14 +102,14 @@ def plot(panels: dict[str, dict], name_a: str, name_b: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True, squeeze=False)
     for ax, (title, result) in zip(axes[0], panels.items()):
-        keys = list(result["metrics"])[::-1]                   # first metric on top
-        for y, key in enumerate(keys):
-            m = result["metrics"][key]
+        rows = {key: len(METRICS) - 1 - i for i, key in enumerate(METRICS)}     # same rows in every panel
+        for key, m in result["metrics"].items():
+            y = rows[key]
             colour = {"A": "tab:green", "B": "tab:red"}.get(m["better"], "tab:gray")
             ax.errorbar(100 * m["diff"], y, xerr=[[100 * (m["diff"] - m["lo"])], [100 * (m["hi"] - m["diff"])]],
                         fmt="o", color=colour, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(range(len(keys)), [METRICS[k] for k in keys])
+        ax.set_yticks([rows[k] for k in METRICS], list(METRICS.values()))
         ax.set_title(f"{title} ({result['paired']} scenes)", fontsize=10)
         ax.set_xlabel(f"{name_a} - {name_b} (points)")
         ax.grid(axis="x", alpha=0.3)
@@ -134,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         write_text(args.json, json.dumps(result, indent=1))
     if args.png:
         plot({args.a.stem: result}, name_a, name_b, args.png)
+    for key, why in result["not_compared"].items():
+        print(f"not compared: {METRICS[key]} ({why})")
+    if result["only_a"] or result["only_b"]:
+        print(f"unpaired samples: {result['only_a']} only in {name_a}, {result['only_b']} only in {name_b}")
     wins = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "A"]
     losses = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "B"]
     print(f"{result['paired']} samples paired by id: {name_a} significantly better on {', '.join(wins) or 'nothing'}; "

@@ -178,11 +178,15 @@ def retrieval_ranks(audio_slots: np.ndarray, image_slots: np.ndarray, labels: li
     out = {}
     for name, s in (("a2i", sim), ("i2a", sim.T)):
         if labels is None:
-            out[name] = (s >= np.diag(s)[:, None]).sum(axis=1) - 1     # minus itself
+            rank = (s >= np.diag(s)[:, None]).sum(axis=1) - 1         # minus itself
+            scored = np.isfinite(np.diag(s))
         else:
             lab = np.asarray(labels)
-            order = np.argsort(-s, axis=1, kind="stable")
-            out[name] = np.argmax(lab[order] == lab[:, None], axis=1)  # the query's own pair always matches
+            order = np.argsort(-s, axis=1, kind="stable")             # NaN candidates sort last
+            rank = np.argmax(lab[order] == lab[:, None], axis=1)      # the query's own pair always matches
+            scored = np.isfinite(s).any(axis=1)                       # the query's own embedding is finite
+        # a non-finite embedding (a diverged model) retrieves nothing: last place, never a hit
+        out[name] = np.where(scored, rank, s.shape[1] - 1)
     return out
 
 
@@ -220,8 +224,9 @@ def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0) -> dict:
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if d.size == 0:
         raise ValueError("no paired samples")
-    idx = np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))
-    means = d[idx].mean(axis=1)
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([d[rng.integers(0, d.size, size=(min(1000, resamples - start), d.size))].mean(axis=1)
+                            for start in range(0, resamples, 1000)])         # in chunks: bounded memory
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi),
             "p_le_0": float((means <= 0).mean()), "n": int(d.size)}
