@@ -133,11 +133,11 @@ class SoundLocator:
         self.backend = load_backend(backend, model=model, device=device, **backend_options)
         self.config = self.backend.config
         self.audio_hop, self.crop, self.color = float(audio_hop), crop, color
-        options = RenderOptions(persistence_ms=persistence_ms, min_level_db=min_level_db,
-                                min_confidence=self.config.no_source_confidence if min_confidence is None
-                                else float(min_confidence))                 # default: the model's own
-        self.render_options = options
-        self._gate = Localizer(options)
+        self.render_options = RenderOptions(
+            persistence_ms=persistence_ms, min_level_db=min_level_db,
+            min_confidence=self.config.no_source_confidence if min_confidence is None   # the model's own
+            else float(min_confidence))
+        self._gate = Localizer(self.render_options)
         self._audio: PushedAudio | None = None
         self._window: AudioWindow | None = None
         self._state = None                   # the audio branch's cached output
