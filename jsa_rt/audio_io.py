@@ -60,7 +60,7 @@ def _decode_with_ffmpeg(path: Path, sample_rate: int, why: str) -> tuple[np.ndar
     cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", f"file:{path}", "-map", "0:a:0", "-vn",
            "-af", "aresample=async=1:first_pts=0", "-ar", str(int(sample_rate)),
            "-c:a", "pcm_f32le", "-f", "wav", "-"]
-    done = subprocess.run(cmd, capture_output=True)
+    done = subprocess.run(cmd, capture_output=True, start_new_session=True)   # Ctrl-C stops us, not it
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()
         if any("matches no streams" in line for line in detail):

@@ -211,3 +211,78 @@ def test_video_soundtracks_decode_like_audio_files(tmp_path, monkeypatch):
     (tmp_path / "take:2.mkv").write_bytes(mkv.read_bytes())
     monkeypatch.chdir(tmp_path)
     assert load_audio("take:2.mkv", rate).size == from_mkv.size
+
+
+def _flash_and_burst_clip(video, wav, fps, events=(0.8, 2.0, 3.2), seconds=4.0, rate=16000):
+    """Dark frames with one white frame at each event (on frame boundaries at 7.5 and 15 fps), and a
+    50 ms 1 kHz burst at the same times."""
+    import cv2
+    import soundfile as sf
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (96, 64))
+    flashes = {int(round(e * fps)) for e in events}
+    for i in range(int(round(seconds * fps))):
+        writer.write(np.full((64, 96, 3), 250 if i in flashes else 30, np.uint8))
+    writer.release()
+    t = np.arange(int(seconds * rate)) / rate
+    sound = np.zeros_like(t)
+    for e in events:
+        on = (t >= e) & (t < e + 0.05)
+        sound[on] = 0.5 * np.sin(2 * np.pi * 1000 * t[on])
+    sf.write(str(wav), sound.astype(np.float32), rate)
+
+
+def _onsets(mp4):
+    """(flash times from the frames' timestamps, burst onsets in the sound track), seconds."""
+    import io
+    import soundfile as sf
+    pts = [float(x) for x in subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time", "-of", "csv=p=0",
+         str(mp4)], capture_output=True, text=True).stdout.split() if x]
+    import cv2
+    cap, bright = cv2.VideoCapture(str(mp4)), []
+    ok, img = cap.read()
+    while ok:
+        bright.append(img.mean())
+        ok, img = cap.read()
+    flashes = [pts[i] for i in range(len(bright)) if bright[i] > 150 and (i == 0 or bright[i - 1] <= 150)]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp4), "-map", "0:a:0", "-ac", "1", "-ar", "16000",
+                          "-f", "wav", "-"], capture_output=True).stdout
+    x, rate = sf.read(io.BytesIO(raw))
+    loud = np.abs(x) > 0.1
+    bursts = [i / rate for i in range(1, len(x)) if loud[i] and not loud[max(0, i - 400):i].any()]
+    return flashes, bursts, len(bright)
+
+
+@ffmpeg_needed
+@pytest.mark.parametrize("fps", [7.5, 15.0])
+def test_recorded_sound_is_in_step_with_the_picture(tmp_path, fps):
+    clip, wav, out = tmp_path / "sync.mp4", tmp_path / "sync.wav", tmp_path / "out.mp4"
+    _flash_and_burst_clip(clip, wav, fps)
+    done = cli("live", "--camera", str(clip), "--mic", f"file://{wav}", "--no-pace", "--headless", "--no-hud",
+               "--overlay-alpha", "0", "--output", str(out), "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    flashes, bursts, frames = _onsets(out)
+    assert frames == int(round(4.0 * fps))                      # the sound never cuts the picture short
+    assert len(flashes) == len(bursts) == 3
+    for f, b in zip(flashes, bursts):
+        assert abs(b - f) < 0.02, (flashes, bursts)             # within a 20 ms, not a frame (67-133 ms)
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path):
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    for flag in ("--output", "--log-json"):
+        done = cli("live", "--camera", "missing.mp4", flag, str(folder))
+        assert done.returncode == 2 and f"{flag} {folder} is a folder" in done.stderr
+        assert "Traceback" not in done.stderr
+    done = cli("live", "--camera", "missing.mp4", "--output", "/proc/version/x.mp4")
+    assert done.returncode == 2 and "cannot write in" in done.stderr
+
+
+def test_a_file_name_with_an_exclamation_mark_is_a_file(tmp_path):
+    from jsa_rt.live.video import parse_video_uri
+    from live_helpers import write_red_square_clip
+    clip = tmp_path / "take!1.mp4"
+    write_red_square_clip(clip, frames=3)
+    assert parse_video_uri(str(clip)).kind == "file" and parse_video_uri(f"file://{clip}").kind == "file"
+    assert parse_video_uri("videotestsrc ! appsink").kind == "gstreamer"

@@ -123,8 +123,9 @@ def test_end_to_end_with_the_onnxruntime_backend(media, tiny_onnx):
         assert r["peak"] is None or all(0.0 <= v <= 1.0 for v in r["peak"])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_joins_threads_and_leaves_a_playable_recording(media, tiny_onnx, tmp_path, sig):
+@pytest.mark.parametrize("sig, twice", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_signal_joins_threads_and_leaves_a_playable_recording(media, tiny_onnx, tmp_path, sig, twice):
+    """One signal, or two SIGINTs 50 ms apart (what `timeout -s INT` and some terminals send)."""
     out, log = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
     cmd = [sys.executable, "-m", "jsa_rt.live.cli_live", "live", "--camera", str(media["clip"]), "--loop",
            "--mic", f"file://{media['tone']}", "--headless", "--backend", "onnxruntime",
@@ -138,6 +139,9 @@ def test_signal_joins_threads_and_leaves_a_playable_recording(media, tiny_onnx, 
             time.sleep(0.1)
         assert not out.exists()                 # still recording into a temporary file
         proc.send_signal(sig)
+        if twice:
+            time.sleep(0.05)
+            proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -231,3 +235,45 @@ def test_recorder_is_atomic_and_keeps_the_source_timeline(tmp_path):
     assert out.exists() and count_frames(out) == 6 and not list(tmp_path.glob(".r.partial-*"))
     cap = cv2.VideoCapture(str(out))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)
+
+
+def test_recorder_fills_gaps_with_the_previous_frame_and_keeps_one_size(tmp_path):
+    import cv2
+    from jsa_rt.live.outputs import VideoRecorder
+    rec = VideoRecorder(tmp_path / "gaps.mp4", fps=10.0, audio_rate=16000)
+    frame = lambda level, size=(64, 48): np.full((size[1], size[0], 3), level, np.uint8)   # noqa: E731
+    assert rec.write(frame(40), 0.0) == 1
+    assert rec.write(frame(200), 0.4) == 4            # frames at 0.1-0.3 were dropped upstream
+    assert rec.write(frame(120, (128, 96)), 0.5) == 1  # a camera back at another size
+    rec.write_audio(np.zeros(1600, np.float32))        # 0.1 s of sound for 0.6 s of picture
+    assert "6 frames" in rec.close()
+    cap, levels = cv2.VideoCapture(str(tmp_path / "gaps.mp4")), []
+    ok, img = cap.read()
+    while ok:
+        assert img.shape[:2] == (48, 64)
+        levels.append(round(float(img.mean()) / 10) * 10)
+        ok, img = cap.read()
+    # the gap holds the old picture; the new one appears at its own time; nothing was cut short
+    assert levels == [40, 40, 40, 40, 200, 120]
+
+
+def test_a_capture_failure_is_an_error_not_end_of_input(tmp_path, monkeypatch):
+    """A grabber that dies (a decoder error, a camera unplugged) ends the run with an error and a
+    non-zero exit, its outputs still finished; it is not reported as the end of the input."""
+    from jsa_rt.errors import JsaError
+    from jsa_rt.live import video as video_module
+    from jsa_rt.live.pipeline import LiveOptions, Pipeline
+    from live_helpers import FakeBackend, write_red_square_clip, write_tone_wav
+    clip, wav = tmp_path / "c.mp4", tmp_path / "t.wav"
+    write_red_square_clip(clip, frames=20)
+    write_tone_wav(wav, 2.0)
+
+    def failing_run(self):
+        self.error = "video capture failed: decoder exploded"      # what _run records on an exception
+        self.frames.close()
+    monkeypatch.setattr(video_module.VideoSource, "_run", failing_run)
+    pipe = Pipeline(LiveOptions(camera=str(clip), mic=f"file://{wav}", headless=True, paced=False, quiet=True,
+                                log_json=str(tmp_path / "log.jsonl")), lambda: FakeBackend())
+    with pytest.raises(JsaError, match="decoder exploded; wrote .*log.jsonl"):
+        pipe.run()
+    assert pipe.stopped_by == "capture failure (video capture failed: decoder exploded)"

@@ -288,11 +288,17 @@ class AudioWindow:
         self.window = max(1, int(round(window_seconds * source.rate)))
         self.offset_s = offset_ms / 1000.0
 
-    def position(self, t_capture: float, t_media: float) -> int:
-        """The newest existing sample that belongs with a frame (native rate, absolute)."""
+    def recording_position(self, t_capture: float, t_media: float) -> int:
+        """The sample captured with a frame, as far as it exists yet (native rate, absolute):
+        where a recording's sound track stands at that frame."""
         # Positive --av-offset-ms: the sound of a frame arrives that much later than its picture.
         end = self.source.position_for(t_capture + self.offset_s, t_media + self.offset_s)
-        # Audio already overwritten (the reader stalled): the freshest window beats silence.
+        return min(end, self.source.available())
+
+    def position(self, t_capture: float, t_media: float) -> int:
+        """The end of the model's window for a frame: `recording_position`, except that audio
+        already overwritten (the reader stalled) gives the freshest whole window instead."""
+        end = self.source.position_for(t_capture + self.offset_s, t_media + self.offset_s)
         end = max(end, self.source.oldest() + self.window)
         return min(end, self.source.available())
 

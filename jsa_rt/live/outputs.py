@@ -73,6 +73,20 @@ class Window:
             cv2.waitKey(1)
 
 
+def check_writable(flag: str, path: str | Path) -> None:
+    """A one-line error now, not a traceback after the run, for an output path that cannot be written."""
+    from ..errors import InputError
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'out'}"
+                         f"{'.mp4' if flag == '--output' else '.jsonl'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: cannot write in {parent} (check the path and permissions)")
+
+
 class VideoRecorder:
     """mp4 (MPEG-4 part 2, muxed with AAC audio by ffmpeg when available), finished atomically."""
 
@@ -87,6 +101,8 @@ class VideoRecorder:
         self._writer = None
         self._audio = None
         self._t0: float | None = None
+        self._size: tuple[int, int] | None = None      # (width, height) of the first frame
+        self._last: np.ndarray | None = None           # the previous frame: fills gaps
         self.frames_written = 0
         self.audio_samples = 0
 
@@ -108,10 +124,18 @@ class VideoRecorder:
         if self._writer is None:
             self._open(image)
             self._t0 = t_media
+            self._size = image.shape[1], image.shape[0]
+        elif (image.shape[1], image.shape[0]) != self._size:      # e.g. a camera back at another size
+            import cv2                                            # (the writer would drop it silently)
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         due = int((t_media - self._t0) * self.fps + 1e-6) + 1       # frames that should exist now
         copies = 1 if self.frames_written == 0 else min(due - self.frames_written, int(MAX_GAP_S * self.fps))
-        for _ in range(max(0, copies)):
+        # a gap (dropped frames) holds the previous picture; the new one goes in its own slot
+        for _ in range(max(0, copies - 1)):
+            self._writer.write(self._last)
+        if copies > 0:
             self._writer.write(image)
+            self._last = image            # frames are fresh arrays from the grabber: no copy
         self.frames_written += max(0, copies)
         return max(0, copies)
 
@@ -140,6 +164,12 @@ class VideoRecorder:
         self._writer.release()
         self._writer = None
         if self._audio is not None:
+            # the sound track covers the whole picture (silence where the sound ran short), so
+            # -shortest never cuts frames
+            short = int(round(self.frames_written / self.fps * self.audio_rate)) - self.audio_samples
+            if short > 0 and self.audio_samples:
+                self._audio.write(np.zeros(short, np.float32))
+                self.audio_samples += short
             self._audio.close()
             self._audio = None
         with_audio = self.audio_samples > 0 and shutil.which("ffmpeg") is not None
@@ -149,7 +179,8 @@ class VideoRecorder:
             cmd = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-i", str(self._video_tmp),
                    "-i", str(self._audio_tmp), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
                    "-c:a", "aac", "-b:a", "128k", "-shortest", str(muxed)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            # its own session: the Ctrl-C that stopped the run must not kill the mux
+            done = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
             if done.returncode == 0:
                 os.replace(muxed, self._video_tmp)
             else:

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import JsaError
 from .audio import AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
-from .outputs import JsonLog, VideoRecorder, Window, window_problem
+from .outputs import JsonLog, VideoRecorder, Window, check_writable, window_problem
 from .preprocess import bearing_deg, model_input
 from .render import HudInfo, Localizer, RenderOptions, draw_hud, draw_localization
 from .video import Frame, VideoSource
@@ -163,6 +163,9 @@ class Pipeline:
 
     def start(self) -> None:
         o = self.options
+        for flag, path in (("--output", o.output), ("--log-json", o.log_json)):
+            if path:
+                check_writable(flag, path)
         # Open the camera first: a bad URI or a missing device fails fast, before a model loads.
         self.video = VideoSource(o.camera, o.input_width, o.input_height, o.input_rate,
                                  loop=o.loop, reconnect=o.reconnect, paced=o.paced)
@@ -215,6 +218,7 @@ class Pipeline:
         next_status = time.monotonic() + every
         while not self.stop_event.wait(0.1):
             if not any(t.is_alive() for t in self._threads):
+                self.request_stop(self._ended_by())     # the stages drained by themselves
                 break
             if progress is not None and time.monotonic() >= next_status:
                 next_status += every
@@ -254,19 +258,34 @@ class Pipeline:
 
     def run(self, progress: Callable[[str], None] | None = None) -> Summary:
         """Start, run until done, stop, finalize outputs. Ctrl-C / SIGTERM stop it cleanly."""
-        restore = _install_stop_signals(self.request_stop)
+        signals = _StopSignals(self.request_stop)
+        not_joined = ["output"]            # if stopping is aborted, the recording is left as it is
         try:
-            self.start()
-            if progress is not None and self.audio is not None:
-                progress(self.started_line())
-            self.wait(progress)
+            try:
+                self.start()
+                if progress is not None and self.audio is not None:
+                    progress(self.started_line())
+                self.wait(progress)
+            finally:
+                not_joined = self.stop()
         finally:
-            not_joined = self.stop()
-            restore()
-            written = self._finalize(not_joined)
+            signals.shield()               # no signal may cut finishing the files short
+            try:
+                written = self._finalize(not_joined)
+            finally:
+                signals.restore()
         if self.errors:
             raise JsaError(self.errors[0])
+        if self.stopped_by and self.stopped_by.startswith("capture failure"):
+            # the camera failed or stopped delivering: the outputs are finished, but it is an error
+            raise JsaError(f"{self.video.error}; wrote {', '.join(written) or 'nothing'}")
         return self.summary(written, not_joined)
+
+    def _ended_by(self) -> str:
+        """Why a run nobody stopped ended: its video source ran out, or failed."""
+        if self.video is not None and self.video.error:
+            return f"capture failure ({self.video.error})"
+        return "end of input"
 
     def _finalize(self, not_joined: list[str]) -> list[str]:
         written = []
@@ -284,10 +303,8 @@ class Pipeline:
     def summary(self, written: list[str], not_joined: list[str]) -> Summary:
         span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last else 0.0
         fps = (self.frames_rendered - 1) / span if span > 0 else 0.0
-        if not self.stopped_by or self.stopped_by == "request":
-            self.stopped_by = "end of input" if self.video and self.video.frames.closed else "request"
-            if self.video and self.video.error:
-                self.stopped_by += f" ({self.video.error})"
+        if not self.stopped_by:
+            self.stopped_by = self._ended_by()
         return Summary(self.frames_rendered, span, fps, self.latency.percentile(50),
                        self.latency.percentile(99), self.video.dropped + self._results.dropped if self.video else 0,
                        self.audio.overflows if self.audio else 0, self.audio_refreshes,
@@ -392,9 +409,9 @@ class Pipeline:
                     self.request_stop("window closed")
                 if self.recorder is not None:
                     self.recorder.write(image, frame.t_media)
-                    end = self.window.position(frame.t_capture, frame.t_media)
-                    if audio_cursor is None:
-                        audio_cursor = end - max(0, int(round(self.audio.rate / self.video.fps)))
+                    end = self.window.recording_position(frame.t_capture, frame.t_media)
+                    if audio_cursor is None:          # the track starts with the first frame
+                        audio_cursor = end
                     if end > audio_cursor:
                         start = max(audio_cursor, end - self.recorder.audio_room())
                         self.recorder.write_audio(self.audio.read(start, end))
@@ -436,23 +453,34 @@ class Pipeline:
                     pass
 
 
-def _install_stop_signals(request_stop: Callable[[str], None]) -> Callable[[], None]:
-    """SIGINT / SIGTERM ask for a clean stop (a second Ctrl-C aborts). Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {}
+class _StopSignals:
+    """SIGINT / SIGTERM ask for a clean stop (main thread only). A repeat within
+    REPEAT_GRACE_S is the same request (`timeout -s INT` and terminals can deliver two); a later
+    Ctrl-C aborts a stop that hangs; once `shield()` is called (the outputs are being finished)
+    every signal is ignored until `restore()`."""
 
-    def handler(signum, _frame):
-        name = signal.Signals(signum).name
-        if signum == signal.SIGINT and getattr(handler, "fired", False):
+    REPEAT_GRACE_S = 2.0
+
+    def __init__(self, request_stop: Callable[[str], None]):
+        self._request_stop, self._first, self._shielded, self._previous = request_stop, None, False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame):
+        now = time.monotonic()
+        if self._shielded:
+            return
+        if self._first is None:
+            self._first = now
+            self._request_stop(signal.Signals(signum).name)
+        elif signum == signal.SIGINT and now - self._first > self.REPEAT_GRACE_S:
             raise KeyboardInterrupt
-        handler.fired = True
-        request_stop(name)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
+    def shield(self) -> None:
+        self._shielded = True
 
-    def restore() -> None:
-        for sig, old in previous.items():
+    def restore(self) -> None:
+        for sig, old in self._previous.items():
             signal.signal(sig, old)
-    return restore
+        self._previous = {}

@@ -95,7 +95,7 @@ def parse_video_uri(uri: str) -> VideoSpec:
         return VideoSpec("csi", int(sensor), text)
     if text.startswith(STREAM_SCHEMES):
         return VideoSpec("stream", text, text)
-    if "!" in text:
+    if "!" in text and not text.startswith("file://") and not Path(text).is_file():
         return VideoSpec("gstreamer", text, text)
     if text.startswith("file://"):
         path = Path(text[len("file://"):])
@@ -164,7 +164,9 @@ class VideoSource:
         self.paced = paced or not self.is_file          # live sources are real time anyway
         self._cap = _open(self.spec, width, height, rate)
         reported = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(rate or (reported if 1.0 <= reported <= 240.0 else 30.0))
+        # files: any real rate (slideshows, high-speed clips); cameras often report nonsense
+        plausible = 0.0 < reported <= 1000.0 if self.is_file else 1.0 <= reported <= 240.0
+        self.fps = float(rate or (reported if plausible else 30.0))
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.is_file else 0
         # Files not paced are processed exactly once per frame; everything else is latest-wins.
         self.frames = LatestSlot(lossless=self.is_file and not self.paced)
