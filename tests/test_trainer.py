@@ -40,7 +40,8 @@ def test_training_lowers_the_loss(scenes, tmp_path):
     losses = [r["loss"] for r in read_log(tmp_path)]
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.7 * first, (first, last)
+    assert last < 0.75 * first, (first, last)
+    assert losses[-1] < losses[20] < losses[10] < losses[3], losses     # still going down, not noise
     ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
     assert ckpt["format"] == "jsa-rt" and ckpt["kind"] == "jsa"
 
@@ -112,3 +113,33 @@ def test_init_fine_tunes_from_a_checkpoint(scenes, tmp_path, capsys):
     assert main([*args[:3], "--model", "ezvsl", *args[3:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "is a tiny model, not edge" in err[0] and "is a jsa model, not ezvsl" in err[1]
+
+
+def test_resume_is_exact_with_loader_workers_and_logs_each_step_once(scenes, tmp_path):
+    """Augmentation is a function of (seed, epoch, sample), so worker processes do not change it."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(scenes, straight, "--epochs", "2", "--max-steps", "4", "--workers", "2")
+    train(scenes, resumed, "--epochs", "2", "--max-steps", "2", "--workers", "2")
+    train(scenes, resumed, "--epochs", "2", "--max-steps", "4", "--workers", "2", "--resume")
+    a = torch.load(straight / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(resumed / "last.pt", weights_only=True)["state_dict"]
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=0, atol=0, msg=key)
+    assert [r["step"] for r in read_log(resumed)] == [1, 2, 3, 4]
+    assert [r["loss"] for r in read_log(straight)] == [r["loss"] for r in read_log(resumed)]
+
+
+def test_augmentation_depends_on_seed_epoch_and_sample_only(scenes):
+    from jsa_rt.config import get_preset
+    from jsa_rt.train.datasets import open_dataset
+    ds = open_dataset("scenes", scenes, get_preset("tiny"), "train", train=True)
+    ds.aug_seed = (1, 0)
+    torch.manual_seed(123)
+    first = ds[3]["image"]
+    torch.manual_seed(456)                         # the caller's stream does not matter...
+    assert torch.equal(ds[3]["image"], first)
+    ds.aug_seed = (1, 1)                           # ...but the epoch does
+    assert not torch.equal(ds[3]["image"], first)
+    state = torch.get_rng_state()
+    ds[5]
+    assert torch.equal(torch.get_rng_state(), state)   # and it is left as it was

@@ -26,6 +26,7 @@ in `dataset.missing`. Nothing is ever silently replaced by another sample.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
@@ -249,6 +250,9 @@ class AVDataset(Dataset):
             else:
                 self.samples.append(s)
         self._transform = None
+        # (seed, epoch), set by the trainer each epoch: a training item's augmentation is then a
+        # function of (seed, epoch, index) alone, whatever worker, rank or resume serves it
+        self.aug_seed: tuple[int, int] | None = None
 
     @staticmethod
     def _missing_reason(s: Sample) -> str | None:
@@ -261,6 +265,17 @@ class AVDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @contextlib.contextmanager
+    def _item_rng(self, index: int):
+        """Seed torch's RNG (which the transforms draw from) for this item, and give the caller's
+        stream back afterwards; without `aug_seed` the caller's stream is used as it is."""
+        if not self.train or self.aug_seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([*self.aug_seed, index]).generate_state(1)[0]))
+            yield
 
     def _gt(self, s: Sample) -> np.ndarray:
         if s.gt_kind == "vggss":
@@ -284,12 +299,14 @@ class AVDataset(Dataset):
             return {"index": index, "id": s.id, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
         if self._transform is None:
             self._transform = image_transform(self.cfg, self.train, self.method)
-        if self.train:
-            wave = random_crop_audio(wave, self.cfg.num_samples, random.Random(torch.randint(0, 2**31, ()).item()))
-        else:
-            wave = fit_length(wave, self.cfg.num_samples)
+        with self._item_rng(index):
+            if self.train:
+                wave = random_crop_audio(wave, self.cfg.num_samples, random.Random(torch.randint(0, 2**31, ()).item()))
+            else:
+                wave = fit_length(wave, self.cfg.num_samples)
+            image = self._transform(Image.fromarray(rgb))
         return {
-            "image": self._transform(Image.fromarray(rgb)),
+            "image": image,
             "audio": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
             "gt": torch.from_numpy(gt.astype(np.float32)),
             "has_gt": s.gt_kind != "none" and not s.no_source,

@@ -135,6 +135,14 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def close(self):
         if self.world > 1:
             dist.destroy_process_group()
@@ -185,6 +193,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device):
+    ds.aug_seed = (train_cfg.seed, epoch)        # augmentation = f(seed, epoch, sample): exact resume, distinct ranks
     sampler = EpochSampler(len(ds), train_cfg.seed, epoch, dist_info.rank, dist_info.world,
                            train_cfg.batch_size, start_batch)
     gen = torch.Generator().manual_seed(train_cfg.seed * 7919 + epoch * 104729 + start_batch)
@@ -290,6 +299,11 @@ def run(args) -> int:
 
     log_path = out / "log.csv"
     log_new = not log_path.exists() or not args.resume
+    if not log_new and dist_info.main:
+        # steps logged after the checkpoint are trained again: drop them instead of repeating them
+        rows = log_path.read_text().splitlines()
+        kept = rows[:1] + [r for r in rows[1:] if int(r.split(",", 1)[0]) <= state["step"]]
+        log_path.write_text("\n".join(kept) + "\n")
     log_file = open(log_path, "w" if log_new else "a", newline="") if dist_info.main else None
     log = csv.writer(log_file) if log_file else None
     term_names = None
@@ -302,11 +316,16 @@ def run(args) -> int:
                             disable=args.no_progress or not dist_info.main)
             model.train()
             t0, seen = time.perf_counter(), 0
+            rate, values = 0.0, {"loss": float("nan")}     # an epoch resumed at its very end trains no batch
             for batch in loader:
                 if batch["errors"]:
-                    state.setdefault("unreadable", []).extend(batch["errors"])
+                    known = {tuple(e) for e in state.setdefault("unreadable", [])}
+                    state["unreadable"].extend(e for e in batch["errors"] if tuple(e) not in known)
                     print(f"  unreadable training items skipped: {batch['errors']}")
-                if "image" not in batch:
+                if dist_info.any_rank("image" not in batch):
+                    # a batch of nothing readable (on any rank: they must step together) is skipped
+                    # everywhere, and counted, so --resume continues after it
+                    state["batch_in_epoch"] += 1
                     continue
                 images, wave = batch_to(batch, device_obj)
                 with torch.autocast(device_type=device_obj.type, dtype=amp_dtype, enabled=amp_dtype is not None):
