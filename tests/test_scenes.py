@@ -114,3 +114,39 @@ def test_most_targets_large_enough_for_median_ciou(scene_sets):
     shares = [s["target_area_at_least_0.25"] for s in manifest["splits"].values() if s["target_area_at_least_0.25"] is not None]
     assert np.mean(shares) >= 0.6
 
+
+
+def test_no_copy_of_a_sound_or_an_image_crosses_the_split():
+    """The Tux Paint set has the same recording under several names (ram and mountaingoat, badger
+    and beaver) and silent copies of sounding stamps (dreydl-shin_mirror, lion-2): neither may
+    leak an unheard class into training or put an unannotated second source in a scene."""
+    from jsa_rt.train.scene_catalog import _base_stem
+    catalog = build_catalog()
+    assert catalog.same_sound("ram") == {"ram", "mountaingoat", "goat"}
+    assert catalog.same_sound("badger") == {"badger", "beaver"}            # sample-identical files
+    sounding = {_base_stem(Path(s.image).stem) for c in catalog.classes for s in c.stamps}
+    assert not [s.image for s in catalog.silent if _base_stem(Path(s.image).stem) in sounding]
+    assert "dreydl-shin_mirror" in catalog.skipped and "lion-2" in catalog.skipped
+    for seed in range(5):
+        plan = scenes.plan_classes(catalog, seed)
+        heard = set().union(*(catalog.same_sound(c) for c in plan.seen))
+        assert not heard & set(plan.unheard), seed
+
+
+def test_distractors_never_play_the_target_or_offscreen_sound(scene_sets):
+    root, _, _, _ = scene_sets
+    catalog = build_catalog()
+    for split in COUNTS:
+        for e in json.loads((root / "annotations" / f"{split}.json").read_text()):
+            for sound in (e["class"], e["offscreen_class"]):
+                if sound and not sound.startswith(("digit_", "silence")):
+                    assert not catalog.same_sound(sound) & set(e["distractor_classes"]), e["file"]
+
+
+def test_fsdd_takes_of_val_and_test_are_never_trained_on():
+    takes = [f"/x/3_jackson_{i}.wav" for i in range(50)]
+    chosen = {split: {int(Path(t).stem.split("_")[2]) for t in scenes._split_takes(takes, split)}
+              for split in ("train", "val", "test", "digits")}
+    assert chosen["train"].isdisjoint(chosen["val"]) and chosen["train"].isdisjoint(chosen["test"])
+    assert chosen["val"].isdisjoint(chosen["test"]) and len(chosen["train"]) == 40
+    assert len(chosen["digits"]) == 50                 # held-out speakers: every take

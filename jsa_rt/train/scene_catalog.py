@@ -20,10 +20,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 
 # Recordings named like `X_fr.ogg` or `X_en_GB.ogg` are translations of a stamp's spoken name.
 _LANG_SUFFIX = re.compile(r"_[a-z]{2}(_[A-Za-z]{2})?$")
+# A silent PNG of a sounding stamp's object (`dreydl-shin_mirror`, `lion-2`, `frog-1`, a cartoon
+# `lion`): the same object, so it must never be a silent distractor (it would show an unheard class in
+# train, or a second, unannotated copy of the target).
+_VARIANT_SUFFIX = re.compile(r"(_mirror|_\d+)+$")
+# Recordings that are the same sound processed differently (goat vs ram: cross-correlation 0.88
+# after alignment), found by correlation; sample-identical ones (ram and mountaingoat, badger and
+# beaver: the same recording in different files) are recognised automatically. Classes with the
+# same sound stay separate classes (so the split of classes does not move), but a sound is never
+# "unheard" when a seen class plays it, and never has two visible sources in one scene.
+NEAR_DUPLICATE_SOUNDS = ({"goat", "ram", "mountaingoat"},)
 _MIN_TARGET_SIDE = 64        # px: smaller stamps turn to mush when scaled to a quarter of the frame
 _MIN_DISTRACTOR_SIDE = 40
 PHOTO_BACKGROUNDS = ("astronaut", "coffee", "rocket")     # the rest are textures
@@ -41,6 +53,7 @@ class SoundClass:
     name: str
     sound: str               # absolute path of the recording
     stamps: tuple[Stamp, ...]
+    sound_key: str = ""      # the recording's identity: equal for the same sound in another file
 
     @property
     def category(self) -> str:
@@ -62,6 +75,11 @@ class Catalog:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def same_sound(self, name: str) -> set[str]:
+        """The classes that play the same recording as `name` (itself included)."""
+        key = self.class_by_name(name).sound_key
+        return {c.name for c in self.classes if c.sound_key == key} if key else {name}
 
 
 def default_data_root() -> Path:
@@ -103,6 +121,22 @@ def _max_side(png: Path) -> int:
         return max(im.size)
 
 
+def _base_stem(stem: str) -> str:
+    """`Dreydl-Shin_mirror` / `lion-2` -> `dreydl_shin` / `lion`: what a variant is a copy of."""
+    return _VARIANT_SUFFIX.sub("", stem.lower().replace("-", "_"))
+
+
+def _sound_key(ogg: Path) -> str:
+    """Identity of a recording: its decoded samples (the same sound saved as two different files
+    is one recording), else its bytes when it cannot be decoded here."""
+    try:
+        from ..audio_io import load_audio
+        samples = np.round(load_audio(ogg, 16000) * 32767).astype(np.int16)
+        return "pcm:" + hashlib.sha1(samples.tobytes()).hexdigest()
+    except Exception:            # noqa: BLE001 - a damaged file is still a distinct file
+        return "file:" + hashlib.sha1(ogg.read_bytes()).hexdigest()
+
+
 def _class_name(stems: list[str]) -> str:
     # "a_with_umlaut_filled" / "A_with_umlaut_outline" -> "a_with_umlaut"
     base = [re.sub(r"_(filled|outline|outlined)$", "", s).lower().replace("-", "_") for s in stems]
@@ -117,7 +151,11 @@ def scan_stamps(stamp_root: Path) -> tuple[list[SoundClass], list[Stamp], dict[i
     silent: list[Stamp] = []
     digits: dict[int, Stamp] = {}
     skipped: dict[str, str] = {}
-    for png in sorted(stamps_dir.rglob("*.png")):
+    pngs = sorted(stamps_dir.rglob("*.png"))
+    # by name, in any folder: a cartoon lion is as much a source of the roar as the photo
+    sounding = {_base_stem(png.stem) for png in pngs if png.with_suffix(".ogg").is_file()}
+    near = {stem: "near:" + "+".join(sorted(group)) for group in NEAR_DUPLICATE_SOUNDS for stem in group}
+    for png in pngs:
         rel = png.relative_to(stamps_dir)
         stamp = Stamp(str(png), _category(rel), _flags(png))
         if rel.parts[:2] == ("symbols", "math"):
@@ -128,6 +166,8 @@ def scan_stamps(stamp_root: Path) -> tuple[list[SoundClass], list[Stamp], dict[i
         if ogg.is_file():
             digest = hashlib.sha1(ogg.read_bytes()).hexdigest()
             by_audio.setdefault(digest, []).append((png, ogg))
+        elif _base_stem(png.stem) in sounding:
+            skipped[png.stem] = "a silent copy of a sounding stamp (never a distractor)"
         elif _max_side(png) >= _MIN_DISTRACTOR_SIDE:
             silent.append(stamp)
     classes: list[SoundClass] = []
@@ -139,14 +179,16 @@ def scan_stamps(stamp_root: Path) -> tuple[list[SoundClass], list[Stamp], dict[i
             skipped[name] = f"image under {_MIN_TARGET_SIDE} px"
             continue
         stamps = tuple(Stamp(str(p), _category(p.relative_to(stamps_dir)), _flags(p)) for p in big)
-        classes.append(SoundClass(name, str(members[0][1]), stamps))
+        key = near.get(_base_stem(members[0][0].stem)) or _sound_key(members[0][1])
+        classes.append(SoundClass(name, str(members[0][1]), stamps, key))
     names = [c.name for c in classes]
     if len(set(names)) != len(names):   # two different recordings share a stem: keep them apart
         seen: dict[str, int] = {}
         renamed = []
         for c in classes:
             seen[c.name] = seen.get(c.name, 0) + 1
-            renamed.append(c if seen[c.name] == 1 else SoundClass(f"{c.name}_{seen[c.name]}", c.sound, c.stamps))
+            renamed.append(c if seen[c.name] == 1 else
+                           SoundClass(f"{c.name}_{seen[c.name]}", c.sound, c.stamps, c.sound_key))
         classes = renamed
     return classes, silent, digits, skipped
 

@@ -52,7 +52,7 @@ HELD_OUT_SPEAKERS = 2
 LARGE_TARGET = (0.25, 0.60)
 SMALL_TARGET = (0.08, 0.25)
 SMALL_TARGET_P = 0.15
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: no silent copies of sounding stamps, one class per recording, FSDD takes split
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,11 @@ def plan_classes(catalog: Catalog, seed: int) -> SplitPlan:
     speakers = list(catalog.speakers)
     speakers = [speakers[i] for i in rng.permutation(len(speakers))]
     held = min(HELD_OUT_SPEAKERS, max(len(speakers) - 1, 0))
-    return SplitPlan(tuple(sorted(order[k:])), tuple(sorted(order[:k])),
-                     tuple(sorted(speakers[held:])), tuple(sorted(speakers[:held])))
+    seen = sorted(order[k:])
+    # a class whose recording a seen class also plays is not unheard: it is left out altogether
+    heard = set().union(*(catalog.same_sound(c) for c in seen)) if seen else set()
+    unheard = sorted(c for c in order[:k] if c not in heard)
+    return SplitPlan(tuple(seen), tuple(unheard), tuple(sorted(speakers[held:])), tuple(sorted(speakers[:held])))
 
 
 def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int,
@@ -148,6 +151,9 @@ def _object_for(name: str, rng: np.random.Generator) -> tuple[ObjectSpec, str]:
 def _pick_distractors(rng: np.random.Generator, spec: SceneSpec, category: str | None,
                       exclude: set[str], count: int) -> list[ObjectSpec]:
     visible, _ = _visible_pool(spec.split)
+    # a class playing the same recording as the target or the off-screen sound would be a second,
+    # unannotated source of it
+    exclude = set(exclude).union(*(_CATALOG.same_sound(x) for x in exclude if not x.startswith("digit_")))
     others: list[tuple[str, Stamp]] = [(Path(s.image).stem, s) for s in _CATALOG.silent]
     for name in visible:
         if name not in exclude:
@@ -165,10 +171,23 @@ def _pick_distractors(rng: np.random.Generator, spec: SceneSpec, category: str |
     return out
 
 
-def _target_clips(name: str, speaker: str | None, rng: np.random.Generator) -> list[np.ndarray]:
+# FSDD has 50 takes per (digit, speaker): each split of a speaker's digits uses its own takes,
+# so val and test never replay a recording heard in training (take number mod 10)
+TAKES_BY_SPLIT = {"train": range(0, 8), "val": range(8, 9), "test": range(9, 10)}
+
+
+def _split_takes(takes: list[str], split: str) -> list[str]:
+    allowed = TAKES_BY_SPLIT.get(split)             # other splits (digits) have held-out speakers
+    if allowed is None:
+        return takes
+    mine = [t for t in takes if int(Path(t).stem.split("_")[2]) % 10 in allowed]
+    return mine or takes
+
+
+def _target_clips(name: str, speaker: str | None, rng: np.random.Generator, split: str) -> list[np.ndarray]:
     rate = SAMPLE_RATE
     if name.startswith("digit_"):
-        takes = _CATALOG.digit_takes[(int(name.split("_")[1]), speaker)]
+        takes = _split_takes(_CATALOG.digit_takes[(int(name.split("_")[1]), speaker)], split)
         chosen = rng.permutation(len(takes))[: int(rng.integers(2, 6))]
         return [load_clip(takes[i], rate) for i in chosen]
     return [load_clip(_CATALOG.class_by_name(name).sound, rate)]
@@ -199,7 +218,7 @@ def make_scene(spec: SceneSpec) -> dict:
     distractors = _pick_distractors(rng, spec, category, exclude, count)
 
     image, placed, background = compose_image(rng, size, _CATALOG.backgrounds, target, area, distractors)
-    target_clips = _target_clips(spec.target, spec.speaker, rng) if spec.target else None
+    target_clips = _target_clips(spec.target, spec.speaker, rng, spec.split) if spec.target else None
     offscreen_clips = [load_clip(_CATALOG.class_by_name(offscreen_name).sound, SAMPLE_RATE)] if offscreen_name else None
     wave, audio_info = compose_audio(rng, n, SAMPLE_RATE, target_clips,
                                      bool(spec.target and spec.target.startswith("digit_")), offscreen_clips)
