@@ -286,3 +286,26 @@ def test_a_file_name_with_an_exclamation_mark_is_a_file(tmp_path):
     write_red_square_clip(clip, frames=3)
     assert parse_video_uri(str(clip)).kind == "file" and parse_video_uri(f"file://{clip}").kind == "file"
     assert parse_video_uri("videotestsrc ! appsink").kind == "gstreamer"
+
+
+@ffmpeg_needed
+def test_sync_holds_with_a_playback_rate_and_a_looping_soundtrack(tmp_path):
+    clip, wav, muxed = tmp_path / "sync.mp4", tmp_path / "sync.wav", tmp_path / "with_sound.mp4"
+    _flash_and_burst_clip(clip, wav, 15.0)
+    # --input-rate only changes how fast a file plays, not its clock
+    out = tmp_path / "fast.mp4"
+    done = cli("live", "--camera", str(clip), "--mic", f"file://{wav}", "--input-rate", "30", "--headless",
+               "--no-hud", "--overlay-alpha", "0", "--output", str(out), "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    flashes, bursts, _ = _onsets(out)
+    assert len(flashes) == len(bursts) == 3 and all(abs(b - f) < 0.02 for f, b in zip(flashes, bursts))
+    # a video's own (AAC, slightly longer) soundtrack loops with its picture: no drift per loop
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(clip), "-i", str(wav), "-c:v", "copy",
+                    "-c:a", "aac", str(muxed)], check=True)
+    out = tmp_path / "looped.mp4"
+    done = cli("live", "--camera", str(muxed), "--loop", "--duration", "11.9", "--no-pace", "--headless",
+               "--no-hud", "--overlay-alpha", "0", "--output", str(out), "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    flashes, bursts, _ = _onsets(out)
+    assert len(flashes) == len(bursts) == 9, (flashes, bursts)
+    assert all(abs(b - f) < 0.03 for f, b in zip(flashes, bursts)), (flashes, bursts)

@@ -229,7 +229,9 @@ class FileAudioSource(AudioSource):
             raise InputError(f"{exc}; choose the sound with --mic (default, a device index, or "
                              f"file://sound.wav)") from None
         self.name = f"file {path.name}"
+        self.path = path
         self.rate = rate
+        self.speed = 1.0          # paced playback speed (a video file played faster or slower)
         self.loop = loop
         self.paced = paced
         self.overflows = 0
@@ -238,11 +240,17 @@ class FileAudioSource(AudioSource):
     def start(self) -> None:
         self._t0 = time.monotonic()
 
+    def fit_duration(self, seconds: float) -> None:
+        """Trim or pad (silence) the sound to exactly `seconds`: a video's own soundtrack then
+        loops with its picture (AAC tracks run a few tens of ms longer)."""
+        n = int(round(seconds * self.rate))
+        self.wave = self.wave[:n] if self.wave.size >= n else np.pad(self.wave, (0, n - self.wave.size))
+
     def available(self) -> int:
         total = self.wave.size
         if not self.paced:
             return 1 << 62 if self.loop else total
-        elapsed = int((time.monotonic() - (self._t0 or time.monotonic())) * self.rate)
+        elapsed = int((time.monotonic() - (self._t0 or time.monotonic())) * self.rate * self.speed)
         return elapsed if self.loop else min(elapsed, total)
 
     def position_for(self, t_capture: float, t_media: float) -> int:

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -185,9 +186,15 @@ class Pipeline:
         window_s = o.audio_window or cfg.audio_seconds
         try:
             self.audio = open_audio(o.mic, cfg.sample_rate, window_s, loop=o.loop, paced=o.paced)
+            if o.loop and self.video.is_file and self.video.frame_count > 0 \
+                    and Path(getattr(self.audio, "path", "")) == Path(self.video.spec.target):
+                # a video and its own soundtrack loop together, on the picture's period
+                self.audio.fit_duration(self.video.frame_count / self.video.media_fps)
+            if hasattr(self.audio, "speed") and self.video.is_file:
+                self.audio.speed = self.video.fps / self.video.media_fps     # --input-rate on a file
             self.window = AudioWindow(self.audio, cfg.sample_rate, cfg.num_samples, window_s, o.av_offset_ms)
             if o.output:
-                self.recorder = VideoRecorder(o.output, self.video.fps, audio_rate=self.audio.rate)
+                self.recorder = VideoRecorder(o.output, self.video.media_fps, audio_rate=self.audio.rate)
             if o.log_json:
                 self.log = JsonLog(o.log_json)
         except BaseException:

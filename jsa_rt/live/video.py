@@ -166,7 +166,11 @@ class VideoSource:
         reported = self._cap.get(cv2.CAP_PROP_FPS)
         # files: any real rate (slideshows, high-speed clips); cameras often report nonsense
         plausible = 0.0 < reported <= 1000.0 if self.is_file else 1.0 <= reported <= 240.0
-        self.fps = float(rate or (reported if plausible else 30.0))
+        native = float(reported if plausible else 30.0)
+        self.fps = float(rate or native)                     # the rate frames are delivered at
+        # the clock of the content: a file's own rate (--input-rate only changes how fast it
+        # plays), so media time, its sound and recordings stay in step
+        self.media_fps = native if self.is_file else self.fps
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.is_file else 0
         # Files not paced are processed exactly once per frame; everything else is latest-wins.
         self.frames = LatestSlot(lossless=self.is_file and not self.paced)
@@ -235,8 +239,8 @@ class VideoSource:
                 if self.is_file and self.width and self.height:
                     image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
                 if self.is_file:
-                    t_media = index / self.fps
-                    if self.paced and self._stop.wait(max(0.0, t0 + t_media - time.monotonic())):
+                    t_media = index / self.media_fps
+                    if self.paced and self._stop.wait(max(0.0, t0 + index / self.fps - time.monotonic())):
                         break
                 now = time.monotonic()
                 frame = Frame(image, index, now, t_media if self.is_file else now - t0)
