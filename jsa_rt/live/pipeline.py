@@ -429,9 +429,6 @@ class Pipeline:
                     "frame": frame.index,
                     "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
                     "box": [round(v, 4) for v in loc.box] if loc.active else None,
-                    **({"bearing_deg": [round(a, 2) for a in bearing_deg(*loc.peak, o.hfov_deg, image.shape[1],
-                                                                         image.shape[0])] if loc.active else None}
-                       if o.hfov_deg else {}),
                     "confidence": round(r.confidence, 4),
                     "level_db": round(r.level_db, 1),
                     "state": "source" if loc.active else f"no source ({loc.reason})",
@@ -444,6 +441,9 @@ class Pipeline:
                         "render": round((now - t_got) * 1e3, 2),
                         "encode_display": round(encode_display_ms, 2)},   # after latency_ms is taken
                 }
+                if o.hfov_deg:
+                    record["bearing_deg"] = [round(a, 2) for a in bearing_deg(
+                        *loc.peak, o.hfov_deg, image.shape[1], image.shape[0])] if loc.active else None
                 if self.log is not None:
                     self.log.write(record)
                 if self.on_frame is not None:
