@@ -234,3 +234,34 @@ def test_microphone_capture_through_the_file_backed_alsa_device(tmp_path):
     assert out[:3] == ["16000", "True", "True"]
     assert float(out[3]) == pytest.approx(20 * np.log10(0.25 / np.sqrt(2)), abs=0.5)
     assert int(out[4]) == 500
+
+
+class FakeStereoOnlySoundDevice:
+    """sounddevice as seen with a stereo-only USB mic (hardware we do not have)."""
+
+    class default:
+        device = [0, -1]
+
+    def query_devices(self, kind=None):
+        dev = {"index": 0, "name": "Stereo Mic", "max_input_channels": 2, "default_samplerate": 48000.0}
+        return dev if kind == "input" else [dev]
+
+    def check_input_settings(self, device=None, samplerate=None, channels=None, dtype=None):
+        if channels == 1:
+            raise ValueError("Invalid number of channels")
+
+
+def test_a_stereo_only_microphone_records_both_channels(monkeypatch):
+    """A capsule wired to the right channel only must not be silent: the channels are mixed."""
+    from types import SimpleNamespace
+    from jsa_rt.live import audio as audio_module
+    monkeypatch.setattr(audio_module, "import_sounddevice", FakeStereoOnlySoundDevice)
+    mic = audio_module.MicSource("default", 16000, 1.0)
+    assert mic.channels == 2
+    tone = (0.5 * np.sin(np.arange(mic.blocksize) / 7)).astype(np.float32)
+    right_only = np.stack([np.zeros_like(tone), tone], axis=1)
+    info = SimpleNamespace(inputBufferAdcTime=0.0, currentTime=0.0)
+    for _ in range(3):
+        mic._callback(right_only, mic.blocksize, info, SimpleNamespace(input_overflow=False))
+    got = mic.ring.read(mic.ring.written - mic.blocksize, mic.ring.written)
+    np.testing.assert_allclose(got, 0.5 * tone, atol=1e-7)

@@ -156,6 +156,7 @@ class MicSource(AudioSource):
         self.name = f"mic '{self.device['name']}'"
         self.channels = 1 if self._mono_ok() else min(2, int(self.device["max_input_channels"]))
         self.rate = choose_rate(sd, self.device, model_rate, self.channels)
+        self._mix = np.zeros(max(1, self.rate // 50) * 8, np.float32)   # preallocated: the callback never allocates
         capacity = int(self.rate * (window_seconds + RECORD_SECONDS))
         self.ring = RingBuffer(capacity, self.rate)
         self.blocksize = max(1, self.rate // 50)          # 20 ms blocks
@@ -177,7 +178,13 @@ class MicSource(AudioSource):
         adc = time_info.inputBufferAdcTime
         # The block's first sample was captured (currentTime - adc) ago; its last one frames/rate later.
         t_end = now - (time_info.currentTime - adc) + frames / self.rate if adc > 0 else now
-        self.ring.write(indata[:, 0], min(t_end, now))
+        if self.channels == 1:
+            block = indata[:, 0]
+        else:   # both channels: a stereo mic may carry its capsule on either side
+            block = self._mix[:frames] if frames <= self._mix.size else np.empty(frames, np.float32)
+            np.add(indata[:, 0], indata[:, 1], out=block)
+            block *= 0.5
+        self.ring.write(block, min(t_end, now))
 
     def start(self) -> None:
         try:

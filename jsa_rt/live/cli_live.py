@@ -139,8 +139,10 @@ def run_live(args) -> int:
     options = live_options(args)
     factory = load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads)
     summary = Pipeline(options, factory).run(progress=_progress)
-    if options.output:
+    if options.output and any(w.startswith(str(options.output)) for w in summary.written):
         nxt = f"play it: ffplay {shlex.quote(options.output)}"
+    elif options.output:                   # stopped before the first frame: nothing to play
+        nxt = "nothing was recorded; run it again and let it reach the first frame"
     else:
         nxt = "record it: add --output out.mp4 --log-json frames.jsonl"
     print(f"live: {summary.line()}; next: {nxt}", flush=True)
