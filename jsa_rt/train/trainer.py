@@ -135,6 +135,14 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank (a collective: all ranks call it)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on any."""
         if self.world == 1:
@@ -270,7 +278,13 @@ def run(args) -> int:
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["train_state"]
-        set_rng_state(ckpt["rng"])
+        rng = ckpt["rng"]
+        if isinstance(rng, list):        # one state per rank; a different world size starts fresh streams
+            rng = rng[dist_info.rank] if len(rng) == dist_info.world else None
+        if rng is not None:
+            set_rng_state(rng)
+        else:
+            seed_everything(train_cfg.seed + dist_info.rank + state["step"])
         if dist_info.main:
             print(f"resumed {last_path} at epoch {state['epoch']}, step {state['step']}")
 
@@ -287,13 +301,19 @@ def run(args) -> int:
               f"mixed precision {'bf16' if amp_dtype else 'off'}, slot kernels "
               f"{model.slots.kernels_in_use(device_obj) if hasattr(model, 'slots') else 'n/a'}")
 
-    def save(path):
+    def checkpoint():
+        """last.pt with every rank's RNG state (all ranks call this; rank 0 writes)."""
+        states = dist_info.gather(rng_state())
+        if dist_info.main:
+            save(last_path, states)
+
+    def save(path, rng_states):
         atomic_torch_save({
             "format": "jsa-rt", "format_version": 1, "kind": model.kind,
             "config": model_cfg.to_dict(), "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "train_state": state,
             "train_config": train_cfg.to_dict(),
-            "rng": rng_state(),
+            "rng": rng_states,
             "extra": {"model": args.model, "data": str(args.data)},
         }, path)
 
@@ -348,16 +368,15 @@ def run(args) -> int:
                     log.writerow([state["step"], epoch, *[f"{values[k]:.6f}" for k in term_names], f"{rate:.2f}"])
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"it/s": f"{rate:.1f}"})
                 bar.update(1)
-                if dist_info.main and state["step"] % args.save_every == 0:
-                    save(last_path)
+                if state["step"] % args.save_every == 0:
+                    checkpoint()
                 if args.max_steps and state["step"] >= args.max_steps:
                     stop = True
                     break
             bar.close()
             if stop and state["batch_in_epoch"] < len(loader) + loader.sampler.start_batch:
                 # stopped mid-epoch: keep the position so --resume continues exactly here
-                if dist_info.main:
-                    save(last_path)
+                checkpoint()
                 break
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
@@ -370,8 +389,8 @@ def run(args) -> int:
                     state["best"] = {"score": score, "epoch": state["epoch"]}
                     save_checkpoint(out / "best.pt", model, extra={"val": record["val"], "epoch": state["epoch"]})
             state["history"].append(record)
+            checkpoint()
             if dist_info.main:
-                save(last_path)
                 _write_json(out / "history.json", state["history"])
                 print(f"epoch {state['epoch']}: " + json.dumps(record))
             dist_info.barrier()
