@@ -9,8 +9,9 @@ Sources (see ../shared/data/README.md):
   `symbols/math/N.png` (32 px, "colorable": the composer colours and upscales them).
 - Backgrounds: photographs (composited whole or as crops) and grey textures (tinted).
 
-The catalogue is pure bookkeeping (paths and names, no pixels or samples), so it is cheap to
-build in every worker process, and sorted everywhere so the same files give the same plan.
+The catalogue is bookkeeping (paths and names; each recording is decoded once, only to recognise
+the same sound saved in two files): built once (about a second) and handed to the workers, and
+sorted everywhere so the same files give the same plan.
 """
 from __future__ import annotations
 
