@@ -167,3 +167,11 @@ def test_two_process_resume_is_exact(scenes, tmp_path):
     b = torch.load(resumed / "last.pt", weights_only=True)["state_dict"]
     for key, value in a.items():
         torch.testing.assert_close(value, b[key], rtol=0, atol=0, msg=key)
+
+
+def test_epoch_coverage_warning(scenes, tmp_path, capsys):
+    # 24 items in batches of 16: one batch per epoch, 8 items left out every epoch
+    train(scenes, tmp_path, "--epochs", "1", "--max-steps", "1", "--batch-size", "16")
+    assert "warning: each epoch uses 16 of 24 training items" in capsys.readouterr().out
+    train(scenes, tmp_path / "b", "--epochs", "1", "--max-steps", "1")           # batches of 8: all 24
+    assert "warning: each epoch uses" not in capsys.readouterr().out

@@ -260,6 +260,11 @@ def run(args) -> int:
     if len(train_ds) < train_cfg.batch_size * dist_info.world:
         raise InputError(f"{len(train_ds)} training items is fewer than one batch of "
                          f"{train_cfg.batch_size} x {dist_info.world} processes: lower --batch-size")
+    used = len(EpochSampler(len(train_ds), 0, 0, 0, dist_info.world, train_cfg.batch_size).indices()) * dist_info.world
+    if used < 0.9 * len(train_ds) and dist_info.main:
+        # whole batches per rank only: the rest of each epoch's shuffle is left out
+        print(f"warning: each epoch uses {used} of {len(train_ds)} training items (batches of "
+              f"{train_cfg.batch_size} x {dist_info.world} processes); a smaller --batch-size uses more")
 
     if init_model is not None:
         model = init_model.train().to(device_obj)
