@@ -309,3 +309,40 @@ def test_sync_holds_with_a_playback_rate_and_a_looping_soundtrack(tmp_path):
     flashes, bursts, _ = _onsets(out)
     assert len(flashes) == len(bursts) == 9, (flashes, bursts)
     assert all(abs(b - f) < 0.03 for f, b in zip(flashes, bursts)), (flashes, bursts)
+
+
+@ffmpeg_needed
+def test_a_variable_frame_rate_file_stays_in_step_with_its_sound(tmp_path):
+    """Phones record variable frame rates: 2 s at 5 fps then 2 s at 30 fps, one flash and one
+    burst in each part. Frames are timed by their own timestamps, not index / average rate."""
+    import cv2
+    import soundfile as sf
+    listing, n = [], 0
+    for fps, flash_at in ((5, 5), (30, 30)):                        # flashes at 1.0 s and 3.0 s
+        for i in range(2 * fps):           # a 0.2 s flash, so that it survives a lower recording rate
+            image = tmp_path / f"f{n:03d}.png"
+            cv2.imwrite(str(image), np.full((64, 96, 3), 250 if flash_at <= i < flash_at + fps // 5 else 30,
+                                            np.uint8))
+            listing.append(f"file '{image}'\nduration {1 / fps:.6f}\n")
+            n += 1
+    listing.append(f"file '{image}'\n")
+    (tmp_path / "frames.txt").write_text("".join(listing))
+    vfr = tmp_path / "vfr.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i",
+                    str(tmp_path / "frames.txt"), "-fps_mode", "vfr", "-c:v", "mpeg4", "-q:v", "3", str(vfr)],
+                   check=True)
+    rate = 16000
+    t = np.arange(4 * rate) / rate
+    sound = np.zeros_like(t)
+    for e in (1.0, 3.0):
+        on = (t >= e) & (t < e + 0.05)
+        sound[on] = 0.5 * np.sin(2 * np.pi * 1000 * t[on])
+    wav = tmp_path / "vfr.wav"
+    sf.write(str(wav), sound.astype(np.float32), rate)
+    out = tmp_path / "out.mp4"
+    done = cli("live", "--camera", str(vfr), "--mic", f"file://{wav}", "--no-pace", "--headless", "--no-hud",
+               "--overlay-alpha", "0", "--output", str(out), "--backend", "onnxruntime")
+    assert done.returncode == 0, done.stderr
+    flashes, bursts, _ = _onsets(out)
+    assert len(flashes) == len(bursts) == 2, (flashes, bursts)
+    assert all(abs(b - f) < 0.1 for f, b in zip(flashes, bursts)), (flashes, bursts)   # index/avg rate: 0.7 s off

@@ -128,7 +128,8 @@ class VideoRecorder:
         elif (image.shape[1], image.shape[0]) != self._size:      # e.g. a camera back at another size
             import cv2                                            # (the writer would drop it silently)
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        due = int((t_media - self._t0) * self.fps + 1e-6) + 1       # frames that should exist now
+        # frames that should exist now (rounded: a timestamped frame sits at its own slot)
+        due = int(round((t_media - self._t0) * self.fps)) + 1
         copies = 1 if self.frames_written == 0 else min(due - self.frames_written, int(MAX_GAP_S * self.fps))
         # a gap (dropped frames) holds the previous picture; the new one goes in its own slot
         for _ in range(max(0, copies - 1)):

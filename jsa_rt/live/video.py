@@ -219,6 +219,7 @@ class VideoSource:
         import cv2
         t0 = time.monotonic()
         index = 0
+        stamped = None        # files: does the decoder give each frame's own timestamp?
         try:
             while not self._stop.is_set():
                 ok, image = self._cap.read()
@@ -239,8 +240,17 @@ class VideoSource:
                 if self.is_file and self.width and self.height:
                     image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
                 if self.is_file:
+                    # A frame's own timestamp keeps a variable-frame-rate file (a phone's) in step
+                    # with its sound; a loop replays the file, so there the index keeps one clock
+                    # with the looping soundtrack, as it does when the decoder gives no timestamps.
                     t_media = index / self.media_fps
-                    if self.paced and self._stop.wait(max(0.0, t0 + index / self.fps - time.monotonic())):
+                    pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                    if index == 1:
+                        stamped = not self.loop and pos > 0
+                    if stamped and pos > 0:
+                        t_media = pos
+                    play_at = t_media * self.media_fps / self.fps     # --input-rate plays faster or slower
+                    if self.paced and self._stop.wait(max(0.0, t0 + play_at - time.monotonic())):
                         break
                 now = time.monotonic()
                 frame = Frame(image, index, now, t_media if self.is_file else now - t0)
