@@ -122,6 +122,11 @@ def test_avsbench_s4_layout(tmp_path):
     item = ds[0]
     assert item["label"] == "dog" and item["gt"].sum() == 112 * 56 and item["gt"][0, 0] == 1
     assert ds[1]["gt"].sum() == 0
+    # a split the meta CSV does not list has no samples, even with masks outside split folders
+    flat = tmp_path / "Single-source" / "s4_data" / "gt_masks" / "dog" / "vidC"
+    flat.mkdir(parents=True)
+    Image.fromarray(np.zeros((224, 224), np.uint8)).save(flat / "vidC_1.png")
+    assert read_samples("avsbench", tmp_path, split="val") == []
 
 
 def test_unreadable_audio_is_reported_not_replaced(tmp_path):

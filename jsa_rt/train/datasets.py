@@ -148,15 +148,16 @@ def read_avsbench(root: Path, split: str = "test") -> list[Sample]:
             frames[p.stem.replace(".mp4_", "_")] = p
         elif p.suffix.lower() == ".wav":
             wavs[p.stem] = p
-    allowed = None
+    allowed = None                    # no meta CSV: every mask under the split's folders
     for meta in list(root.rglob("s4_meta_data.csv")) + list(root.rglob("ms3_meta_data.csv")):
+        allowed = allowed or set()    # a meta CSV lists the split's videos, even when it lists none
         with open(meta, newline="") as f:
             for row in csv.DictReader(f):
                 # AVSBench's own loaders take the video name from the first column, whatever its
                 # header, and filter on the "split" column
                 vid = next(iter(row.values()), None)
                 if vid and row.get("split", split) == split:
-                    allowed = (allowed or set()) | {vid}
+                    allowed.add(vid)
     samples = []
     for key, mask in sorted(masks.items()):
         vid, _, idx = key.rpartition("_")
