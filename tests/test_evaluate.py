@@ -118,7 +118,7 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
     assert all(x["better"] == "tie (n.s.)" and x["diff"] == 0 for x in compare.compare(oracle, oracle)["metrics"].values())
     # the CLI prints the table and a summary line, and writes JSON
     out = tmp_path / "cmp.json"
-    args = compare.add_parser(__import__("argparse").ArgumentParser().add_subparsers()).parse_args(
+    args = compare.add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
         [str(tmp_path / "oracle" / "test.csv"), str(tmp_path / "wrong" / "test.csv"), "--json", str(out),
          "--png", str(tmp_path / "cmp.png")])
     assert compare.run(args) == 0

@@ -155,23 +155,29 @@ def test_rms_dbfs():
 
 
 # ---- devices ------------------------------------------------------------------------------------
-class FakeSoundDevice48k:
-    """sounddevice as seen with a USB mic that only does 48 kHz (hardware we do not have)."""
+class FakeSoundDevice:
+    """sounddevice as seen with one USB mic that only does 48 kHz, mono (the default) or
+    stereo-only (hardware we do not have)."""
 
     class default:
         device = [0, -1]
 
+    def __init__(self, name: str = "USB Mic", channels: int = 1):
+        self.name, self.channels = name, channels
+
     def query_devices(self, kind=None):
-        dev = {"index": 0, "name": "USB Mic", "max_input_channels": 1, "default_samplerate": 48000.0}
+        dev = {"index": 0, "name": self.name, "max_input_channels": self.channels, "default_samplerate": 48000.0}
         return dev if kind == "input" else [dev]
 
     def check_input_settings(self, device=None, samplerate=None, channels=None, dtype=None):
         if samplerate not in (None, 48000):
             raise ValueError("Invalid sample rate")
+        if channels is not None and channels != self.channels:
+            raise ValueError("Invalid number of channels")
 
 
 def test_a_48k_only_microphone_opens_at_48k():
-    sd = FakeSoundDevice48k()
+    sd = FakeSoundDevice()
     dev = resolve_input_device("usb", sd)
     assert dev["name"] == "USB Mic"
     assert choose_rate(sd, dev, 16000, 1) == 48000
@@ -181,9 +187,9 @@ def test_missing_file_and_unknown_device_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="not found"):
         open_audio(f"file://{tmp_path}/nope.wav", 16000, 1.0)
     with pytest.raises(DeviceError, match="no microphone named like 'nonexistent'.*USB Mic"):
-        resolve_input_device("nonexistent", FakeSoundDevice48k())
+        resolve_input_device("nonexistent", FakeSoundDevice())
     with pytest.raises(DeviceError, match="no microphone with index 7"):
-        resolve_input_device("7", FakeSoundDevice48k())
+        resolve_input_device("7", FakeSoundDevice())
 
 
 def test_real_portaudio_errors_list_what_is_available(tmp_path):
@@ -236,26 +242,11 @@ def test_microphone_capture_through_the_file_backed_alsa_device(tmp_path):
     assert int(out[4]) == 500
 
 
-class FakeStereoOnlySoundDevice:
-    """sounddevice as seen with a stereo-only USB mic (hardware we do not have)."""
-
-    class default:
-        device = [0, -1]
-
-    def query_devices(self, kind=None):
-        dev = {"index": 0, "name": "Stereo Mic", "max_input_channels": 2, "default_samplerate": 48000.0}
-        return dev if kind == "input" else [dev]
-
-    def check_input_settings(self, device=None, samplerate=None, channels=None, dtype=None):
-        if channels == 1:
-            raise ValueError("Invalid number of channels")
-
-
 def test_a_stereo_only_microphone_records_both_channels(monkeypatch):
     """A capsule wired to the right channel only must not be silent: the channels are mixed."""
     from types import SimpleNamespace
     from jsa_rt.live import audio as audio_module
-    monkeypatch.setattr(audio_module, "import_sounddevice", FakeStereoOnlySoundDevice)
+    monkeypatch.setattr(audio_module, "import_sounddevice", lambda: FakeSoundDevice("Stereo Mic", channels=2))
     mic = audio_module.MicSource("default", 16000, 1.0)
     assert mic.channels == 2
     tone = (0.5 * np.sin(np.arange(mic.blocksize) / 7)).astype(np.float32)

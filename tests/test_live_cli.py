@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,7 @@ def test_demo_with_the_shipped_model_points_at_the_sounding_object(tmp_path):
     assert s["hit_rate"] > 0.6 and s["hit_rate"] > s["chance_rate"] + 0.2, s
 
 
-ffmpeg_needed = pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None,
+ffmpeg_needed = pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                    reason="needs ffmpeg (tools/setup.sh installs it)")
 
 

@@ -223,7 +223,7 @@ def test_torch_and_onnxruntime_backends_agree(locator_factory):
     assert np.abs(ort.heatmap - torch_.heatmap).max() < 1e-3 and ort.peak_px == torch_.peak_px
 
 
-def test_review_fixes_results_pcm_colours_and_shapes(locator_factory):
+def test_results_pcm_colours_and_shapes(locator_factory):
     rng = np.random.default_rng(7)
     frame = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
     # each result keeps its own map, also with smoothing (the gate updates its buffer in place)
