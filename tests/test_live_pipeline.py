@@ -188,7 +188,32 @@ def test_center_crop_maps_peaks_back_to_the_full_frame(media, tmp_path):
 def test_duration_and_loop(media, tmp_path):
     summary, recs, _ = run_inprocess(media, tmp_path, loop=True, duration=3.0)
     assert summary.stopped_by == "--duration" and summary.not_joined == []
-    assert recs[-1]["t"] >= 3.0 and max(r["frame"] for r in recs) >= 40   # past the clip's 30 frames
+    # [0, 3) s of media time at 15 fps: 45 frames, looping past the clip's 30; none in flight after it
+    assert len(recs) == 45 and recs[-1]["t"] < 3.0 and max(r["frame"] for r in recs) >= 40
+
+
+def test_a_mic_that_fails_to_start_leaves_the_previous_log_alone(media, tmp_path, monkeypatch):
+    """The microphone refuses to start (no permission, device busy): a one-line error, and the
+    log of an earlier run at the same path is neither truncated nor replaced by an empty file."""
+    from jsa_rt.errors import JsaError
+    from jsa_rt.live import pipeline as pipeline_module
+    from live_helpers import FakeBackend
+    real_open = pipeline_module.open_audio
+
+    def refusing_mic(*args, **kwargs):
+        source = real_open(*args, **kwargs)
+        def start():
+            raise JsaError("cannot open the microphone 'default': permission denied; allow microphone access")
+        source.start = start
+        return source
+    monkeypatch.setattr(pipeline_module, "open_audio", refusing_mic)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"frame": 0}\n')
+    opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False, headless=True,
+                       quiet=True, log_json=str(log))
+    with pytest.raises(JsaError, match="permission denied"):
+        Pipeline(opts, lambda: FakeBackend()).run()
+    assert log.read_text() == '{"frame": 0}\n'
 
 
 def test_backend_errors_are_reported_not_hung(media, tmp_path):
@@ -274,6 +299,7 @@ def test_a_capture_failure_is_an_error_not_end_of_input(tmp_path, monkeypatch):
     monkeypatch.setattr(video_module.VideoSource, "_run", failing_run)
     pipe = Pipeline(LiveOptions(camera=str(clip), mic=f"file://{wav}", headless=True, paced=False, quiet=True,
                                 log_json=str(tmp_path / "log.jsonl")), lambda: FakeBackend())
-    with pytest.raises(JsaError, match="decoder exploded; wrote .*log.jsonl"):
+    with pytest.raises(JsaError, match="decoder exploded; wrote nothing"):   # no frame was captured
         pipe.run()
+    assert not (tmp_path / "log.jsonl").exists()
     assert pipe.stopped_by == "capture failure (video capture failed: decoder exploded)"

@@ -205,19 +205,26 @@ class VideoRecorder:
 
 
 class JsonLog:
-    """One JSON object per rendered frame, one per line, flushed as it goes."""
+    """One JSON object per rendered frame, one per line, flushed as it goes (a crash keeps the
+    lines so far). The file is opened at the first line: a run that renders nothing (the mic
+    failed to start) neither leaves an empty log nor truncates the previous one."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w", encoding="utf-8")
+        self._file = None
         self.lines = 0
 
     def write(self, record: dict) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8")
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines += 1
 
-    def close(self) -> str:
+    def close(self) -> str | None:
+        """What was written, for the summary; None when no frame was logged (no file)."""
+        if self._file is None:
+            return None
         self._file.close()
         return f"{self.path} ({self.lines} lines)"

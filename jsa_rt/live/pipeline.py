@@ -303,8 +303,8 @@ class Pipeline:
                 written.append(self.recorder.close())
             else:
                 self.recorder.abandon()
-        if self.log is not None:
-            written.append(self.log.close())
+        if self.log is not None and (logged := self.log.close()) is not None:
+            written.append(logged)
         return written
 
     def summary(self, written: list[str], not_joined: list[str]) -> Summary:
@@ -389,6 +389,12 @@ class Pipeline:
                 if r is None:
                     continue
                 frame = r.frame
+                if o.duration is not None and self._t_first is not None \
+                        and frame.t_media - self._t_media0 >= o.duration:
+                    # --duration covers [0, duration) of media time; frames still in flight when
+                    # it ran out are dropped, so a recording is exactly that long
+                    self.request_stop("--duration")
+                    continue
                 t_got = time.monotonic()
                 loc = localizer.update(r.heatmap, r.confidence, r.level_db, frame.t_media, r.view)
                 image = draw_localization(frame.image, loc, o.render, r.view)
@@ -448,8 +454,6 @@ class Pipeline:
                     self.log.write(record)
                 if self.on_frame is not None:
                     self.on_frame(record)
-                if o.duration is not None and frame.t_media - self._t_media0 >= o.duration:
-                    self.request_stop("--duration")
         except Exception as exc:
             self._fail(f"output failed: {type(exc).__name__}: {exc}")
         finally:
