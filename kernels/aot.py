@@ -1,9 +1,10 @@
 """Ahead-of-time compile of the plugin-friendly kernels to PTX, without a GPU (TensorRT plugin path).
 
 TensorRT's AOT Triton plugins (platform.md) want PTX whose kernel takes inputs, then int32
-scalars, then outputs, with float constants baked in as constexpr; Triton appends hidden pointer
-parameters (global / profile scratch) after those, so the Triton version must be pinned with the
-plugin. `ptx_version=85` suits JetPack 6's driver.
+scalars, then outputs, with float constants baked in as constexpr. Triton appends hidden pointer
+parameters (global / profile scratch) after those, which TensorRT does not pass; our kernels
+need no scratch and never read them, so they are removed from the entry (checked: a kernel that
+does need scratch is refused). `ptx_version=85` suits JetPack 6's driver.
 
     ptx, entry, signature = compile_ptx("slot_attention_step", cc=87, num_slots=2, num_tokens=49,
                                         dim=512, scale=512 ** -0.5, eps=1e-8, gamma=0.1)
@@ -97,5 +98,30 @@ def compile_kernel(kernel_name: str, cc: int = 87, dtype: str = "float32", num_w
     if ptx_version is not None:
         options["ptx_version"] = int(ptx_version)
     compiled = triton.compile(src, target=GPUTarget("cuda", int(cc), 32), options=options)
-    return CompiledKernel(compiled.asm["ptx"], compiled.metadata.name, signature,
-                          int(getattr(compiled.metadata, "shared", 0)))
+    entry = compiled.metadata.name
+    ptx = without_hidden_params(compiled.asm["ptx"], entry, len(signature), compiled.metadata)
+    return CompiledKernel(ptx, entry, signature, int(getattr(compiled.metadata, "shared", 0)))
+
+
+def without_hidden_params(ptx: str, entry: str, num_args: int, metadata) -> str:
+    """The PTX with the entry's parameters cut to our first `num_args`.
+
+    A launch that passes fewer arguments than the kernel declares is undefined, and TensorRT's
+    AOT launcher passes exactly the plugin's own. Triton's trailing scratch pointers are safe to
+    drop only when the kernel needs no scratch memory and its body never names them; otherwise
+    this refuses (a Triton upgrade that changes that must be looked at, not shipped)."""
+    for kind in ("global_scratch", "profile_scratch"):
+        if getattr(metadata, f"{kind}_size", 0):
+            raise ValueError(f"{entry} needs Triton {kind} memory, which TensorRT's AOT launch "
+                             f"cannot provide; simplify the kernel or pin the Triton version")
+    head, found, rest = ptx.partition(f".entry {entry}(")
+    if not found:
+        raise ValueError(f"no .entry {entry} in the PTX")
+    params, _, body = rest.partition(")")
+    declared = params.split(",")
+    hidden = [d.split()[-1] for d in declared[num_args:]]
+    if len(declared) < num_args or any(name in body for name in hidden):
+        raise ValueError(f"{entry}: the PTX declares {len(declared)} parameters for {num_args} "
+                         f"arguments, or its body reads a hidden one; pin the Triton version")
+    kept = ",".join(declared[:num_args]).rstrip() + "\n"
+    return f"{head}.entry {entry}({kept}){body}"

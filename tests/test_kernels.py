@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 DEVICE = os.environ.get("JSA_KERNELS_DEVICE", "cpu")
@@ -289,6 +290,40 @@ print(json.dumps({"available": triton_available("cpu"), "shape": list(a.shape), 
 
 
 # ---- ahead-of-time PTX --------------------------------------------------------------------------
+def assert_ptxas_accepts(ptx: str, cc: int) -> None:
+    """NVIDIA's assembler (bundled with Triton) turns the PTX we edited into a cubin for its own
+    target (Triton writes sm_90a for Hopper)."""
+    import re
+
+    import triton
+    target = re.search(r"^\.target (sm_\w+)", ptx, re.M).group(1)
+    assert target.rstrip("a") == f"sm_{cc}"
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        done = subprocess.run([str(ptxas), f"-arch={target}", str(src), "-o", str(Path(tmp) / "k.cubin")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_hidden_parameters_are_removed_only_when_unused():
+    from types import SimpleNamespace
+
+    from jsa_rt.kernels.aot import without_hidden_params
+    ptx = (".entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1,\n\t.param .u64 k_param_2,\n"
+           "\t.param .u64 k_param_3\n)\n{\n\tld.param.u64 %rd1, [k_param_0];\n\tret;\n}\n")
+    no_scratch = SimpleNamespace(global_scratch_size=0, profile_scratch_size=0)
+    assert without_hidden_params(ptx, "k", 2, no_scratch) == (
+        ".entry k(\n\t.param .u64 k_param_0,\n\t.param .u32 k_param_1\n)\n{\n\tld.param.u64 %rd1, [k_param_0];"
+        "\n\tret;\n}\n")
+    with pytest.raises(ValueError, match="global_scratch memory"):
+        without_hidden_params(ptx, "k", 2, SimpleNamespace(global_scratch_size=128, profile_scratch_size=0))
+    reads_hidden = ptx.replace("ret;", "ld.param.u64 %rd2, [k_param_3];\n\tret;")
+    with pytest.raises(ValueError, match="reads a hidden one"):
+        without_hidden_params(reads_hidden, "k", 2, no_scratch)
+
+
 def test_aot_ptx_entry_and_parameter_order():
     out = run_python("""
 import json
@@ -313,12 +348,12 @@ print(json.dumps(result))
             ptx, entry, sig = result[cc][kind]
             assert entry == name and f".entry {name}(" in ptx and target in ptx
             assert [t for _, t in sig] == want_sig
-            # the PTX parameter list: our arguments in order (pointers u64, int32 u32), then
-            # Triton's hidden scratch pointers
+            # the PTX parameter list is exactly our arguments in order (pointers u64, int32 u32):
+            # Triton's hidden scratch pointers, which TensorRT would not pass, are removed
             params = [line.split()[1] for line in ptx[ptx.index(f".entry {name}("):].split(")")[0].splitlines()
                       if ".param" in line]
-            want = [".u64" if t.startswith("*") else ".u32" for t in want_sig]
-            assert params[:len(want)] == want and all(p == ".u64" for p in params[len(want):])
+            assert params == [".u64" if t.startswith("*") else ".u32" for t in want_sig]
+            assert_ptxas_accepts(ptx, int(cc))
     assert ".version 8.5" in result["87"]["step"][0]
     # the launch's dynamic shared memory, as Triton's compiler reports it (what the plugin asks for)
     assert isinstance(result["shared"], int) and 0 <= result["shared"] <= 48 * 1024
@@ -334,12 +369,15 @@ result = []
 for cc in (87, 90):
     for name in ("gru_update_backward", "gru_cell"):
         ptx, entry, sig = compile_ptx(name, cc=cc, dim=512)
-        result.append([cc, entry, ".target sm_%d" % cc in ptx, [t for _, t in sig]])
+        result.append([cc, entry, ".target sm_%d" % cc in ptx, [t for _, t in sig], ptx])
 print(json.dumps(result))
 """)
     result = json.loads(out.strip().splitlines()[-1])
-    assert [(cc, entry) for cc, entry, _, _ in result] == [
+    assert [(cc, entry) for cc, entry, _, _, _ in result] == [
         (cc, name) for cc in (87, 90) for name in ("gru_update_backward_kernel", "gru_cell_kernel")]
-    assert all(target_ok for _, _, target_ok, _ in result)
+    assert all(target_ok for _, _, target_ok, _, _ in result)
+    for cc, _, _, sig, ptx in result:
+        assert ptx.split(")")[0].count(".param") == len(sig)      # no hidden parameters left
+        assert_ptxas_accepts(ptx, cc)
     assert result[0][3] == ["*fp32"] * 4 + ["i32"] + ["*fp32"] * 3
     assert result[1][3] == ["*fp32"] * 6 + ["i32", "*fp32"]
