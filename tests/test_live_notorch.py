@@ -82,3 +82,38 @@ print(json.dumps({'active': where.active, 'shape': list(where.heatmap_px().shape
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"active": True, "shape": [240, 320], "torch_loaded": False}
+
+
+def test_auto_backend_without_a_gpu_driver_never_imports_torch():
+    """With torch installed (not blocked) and no NVIDIA driver, the default `auto` picks
+    onnxruntime on the CPU without importing torch to ask about CUDA."""
+    script = """
+import json, sys
+import numpy as np
+import jsa_rt.runtime as runtime
+runtime.nvidia_driver_present = lambda: False      # as on this CPU machine, and on any without a driver
+from jsa_rt import SoundLocator
+with SoundLocator(min_confidence=0.0) as locator:                         # backend auto, edge-jsa
+    locator.push_audio(np.zeros(16000, np.float32), 16000)
+    locator.locate(np.full((240, 320, 3), 80, np.uint8))
+    name = type(locator.backend).__name__
+print(json.dumps({'backend': name, 'torch_installed': 'torch' in runtime.available_backends(),
+                  'torch_loaded': 'torch' in sys.modules}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=str(REPO), capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if not out["torch_installed"]:
+        pytest.skip("torch is not installed: nothing to show")
+    assert out["backend"] == "OrtBackend" and out["torch_loaded"] is False
+
+
+def test_driver_probe_sees_device_nodes(tmp_path, monkeypatch):
+    import jsa_rt.runtime as runtime
+    node = tmp_path / "nvidiactl"
+    monkeypatch.setattr(runtime, "_DRIVER_NODES", (str(node),))
+    monkeypatch.setattr("ctypes.util.find_library", lambda name: None)
+    assert runtime.nvidia_driver_present() is False
+    node.touch()
+    assert runtime.nvidia_driver_present() is True
