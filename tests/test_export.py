@@ -171,3 +171,29 @@ def test_plugin_export_has_a_tensorrt_plugin_node_with_schema(tmp_path):
     onnx.checker.check_model(proto)
     assert onnx_checks.unsupported_ops(proto, plugin_domains=("jsa_rt",)) == {}
     assert "jsa_rt::slot_attention_step" in onnx_checks.unsupported_ops(proto)
+
+
+def test_build_engine_graphs_follow_the_checkpoint_file_not_its_name(tmp_path, monkeypatch):
+    """build-engine exports a checkpoint's graphs into the engine cache once and reuses them,
+    without torch, while the file is unchanged; a retrained file at the same path (same name)
+    gets new graphs instead of its predecessor's."""
+    from jsa_rt.model import build_model
+    from jsa_rt.model.checkpoint import save_checkpoint
+    ckpt, root = tmp_path / "run" / "best.pt", tmp_path / "engines"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, build_model("tiny", pretrained=False))
+    first = oe.export_for_engine(str(ckpt), "fp32", "none", ["visual"], root=root)["visual"]
+    assert first == root / "best" / "onnx" / "best.visual.onnx"
+    graph = first.read_bytes()
+
+    def no_export(*_):
+        raise AssertionError("the unchanged checkpoint was loaded and exported again")
+    with monkeypatch.context() as m:
+        m.setattr(oe, "load_model", no_export)
+        assert oe.export_for_engine(str(ckpt), "fp32", "none", ["visual"], root=root)["visual"] == first
+    torch.manual_seed(1)
+    save_checkpoint(ckpt, build_model("tiny", pretrained=False))      # retrained: other weights
+    again = oe.export_for_engine(str(ckpt), "fp32", "none", ["visual"], root=root)["visual"]
+    assert again == first and again.read_bytes() != graph
+    stamp = json.loads((root / "best" / "onnx" / "best.source.json").read_text())
+    assert stamp["graphs"] == ["visual"] and stamp["checkpoint_sha256"] == oe._sha256(ckpt)

@@ -183,16 +183,49 @@ def export_all(model, base: Path, *, precision: str = "fp32", graphs=GRAPHS,
 
 
 def export_for_engine(checkpoint, precision, plugins, graphs, root: Path = DEFAULT_ROOT) -> dict:
-    """What build-engine needs: the ONNX graphs of a checkpoint at the given precision,
-    exported into the engine cache's onnx/ folder (reused when already there)."""
-    model, name = load_model(checkpoint)
-    base = Path(root) / name / "onnx" / default_base(name if name else None, precision).name
+    """What build-engine needs: the ONNX graphs of a checkpoint at the given precision, in the
+    engine cache's onnx/ folder. A graph is reused only if it was exported from a file with the
+    same sha256 (recorded beside it), so a retrained `best.pt` is never built from its
+    predecessor's graphs; reusing needs no torch, exporting does."""
+    source = _checkpoint_file(checkpoint)
+    if source is None:
+        load_model(checkpoint)                      # says, in one line, why there is no checkpoint
+    name = source.stem
+    base = Path(root) / name / "onnx" / default_base(name, precision).name
     if plugins == "triton":
         base = base.with_name(base.name.replace(".onnx", ".triton.onnx"))
-    missing = [g for g in graphs if not graph_path(base, g).is_file()]
+    stamp = base.with_name(base.name.replace(".onnx", ".source.json"))
+    digest = _sha256(source)
+    try:
+        recorded = json.loads(stamp.read_text())
+        exported = set(recorded["graphs"]) if recorded["checkpoint_sha256"] == digest else set()
+    except (OSError, ValueError, KeyError, TypeError):
+        exported = set()
+    missing = [g for g in graphs if g not in exported or not graph_path(base, g).is_file()]
     if missing:
+        model, _ = load_model(checkpoint)
         export_all(model, base, precision=precision, graphs=missing, model_name=name, plugins=plugins)
+        from ..atomic import write_json
+        write_json(stamp, {"checkpoint": str(source), "checkpoint_sha256": digest,
+                           "graphs": sorted(exported | set(missing))})
     return {g: graph_path(base, g) for g in graphs}
+
+
+def _checkpoint_file(checkpoint) -> Path | None:
+    """A shipped name or a path -> the checkpoint file, found without importing torch."""
+    from ..runtime import DEFAULT_MODEL, PACKAGE_DIR, SHIPPED
+    name = str(checkpoint or DEFAULT_MODEL)
+    path = PACKAGE_DIR / "weights" / f"{name}.pt" if name in SHIPPED else Path(name)
+    return path if path.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
