@@ -21,7 +21,8 @@ numpy only (OpenCV for resizing a map that is not already 224x224). See method.m
 - Uncertainty: Wilson 95 % intervals for success fractions; two models on the same samples are
   compared with a paired bootstrap of their per-sample scores (`jsa-rt compare`).
 - False-alarm rate: the fraction of no-source scenes whose confidence is >= the threshold
-  (default 0.5); detection rate: the same over scenes with a visible source.
+  (eval passes the model's `no_source_confidence`, 0.3 for the shipped models); detection rate:
+  the same over scenes with a visible source.
 """
 from __future__ import annotations
 
