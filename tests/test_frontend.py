@@ -189,3 +189,18 @@ def test_unreadable_audio_is_a_one_line_input_error(tmp_path):
         with pytest.raises(InputError) as info:
             load_audio(path, 16000)
         assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_resize_image_shrinks_like_the_training_transform():
+    """`localize` frames: shrinking fine texture must not alias. Training resizes with PIL's
+    antialiased bicubic; plain cv2 bicubic is ~70 grey levels off it on a 2-px checkerboard."""
+    from PIL import Image
+
+    from jsa_rt.audio_io import resize_image
+    y, x = np.mgrid[0:720, 0:960]
+    board = (((x // 2 + y // 2) % 2) * 255).astype(np.uint8)
+    rgb = np.stack([board, 255 - board, board // 2], -1)
+    training = np.asarray(Image.fromarray(rgb).resize((224, 224), Image.BICUBIC)).astype(float)
+    assert np.abs(resize_image(rgb, 224).astype(float) - training).mean() < 5
+    small = rgb[:100, :100]
+    assert resize_image(small, 224).shape == (224, 224, 3)          # enlarging still works

@@ -229,3 +229,36 @@ def test_ezvsl_model_loss_is_its_mil_loss():
     assert set(terms) == {"mil"}
     expected = losses.ezvsl_mil_loss(out["audio_emb"], out["image_tokens"], cfg.tau)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_small_batches_keep_a_working_false_negative_mask(monkeypatch):
+    """At the tiny preset's batch of 8 the scaled k would be 0; it is floored at 2 (the item and
+    its nearest neighbour), never 1, which would mask nothing."""
+    cfg = get_preset("tiny")
+    assert cfg.knn_k * 8 // cfg.knn_reference_batch < 2
+    seen = []
+    real = losses.contrastive_loss
+
+    def spy(image_slots, audio_slots, tau, k=0):
+        seen.append(k)
+        return real(image_slots, audio_slots, tau, k)
+    monkeypatch.setattr(losses, "contrastive_loss", spy)
+    model = build_model(cfg, pretrained=False).train()
+    model.loss(torch.randn(8, 3, cfg.image_size, cfg.image_size), torch.randn(8, cfg.num_samples) * 0.1)
+    assert seen == [2]
+
+
+def test_mixed_precision_training_sees_the_fp32_features_and_maps():
+    """Under autocast (bf16 on GPU; CPU autocast here) the spectrogram and the slot-attention maps
+    are still computed in fp32, equal to the fp32 path, as evaluation computes them."""
+    from jsa_rt.model.slot_attention import slot_attention_map
+    cfg = get_preset("tiny")
+    model = build_model(cfg, pretrained=False).eval()
+    t = torch.arange(cfg.num_samples) / cfg.sample_rate
+    wave = (0.3 * torch.sin(2 * torch.pi * 440 * t) + 1e-3 * torch.randn(cfg.num_samples)).unsqueeze(0)
+    q, k = torch.randn(2, 2, 32), torch.randn(2, 49, 32)
+    plain_spec, plain_map = model.frontend(wave), slot_attention_map(q, k, 32 ** -0.5, 1e-8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed_spec, mixed_map = model.frontend(wave), slot_attention_map(q, k, 32 ** -0.5, 1e-8)
+    assert mixed_spec.dtype == torch.float32 and mixed_map.dtype == torch.float32
+    assert torch.equal(mixed_spec, plain_spec) and torch.equal(mixed_map, plain_map)

@@ -32,6 +32,11 @@ class LogSpectrogram(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, L) float waveform -> (B, 1, n_fft/2+1, L/hop+1) log power spectrogram."""
+        if torch.is_autocast_enabled(wave.device.type):
+            # mixed-precision training would run the DFT in bf16 and drown quiet bins in rounding
+            # (features off by up to 0.7): train on the same fp32 features that eval computes
+            with torch.autocast(wave.device.type, enabled=False):
+                return self.forward(wave.float())
         x = F.pad(wave.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2), mode="reflect")
         basis = self.basis
         if wave.dtype == torch.float64:

@@ -38,8 +38,9 @@ class JSA(AudioVisualModel):
         out = self(images, wave)
         img, aud = out["image"], out["audio"]
         # k = 20 at the official batch of 256; scaled down with the batch (a batch no bigger
-        # than k would otherwise mask every negative and the loss would vanish)
-        k = max(1, cfg.knn_k * images.shape[0] // cfg.knn_reference_batch)
+        # than k would otherwise mask every negative and the loss would vanish). At least 2:
+        # a neighbourhood includes the item itself, so k = 1 would silently mask nothing.
+        k = max(2, cfg.knn_k * images.shape[0] // cfg.knn_reference_batch)
         terms = {
             "cotr": losses.contrastive_loss(img.slots[:, 0], aud.slots[:, 0], cfg.tau, k),
             "recon": losses.reconstruction_loss(self.image_decoder(img.slots), out["image_tokens"])

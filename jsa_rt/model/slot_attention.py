@@ -17,7 +17,11 @@ import torch.nn.functional as F
 def slot_attention_map(q: torch.Tensor, k: torch.Tensor, scale: float, eps: float,
                        gamma: float = 1.0) -> torch.Tensor:
     """(B,S,D) queries x (B,N,D) keys -> (B,S,N): softmax over slots, + eps, renormalised over
-    tokens. Computed in fp32 whatever the input dtype (fp16 would flush eps=1e-8 to 0)."""
+    tokens. Computed in fp32 whatever the input dtype (fp16 would flush eps=1e-8 to 0), also
+    under mixed-precision training (autocast would run the product in bf16)."""
+    if torch.is_autocast_enabled(q.device.type):
+        with torch.autocast(q.device.type, enabled=False):
+            return slot_attention_map(q, k, scale, eps, gamma)
     logits = torch.matmul(q.float(), k.float().transpose(1, 2)) * (scale * gamma)
     attn = logits.softmax(dim=1) + eps
     return attn / attn.sum(dim=2, keepdim=True)
