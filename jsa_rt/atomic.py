@@ -11,13 +11,20 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yields a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; give a file name inside it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes 0600; the result is an ordinary file
     try:
@@ -28,6 +35,14 @@ def atomic_path(path: str | Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritable(path: Path, exc: OSError) -> InputError:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return InputError(f"cannot write {path}: part of {path.parent} is a file, not a folder; "
+                          f"choose another output path")
+    return InputError(f"cannot write {path}: {exc.strerror or exc} in {path.parent}; "
+                      f"choose a folder you can write to")
 
 
 def _umask() -> int:

@@ -34,6 +34,8 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file not found: {path} (check the path)")
+    if path.stat().st_size == 0:
+        raise InputError(f"audio file {path} is empty (0 bytes): record or copy it again")
     try:
         import soundfile as sf
         data, rate = sf.read(str(path), dtype="float32", always_2d=False)
@@ -103,6 +105,9 @@ def load_image(path: str | Path) -> np.ndarray:
         return _load_image_cv2(path)
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I"):      # 16-bit grey: Pillow's convert("RGB") would clip it to white
+                grey = (np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
                 return composite_on_black(rgba[..., :3], rgba[..., 3])

@@ -42,6 +42,26 @@ COMMANDS = {
 }
 
 
+# ---- argparse types for numeric options: a bad value is a one-line usage error ---------------------
+def _number(kind, ok, rule: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; use {rule}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"got {text}; use {rule}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a whole number >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+unit_interval = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"jsa-rt {__version__}: real-time sound source localization (JSA, CVPR 2025)", "",
@@ -78,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jsa-rt {name}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:           # a path the OS refused (a file where a folder goes, no permission)
+        if exc.filename is None:
+            raise
+        why = ("part of it is a file, not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError))
+               else exc.strerror)
+        print(f"jsa-rt {name}: error: cannot use {exc.filename}: {why} (check the path and its "
+              f"permissions)", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("jsa_rt"):
             raise

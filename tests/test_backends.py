@@ -135,6 +135,20 @@ def test_auto_prefers_onnxruntime_on_cpu_and_unknown_names_fail(tiny):
     assert {"onnxruntime", "torch"} <= set(available_backends())
 
 
+@pytest.mark.skipif("tensorrt" in available_backends(), reason="TensorRT is installed here")
+def test_auto_says_why_nothing_fits_an_engine_file_or_a_missing_gpu(tmp_path, tiny):
+    plan = tmp_path / "model.engine"
+    plan.write_bytes(b"not checked: no TensorRT to read it")
+    with pytest.raises(EngineError, match="tensorrt: not installed"):
+        load_backend("auto", model=str(plan))
+    from jsa_rt.runtime import _cuda_possible
+    if not _cuda_possible("onnxruntime") and not _cuda_possible("torch"):
+        _, paths = tiny
+        with pytest.raises(EngineError, match="no CUDA GPU visible") as error:
+            load_backend("auto", model=str(paths["full"]), device="cuda")
+        assert "none installed" not in str(error.value)
+
+
 def test_onnxruntime_and_tensorrt_paths_import_no_torch(tiny):
     """In a fresh interpreter where `import torch` fails: import the runtime, run onnxruntime."""
     _, paths = tiny

@@ -221,3 +221,58 @@ def test_scene_conditions_buckets():
                                           "snr": ">=20 dB"}
     assert ev.scene_conditions({"background": "synthetic", "audio": {}})["snr"] == "clean"
     assert ev.scene_conditions({"class": "dog"}) == {}            # VGG-SS entries: no breakdown
+
+
+# ---- bad input: one line, exit 2, no result files ----------------------------------------------
+def _eval_cli(tmp_path, ckpt, data, *extra):
+    from jsa_rt.cli import main
+    return main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--json",
+                 str(tmp_path / "out" / "r.json"), "--quiet", *map(str, extra)])
+
+
+def _one_line(capsys, needle):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("jsa-rt eval: error:"), err
+    assert needle in err.splitlines()[-1], err
+
+
+def test_eval_bad_annotations_and_unreadable_data(tmp_path, tiny_checkpoint, capsys):
+    data = make_fixture(tmp_path / "d", no_source=False)
+    assert _eval_cli(tmp_path, tiny_checkpoint, data, "--annotations", tmp_path / "nope.json") == 2
+    _one_line(capsys, "annotation file not found")
+    (data / "annotations" / "odd.json").write_text('{"s0": [0, 0, 1, 1]}')
+    assert _eval_cli(tmp_path, tiny_checkpoint, data, "--split", "odd") == 2
+    _one_line(capsys, "VGG-SS layout")
+    for frame in (data / "frames").iterdir():              # every picture unreadable
+        frame.write_bytes(b"broken")
+    assert _eval_cli(tmp_path, tiny_checkpoint, data) == 2
+    _one_line(capsys, "could be read")
+    assert not (tmp_path / "out").exists()                 # a failed run leaves no results behind
+
+
+def test_eval_bad_numbers_and_device(tmp_path, tiny_checkpoint, capsys):
+    data = make_fixture(tmp_path / "d", no_source=False)
+    for flag, value in (("--batch-size", 0), ("--workers", -1), ("--limit", -2), ("--device", "tpu")):
+        with pytest.raises(SystemExit) as stop:             # argparse: a usage line and the reason
+            _eval_cli(tmp_path, tiny_checkpoint, data, flag, value)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err and "Traceback" not in err, err
+    if not torch.cuda.is_available():
+        assert _eval_cli(tmp_path, tiny_checkpoint, data, "--device", "cuda") == 2
+        _one_line(capsys, "use --device cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_refuses_binary_files_and_zero_resamples(tmp_path, capsys):
+    from jsa_rt.cli import main
+    from jsa_rt.errors import InputError
+    from jsa_rt.train import compare
+    png = tmp_path / "maps.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+    with pytest.raises(InputError, match="not a text CSV"):
+        compare.read_rows(png)
+    (tmp_path / "a.csv").write_text("id,ciou\nx,0.5\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--resamples", "0"])
+    assert stop.value.code == 2 and "argument --resamples" in capsys.readouterr().err

@@ -72,8 +72,9 @@ def test_fp16_graph_within_documented_tolerance_and_same_peak(exported):
         for out in MAP_OUTPUTS:
             err = np.abs(got[out] - ref[out]).max()
             assert err <= FP16_TOL[out], f"{name} {out}: fp16 error {err:.2e} > {FP16_TOL[out]}"
-        if name == "real":
-            assert peak(got["heatmap"]) == peak(ref["heatmap"])
+        if name == "real":     # the same peak, up to a tie between neighbouring pixels of the upsampled map
+            (y, x), (ry, rx) = peak(got["heatmap"]), peak(ref["heatmap"])
+            assert max(abs(y - ry), abs(x - rx)) <= 2 and ref["heatmap"][0][y, x] >= 0.999
         else:   # a noise frame can have near-tied maxima: the fp16 peak must be one of them
             assert ref["heatmap"][0][peak(got["heatmap"])] >= 0.97
 
@@ -140,6 +141,17 @@ def test_split_graphs_compose_to_the_full_graph_and_cli(tmp_path, capsys):
     visual = run_onnx(tmp_path / "t.visual.onnx", {"frame": feeds["frame"], **audio})
     for out in MAP_OUTPUTS:
         np.testing.assert_allclose(visual[out], full[out], atol=1e-5, err_msg=out)
+
+
+def test_unknown_graph_names_and_presets_are_refused_before_any_export(tmp_path, capsys):
+    from jsa_rt.cli import main
+    for extra, flag in ((["--graphs", "full,nosuch"], "--graphs"), (["--graphs", ","], "--graphs"),
+                        (["--preset", "huge"], "--preset")):
+        with pytest.raises(SystemExit) as stop:
+            main(["export-onnx", "--preset", "tiny", "--out", str(tmp_path / "t.onnx"), *extra])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"argument {flag}" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []                # not even the full graph
 
 
 def test_dynamic_batch_rows_match_single_runs(tmp_path):

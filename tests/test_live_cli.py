@@ -17,8 +17,13 @@ from jsa_rt.live.demo_clip import DRIFT, build_clip, find_stamp_root, paste
 from live_helpers import REPO, alsa_file_mic
 
 DATA = Path(os.environ.get("JSA_DATA", REPO.parent / "shared" / "data"))
-needs_data = pytest.mark.skipif(find_stamp_root(str(DATA)) is None,
+DATA_ARG = str(DATA) if DATA.is_dir() else None      # else the demo's own fallback (Debian's stamps)
+needs_data = pytest.mark.skipif(find_stamp_root(DATA_ARG) is None,
                                 reason=f"no Tux Paint stamps under {DATA} (set JSA_DATA)")
+
+
+def data_option() -> list[str]:
+    return ["--data", DATA_ARG] if DATA_ARG else []
 
 
 def cli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
@@ -66,6 +71,38 @@ def test_live_errors_are_one_line(args, words):
     assert words in err and "\n" not in err and "Traceback" not in err
 
 
+def test_live_and_demo_bad_numbers_are_usage_errors():
+    for command, flag, value in (("live", "--duration", "-1"), ("live", "--threads", "0"),
+                                 ("live", "--overlay-alpha", "2"), ("live", "--input-rate", "0"),
+                                 ("demo", "--segments", "0"), ("demo", "--fps", "0")):
+        done = cli(command, "--headless" if command == "live" else "--no-pace", flag, value)
+        assert done.returncode == 2 and f"argument {flag}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_demo_data_folder_that_is_not_there_is_an_error(tmp_path):
+    for data in (tmp_path / "nope", tmp_path):             # missing, and a folder without stamps
+        done = cli("demo", "--data", str(data), "--out", str(tmp_path / "demo"))
+        err = done.stderr.strip()
+        assert done.returncode == 2 and "--data" in err and "\n" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_log_that_cannot_be_opened_is_a_one_line_error(tmp_path):
+    from live_helpers import write_red_square_clip, write_tone_wav
+    write_red_square_clip(tmp_path / "clip.mp4", frames=10)
+    write_tone_wav(tmp_path / "tone.wav", 1.0)
+    log = tmp_path / "frames.jsonl"
+    log.symlink_to(tmp_path / "gone" / "frames.jsonl")    # passes the early check, fails at open
+    done = cli("live", "--camera", str(tmp_path / "clip.mp4"), "--mic", f"file://{tmp_path / 'tone.wav'}",
+               "--headless", "--no-pace", "--backend", "onnxruntime", "--model", _runtime_onnx("tiny", shipped=False),
+               "--log-json", str(log))
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == (f"jsa-rt live: error: cannot write --log-json {log}: No such file or "
+                                    f"directory; choose a folder you can write to"), err
+
+
 def test_paste_reports_the_box_of_the_visible_alpha():
     canvas = np.zeros((100, 200, 3), np.float32)
     stamp = np.zeros((30, 40, 4), np.float32)
@@ -77,7 +114,7 @@ def test_paste_reports_the_box_of_the_visible_alpha():
 
 @needs_data
 def test_demo_clip_from_real_data(tmp_path):
-    truth = build_clip(tmp_path, str(DATA), segments=2, seconds=1.0, fps=10, seed=3)
+    truth = build_clip(tmp_path, DATA_ARG, segments=2, seconds=1.0, fps=10, seed=3)
     import cv2
     import soundfile as sf
     cap = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
@@ -118,7 +155,7 @@ def _runtime_onnx(name_or_preset: str, shipped: bool):
 @needs_data
 def test_demo_end_to_end_with_onnxruntime(tmp_path):
     model = _runtime_onnx("tiny", shipped=False)
-    done = cli("demo", "--out", str(tmp_path), "--data", str(DATA), "--segments", "2", "--segment-seconds", "1",
+    done = cli("demo", "--out", str(tmp_path), *data_option(), "--segments", "2", "--segment-seconds", "1",
                "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model)
     assert done.returncode == 0, done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
@@ -134,7 +171,7 @@ def test_demo_end_to_end_with_onnxruntime(tmp_path):
 @pytest.mark.slow
 def test_demo_with_the_shipped_model_points_at_the_sounding_object(tmp_path):
     model = _runtime_onnx("edge-jsa", shipped=True)
-    done = cli("demo", "--out", str(tmp_path), "--data", str(DATA), "--segments", "3", "--segment-seconds", "3",
+    done = cli("demo", "--out", str(tmp_path), *data_option(), "--segments", "3", "--segment-seconds", "3",
                "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     s = json.loads((tmp_path / "score.json").read_text())

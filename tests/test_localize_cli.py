@@ -213,6 +213,38 @@ def test_unwritable_picture(tiny_checkpoint, tmp_path, capsys, generated_pair):
     assert localize("--checkpoint", tiny_checkpoint, "--image", image, "--audio", audio,
                     "--out", tmp_path / "x.npz", "--png", tmp_path / "overlay.unknownext") == 2
     assert_one_line_error(capsys, "cannot write", "overlay.unknownext")
+    assert not (tmp_path / "x.npz").exists()              # refused before anything was written
+
+
+def test_unwritable_maps_and_empty_audio(tiny_checkpoint, tmp_path, capsys, generated_pair):
+    image, audio = generated_pair
+    run = lambda aud, out: localize("--checkpoint", tiny_checkpoint, "--image", image, "--audio", aud,
+                                    "--out", out)
+    assert run(audio, image / "x.npz") == 2                # a file where the folder should be
+    assert_one_line_error(capsys, "cannot write", "is a file, not a folder")
+    (tmp_path / "maps").mkdir()
+    assert run(audio, tmp_path / "maps") == 2              # a folder where the file should be
+    assert_one_line_error(capsys, "cannot write", "is a folder")
+    assert list((tmp_path / "maps").iterdir()) == []
+    assert localize("--checkpoint", tiny_checkpoint, "--image", image, "--audio", audio,
+                    "--out", tmp_path / "x.npz", "--png", image / "overlay.png") == 2
+    assert_one_line_error(capsys, "cannot write", "overlay.png")
+    assert not (tmp_path / "x.npz").exists()               # the maps are not left without their picture
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert run(empty, tmp_path / "x.npz") == 2
+    assert_one_line_error(capsys, "is empty (0 bytes)")
+
+
+def test_16_bit_grey_png_reads_like_its_8_bit_version(tmp_path):
+    from PIL import Image
+    grey = np.random.default_rng(0).integers(0, 256, (40, 60), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "g8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "g16.png")     # 16-bit, same picture
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    eight, sixteen = load_image(tmp_path / "g8.png"), load_image(tmp_path / "g16.png")
+    assert sixteen.shape == (40, 60, 3) and sixteen.dtype == np.uint8
+    assert np.array_equal(sixteen, eight)
 
 
 def test_rgba_cutouts_are_composited_on_black():

@@ -21,7 +21,7 @@ import torchvision
 from jsa_rt.cli import main
 from jsa_rt.config import get_preset
 from jsa_rt.model import build_model
-from jsa_rt.model.checkpoint import load_checkpoint
+from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint
 from jsa_rt.model.official import convert_official
 
 torch.set_num_threads(1)
@@ -294,4 +294,13 @@ def test_non_jsa_files_get_a_one_line_error(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert str(path) in err or path is small, err
         assert needle in err, err
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_jsa_rt_checkpoint_needs_no_conversion(tmp_path, capsys):
+    ours = tmp_path / "tiny.pt"
+    save_checkpoint(ours, build_model("tiny", pretrained=False))
+    assert main(["convert-official", str(ours), str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already a jsa-rt checkpoint" in err, err
     assert not (tmp_path / "out.pt").exists()

@@ -2,6 +2,8 @@
 
 No ImageNet weights exist offline here, so a randomly initialised torchvision ResNet-18 saved in
 torchvision's file layout stands in for resnet18-f37072fd.pth (the loading code is the real one)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,9 @@ def test_localize_cli_ogl_and_missing_weights(resnet_file, tmp_path, capsys):
     assert main(args + ["--ogl", str(tmp_path / "missing.pth")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resnet18" in err[-1].lower()
+    truncated = tmp_path / "resnet18-cut.pth"
+    truncated.write_bytes(Path(path).read_bytes()[:1000])
+    assert main(args + ["--ogl", str(truncated)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(truncated) in err and "corrupt or truncated" in err, err

@@ -88,8 +88,12 @@ def test_load_report_rejects_broken_files(tmp_path):
     bad.write_text(json.dumps(report))
     with pytest.raises(InputError, match="backends.torch.total lacks"):
         profiling.load_report(str(bad))
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="not found") as missing:
         profiling.load_report(str(tmp_path / "missing.json"))
+    assert "{path}" not in str(missing.value) and str(tmp_path / "missing.json") in str(missing.value)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")                 # a picture passed as the report
+    with pytest.raises(InputError, match="not a profile report"):
+        profiling.load_report(str(bad))
 
 
 # ---- guards and comparisons ----------------------------------------------------------------

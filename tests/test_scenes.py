@@ -150,3 +150,24 @@ def test_fsdd_takes_of_val_and_test_are_never_trained_on():
     assert chosen["train"].isdisjoint(chosen["val"]) and chosen["train"].isdisjoint(chosen["test"])
     assert chosen["val"].isdisjoint(chosen["test"]) and len(chosen["train"]) == 40
     assert len(chosen["digits"]) == 50                 # held-out speakers: every take
+
+
+def test_bad_folders_and_numbers_are_one_line_errors(tmp_path, capsys):
+    from jsa_rt.cli import main
+    out = tmp_path / "out"
+    small = ["make-scenes", "--out", str(out), "--counts", "train=2,val=0,test=0,test-unheard=0,digits=2",
+             "--quiet", "--workers", "0"]
+    (tmp_path / "empty").mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [(["--fsdd", str(tmp_path / "nope")], "--fsdd"), (["--backgrounds", str(tmp_path / "empty")], "--backgrounds"),
+             (["--out", str(a_file / "scenes")], "is a file, not a folder")]     # a file where a folder goes
+    for extra, needle in cases:
+        assert main(small + extra) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and needle in err, err
+    assert not out.exists()                      # asked-for folders are checked before writing
+    for flag, value in (("--image-size", "0"), ("--seconds", "-1"), ("--no-source-fraction", "1.5")):
+        with pytest.raises(SystemExit) as stop:
+            main(small + [flag, value])
+        assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err

@@ -69,6 +69,34 @@ def test_resume_without_checkpoint_is_a_clear_error(scenes, tmp_path, capsys):
     assert len(err) == 1 and "--resume" in err[0]
 
 
+def test_bad_settings_are_one_line_errors(scenes, tmp_path, capsys):
+    base = ["train", "--data", str(scenes), "--out", str(tmp_path / "run"), "--workers", "0",
+            "--no-progress", "--val-split", ""]
+    for flag, value in (("--preset", "huge"), ("--batch-size", "0"), ("--epochs", "-1"), ("--device", "tpu")):
+        with pytest.raises(SystemExit) as stop:             # argparse: a usage line and the reason
+            main([*base, flag, value])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"argument {flag}" in err and "Traceback" not in err, err
+
+    def one_line_error(*args, needle):
+        assert main([*base, "--preset", "tiny", "--batch-size", "8", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+
+    config = tmp_path / "config.json"
+    for text, needle in (('{"train": {"bogus": 1}}', "unknown train setting(s) bogus"),
+                         ('{"model": {"dimm": 8}}', "unknown model setting(s) dimm"),
+                         ('[1, 2]', "must be a JSON object")):
+        config.write_text(text)
+        one_line_error("--config", str(config), needle=needle)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "last.pt").write_bytes(b"PK\x03\x04 cut off here")
+    one_line_error("--out", str(broken), "--resume", needle="corrupt or truncated")
+    if not torch.cuda.is_available():
+        one_line_error("--device", "cuda", needle="use --device cpu")
+
+
 def test_ezvsl_baseline_trains(scenes, tmp_path):
     train(scenes, tmp_path, "--model", "ezvsl", "--epochs", "1", "--max-steps", "2")
     ckpt = torch.load(tmp_path / "final.pt", weights_only=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import PRESETS
 from ..errors import EngineError
 from . import onnx_checks
 from ..runtime.ort_backend import graph_path   # x.onnx -> x.audio.onnx / x.visual.onnx
@@ -29,6 +30,15 @@ from .engine_cache import DEFAULT_ROOT
 
 OPSET = 18
 GRAPHS = ("full", "audio", "visual")
+
+
+def parse_graphs(text: str) -> list[str]:
+    """--graphs "full,audio" -> ["full", "audio"]; a one-line error for a name not in GRAPHS."""
+    graphs = [g.strip() for g in text.split(",") if g.strip()]
+    unknown = [g for g in graphs if g not in GRAPHS]
+    if unknown or not graphs:
+        raise argparse.ArgumentTypeError(f"got {text!r}; use a comma list of {', '.join(GRAPHS)}")
+    return graphs
 
 
 # ---- file names -----------------------------------------------------------------------------------
@@ -235,10 +245,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Export a checkpoint as three ONNX graphs taking the raw camera frame "
                     "(uint8 RGB HWC) and waveform: full, audio branch, visual branch.")
     p.add_argument("--checkpoint", default=None, help="checkpoint .pt or shipped name (default edge-jsa)")
-    p.add_argument("--preset", default=None, help="random weights of this preset instead (timing)")
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help="random weights of this preset instead (timing)")
     p.add_argument("--fp16", action="store_true", help="fp16 graph with fp32 islands")
     p.add_argument("--out", default=None, help="full-graph path (siblings get .audio/.visual)")
-    p.add_argument("--graphs", default=",".join(GRAPHS), help="which graphs (full,audio,visual)")
+    p.add_argument("--graphs", type=parse_graphs, default=list(GRAPHS), help="which graphs (full,audio,visual)")
     p.add_argument("--dynamic-batch", action="store_true", help="leading batch dim dynamic (1..64)")
     p.add_argument("--plugins", choices=("none", "triton"), default="none",
                    help="triton: slot attention as a TensorRT plugin node (for build-engine --plugins triton)")
@@ -256,8 +266,7 @@ def run(args) -> int:
     else:
         model, name = load_model(args.checkpoint)
         base = Path(args.out) if args.out else default_base(args.checkpoint, precision)
-    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
-    paths = export_all(model, base, precision=precision, graphs=graphs,
+    paths = export_all(model, base, precision=precision, graphs=args.graphs,
                        dynamic_batch=args.dynamic_batch, model_name=name, plugins=args.plugins)
     if args.fp16_weights and precision == "fp32":
         from .onnx_compact import store_weights_fp16

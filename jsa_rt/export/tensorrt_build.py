@@ -346,7 +346,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="triton: fused Triton kernels as TensorRT plugins (TensorRT >= 10.6)")
     p.add_argument("--workspace", type=float, default=2.0, metavar="GB", help="builder workspace (GB)")
     p.add_argument("--timing-cache", default=None, metavar="PATH", help="timing cache file to reuse")
-    p.add_argument("--graphs", default=",".join(GRAPH_ORDER), help="which graphs (full,audio,visual)")
+    p.add_argument("--graphs", type=_graphs, default=list(GRAPH_ORDER), help="which graphs (full,audio,visual)")
     p.add_argument("--engines-dir", default=str(cache.DEFAULT_ROOT), help="engine cache root")
     p.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
@@ -354,10 +354,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _graphs(text: str) -> list[str]:
+    from .onnx_export import parse_graphs
+    return parse_graphs(text)
+
+
 def run(args) -> int:
     precision = "fp16" if args.fp16 else "fp32"
     trt = import_tensorrt()                     # fail fast, before any export work
-    graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
+    graphs = args.graphs
     if args.onnx:
         from .onnx_export import sibling_paths
         onnx_files = sibling_paths(Path(args.onnx), graphs)

@@ -9,6 +9,8 @@ import argparse
 import shlex
 import sys
 
+from ..cli import non_negative_float, positive_float, positive_int, unit_interval
+from ..config import PRESETS
 from ..errors import JsaError
 from .preprocess import CROP_MODES
 from .render import COLORMAPS, RenderOptions
@@ -34,22 +36,23 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="inference backend (auto: TensorRT engine > onnxruntime > torch)")
     g.add_argument("--model", "--checkpoint", dest="model", default=None,
                    help="checkpoint .pt / .onnx / .engine or shipped name (default: edge-jsa)")
-    g.add_argument("--preset", default=None, help="random weights of this preset (timing only: no checkpoint)")
+    g.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="random weights of this preset (timing only: no checkpoint)")
     g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU inference threads (default: the backend's; fewer leaves cores for capture)")
 
 
 def add_render_options(p: argparse.ArgumentParser) -> None:
     d = RenderOptions()
     g = p.add_argument_group("rendering")
-    g.add_argument("--persistence-ms", type=float, default=d.persistence_ms,
+    g.add_argument("--persistence-ms", type=non_negative_float, default=d.persistence_ms,
                    help=f"temporal smoothing time constant (default {d.persistence_ms:g}; 0 = off)")
     g.add_argument("--min-level-db", type=float, default=d.min_level_db,
                    help=f"'no source' below this audio level, dBFS (default {d.min_level_db:g})")
-    g.add_argument("--min-confidence", type=float, default=d.min_confidence,
+    g.add_argument("--min-confidence", type=unit_interval, default=d.min_confidence,
                    help=f"'no source' below this model confidence, 0-1 (default {d.min_confidence:g})")
-    g.add_argument("--overlay-alpha", type=float, default=d.alpha, help=f"heatmap opacity (default {d.alpha:g})")
+    g.add_argument("--overlay-alpha", type=unit_interval, default=d.alpha, help=f"heatmap opacity (default {d.alpha:g})")
     g.add_argument("--colormap", choices=COLORMAPS, default=d.colormap)
     g.add_argument("--no-hud", action="store_true", help="no text or level meter on the frames")
     g.add_argument("--crop", choices=CROP_MODES, default="resize",
@@ -60,7 +63,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="OUT.mp4", help="record the annotated video (+ sound)")
     g.add_argument("--headless", action="store_true", help="no window")
-    g.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    g.add_argument("--duration", type=positive_float, default=None, help="stop after this many seconds")
     g.add_argument("--log-json", default=None, metavar="FILE",
                    help="one JSON object per rendered frame (t, peak, confidence, latency_ms, backend, ...)")
 
@@ -86,9 +89,9 @@ def add_live_parser(sub):
     g.add_argument("--mic", default=None,
                    help="default, a device index, a name substring, or file://clip.wav (default: the "
                         "soundtrack when --camera is a video file, else the default microphone)")
-    g.add_argument("--input-width", type=int, default=None)
-    g.add_argument("--input-height", type=int, default=None)
-    g.add_argument("--input-rate", type=float, default=None, help="camera frame rate (files: playback rate)")
+    g.add_argument("--input-width", type=positive_int, default=None)
+    g.add_argument("--input-height", type=positive_int, default=None)
+    g.add_argument("--input-rate", type=positive_float, default=None, help="camera frame rate (files: playback rate)")
     g.add_argument("--hfov", type=float, default=None, metavar="DEG",
                    help="the camera's horizontal field of view: --log-json then gives the source's "
                         "bearing (azimuth, elevation in degrees)")
@@ -159,9 +162,9 @@ def add_demo_parser(sub):
     p.add_argument("--data", default=None,
                    help="data folder with tuxpaint-stamps/ and backgrounds/ (default $JSA_DATA or "
                         "../shared/data, else /usr/share/tuxpaint/stamps)")
-    p.add_argument("--segments", type=int, default=4, help="scenes in the clip (default 4)")
-    p.add_argument("--segment-seconds", type=float, default=4.0, help="length of each scene (default 4)")
-    p.add_argument("--fps", type=float, default=30.0, help="clip frame rate (default 30)")
+    p.add_argument("--segments", type=positive_int, default=4, help="scenes in the clip (default 4)")
+    p.add_argument("--segment-seconds", type=positive_float, default=4.0, help="length of each scene (default 4)")
+    p.add_argument("--fps", type=positive_float, default=30.0, help="clip frame rate (default 30)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pace", action="store_true", help="process every frame instead of in real time")
     p.add_argument("--show", action="store_true", help="also open a window (when a display exists)")

@@ -34,7 +34,9 @@ MIN_STAMP_PX = 64
 
 
 def data_roots(data: str | None) -> list[Path]:
-    roots = [Path(data)] if data else []
+    if data:                          # a folder named with --data is the only place to look
+        return [Path(data)]
+    roots = []
     if os.environ.get("JSA_DATA"):
         roots.append(Path(os.environ["JSA_DATA"]))
     roots.append(REPO_DATA)
@@ -47,7 +49,7 @@ def find_stamp_root(data: str | None) -> Path | None:
         for cand in (root / "tuxpaint-stamps" / "stamps", root / "stamps", root):
             if (cand / "animals").is_dir():
                 return cand
-    return DEBIAN_STAMPS if (DEBIAN_STAMPS / "animals").is_dir() else None
+    return DEBIAN_STAMPS if not data and (DEBIAN_STAMPS / "animals").is_dir() else None
 
 
 def find_backgrounds(data: str | None) -> list[Path]:
@@ -156,6 +158,9 @@ def build_clip(out_dir: str | Path, data: str | None = None, segments: int = 4, 
     import cv2
     import soundfile as sf
     stamp_root = find_stamp_root(data)
+    if stamp_root is None and data:
+        raise InputError(f"--data {data}: no Tux Paint stamps there (DIR/tuxpaint-stamps/stamps/animals/...); "
+                         f"check the path, or leave --data out to use $JSA_DATA or ../shared/data")
     if stamp_root is None:
         raise InputError("no Tux Paint stamps found: sudo apt install tuxpaint-stamps-default, "
                          "or set JSA_DATA to the data folder (see tools/setup.sh)")

@@ -216,8 +216,13 @@ class JsonLog:
 
     def write(self, record: dict) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "w", encoding="utf-8")
+            except OSError as exc:
+                from ..errors import InputError
+                raise InputError(f"cannot write --log-json {self.path}: {exc.strerror}; "
+                                 f"choose a folder you can write to") from None
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
         self.lines += 1

@@ -454,6 +454,8 @@ class Pipeline:
                     self.log.write(record)
                 if self.on_frame is not None:
                     self.on_frame(record)
+        except JsaError as exc:           # already says what to do (an output that cannot be written)
+            self._fail(str(exc))
         except Exception as exc:
             self._fail(f"output failed: {type(exc).__name__}: {exc}")
         finally:

@@ -1,6 +1,7 @@
 """`jsa-rt localize` and `jsa-rt convert-official`."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,15 @@ def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None, object_p
 
 
 def run_localize(args) -> int:
+    from ..atomic import atomic_path
     from ..overlay import overlay_heatmap, peak_xy
     from .checkpoint import load_checkpoint
+    png_ext = Path(args.png).suffix.lower() if args.png else None
+    if args.png:                     # checked first: a bad picture name must not leave the .npz alone
+        import cv2
+        if not png_ext or not cv2.haveImageWriter(f"x{png_ext}"):
+            raise InputError(f"cannot write {args.png}: unknown picture type {png_ext or '(none)'!r}; "
+                             f"use a .png or .jpg name")
     model, meta = load_checkpoint(args.checkpoint)
     cfg = model.cfg
     rgb = load_image(args.image)
@@ -47,24 +55,21 @@ def run_localize(args) -> int:
         from .ogl import ObjectPrior
         prior = ObjectPrior(args.ogl)
     maps = localize_pair(model, rgb, wave, args.alpha, prior)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from ..atomic import atomic_path
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:       # a file object: savez adds no suffix
-        np.savez(f, **{k: maps[k] for k in ("aud", "img", "heatmap", "image_slot", "audio_slot",
-                                             "confidence", "obj") if k in maps})
-    written = [str(out)]
+    picture = None
     if args.png:
-        import cv2
-        picture = overlay_heatmap(resize_image(rgb, cfg.image_size), maps["heatmap"])
-        Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            written_ok = cv2.imwrite(args.png, np.ascontiguousarray(picture[..., ::-1]))
-        except cv2.error:           # OpenCV raises (rather than returning False) for unknown extensions
-            written_ok = False
-        if not written_ok:
-            raise InputError(f"cannot write {args.png} (check the folder and the extension .png/.jpg)")
-        written.append(args.png)
+        ok, picture = cv2.imencode(png_ext, np.ascontiguousarray(
+            overlay_heatmap(resize_image(rgb, cfg.image_size), maps["heatmap"])[..., ::-1]))
+        if not ok:
+            raise InputError(f"cannot encode {args.png} (use a .png or .jpg name)")
+    out = Path(args.out)
+    with contextlib.ExitStack() as outputs:        # both files or neither: a failed one stops the other
+        tmp = outputs.enter_context(atomic_path(out))
+        if picture is not None:
+            outputs.enter_context(atomic_path(args.png)).write_bytes(picture.tobytes())
+        with open(tmp, "wb") as f:                 # a file object: savez adds no suffix
+            np.savez(f, **{k: maps[k] for k in ("aud", "img", "heatmap", "image_slot", "audio_slot",
+                                                 "confidence", "obj") if k in maps})
+    written = [str(out)] + ([args.png] if picture is not None else [])
     x, y = peak_xy(maps["heatmap"])
     print(f"localized with {meta['kind']} ({cfg.preset}): peak at x={x:.2f} y={y:.2f}, "
           f"confidence {float(maps['confidence']):.2f}; wrote {', '.join(written)}")

@@ -71,12 +71,15 @@ def convert_official(in_path: str | Path, out_path: str | Path, strict: bool = T
     from .checkpoint import save_checkpoint
     in_path = Path(in_path)
     if not in_path.is_file():
-        raise CheckpointError(f"official checkpoint not found: {in_path}")
+        raise CheckpointError(f"official checkpoint not found: {in_path} (check the path)")
     try:
         raw = torch.load(in_path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read {in_path} ({type(exc).__name__}): corrupt or not a "
-                              f"PyTorch file") from None
+                              f"PyTorch file; download the authors' checkpoint again") from None
+    if isinstance(raw, dict) and raw.get("format") == "jsa-rt":
+        raise CheckpointError(f"{in_path} is already a jsa-rt checkpoint: use it as it is "
+                              f"(--checkpoint {in_path}), no conversion needed")
     official = extract_state_dict(raw)
     if not any(k.startswith("slot_attn.") for k in official):
         raise CheckpointError(f"{in_path} has no 'slot_attn.*' weights: not a JSA checkpoint "

@@ -23,10 +23,14 @@ class ObjectPrior(nn.Module):
             raise CheckpointError("OGL needs ImageNet ResNet-18 weights: pass the path to torchvision's "
                                   "resnet18-f37072fd.pth (or set JSA_RESNET18_WEIGHTS)")
         self.trunk = ResNet18Trunk(3)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a readable weights file ({type(exc).__name__}): corrupt or "
+                                  f"truncated; download torchvision's resnet18-f37072fd.pth again") from None
         try:
             self.trunk.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
-        except RuntimeError:
+        except (AttributeError, RuntimeError):
             raise CheckpointError(f"{path} is not a torchvision ResNet-18 state dict") from None
         self.trunk.eval().requires_grad_(False)
 

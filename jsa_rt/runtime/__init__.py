@@ -110,11 +110,15 @@ def _auto(model, preset, device, options) -> Backend:
     installed = available_backends()
     reasons = []
     for backend, dev in AUTO_ORDER:
-        if backend not in installed:
-            continue
         if device is not None and dev != device:
             continue
+        if backend not in installed:
+            if backend == "tensorrt" and str(model).endswith((".plan", ".engine")):
+                reasons.append("tensorrt: not installed (`jsa-rt doctor` says how to install it)")
+            continue
         if dev == "cuda" and not _cuda_possible(backend):
+            if device == "cuda":          # asked for: say why, else a CPU backend is the answer
+                reasons.append(f"{backend}-cuda: no CUDA GPU visible (use --device cpu)")
             continue
         try:
             return load_backend(backend, model=model, preset=preset, device=dev, **options)

@@ -134,10 +134,13 @@ def load_report(path: str) -> dict:
             report = json.load(f)
     except FileNotFoundError:
         raise InputError(f"profile report {path} not found; make one with "
-                         "`python tools/profile.py model --preset tiny --json {path}`") from None
+                         f"`python tools/profile.py model --preset tiny --json {path}`") from None
     except json.JSONDecodeError as e:
         raise InputError(f"profile report {path} is not valid JSON ({e.msg}, line {e.lineno}); "
                          "regenerate it") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise InputError(f"{path} is not a profile report (JSON text); pass the .json that "
+                         f"`python tools/profile.py ... --json OUT` wrote") from None
     validate_report(report)
     return report
 

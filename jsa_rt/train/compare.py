@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import positive_int
 from ..errors import InputError
 from . import metrics
 
@@ -27,6 +28,8 @@ def read_rows(path: Path) -> dict[str, dict]:
             rows = list(csv.DictReader(f))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}; pass the .csv that `jsa-rt eval` wrote beside its JSON") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise InputError(f"{path} is not a text CSV; pass the per-sample .csv that `jsa-rt eval` wrote beside its JSON") from None
     if not rows or "id" not in rows[0] or "ciou" not in rows[0]:
         raise InputError(f"{path} is not a per-sample CSV of `jsa-rt eval` (no id/ciou columns)")
     by_id = {r["id"]: r for r in rows}
@@ -128,7 +131,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("a", type=Path, help="per-sample CSV of model A (from jsa-rt eval)")
     p.add_argument("b", type=Path, help="per-sample CSV of model B, same split")
     p.add_argument("--names", nargs=2, metavar=("A", "B"), default=None, help="labels (default: the CSVs' folder names)")
-    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument("--resamples", type=positive_int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the comparison here")
     p.add_argument("--png", type=Path, default=None, help="draw the differences and their intervals here")

@@ -119,17 +119,23 @@ def read_vggss(root: Path, annotations: Path) -> list[Sample]:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read annotations {annotations}: {exc} (pass --annotations FILE)") from None
     samples = []
-    for e in entries:
-        no_source = bool(e.get("no_source", False))
-        samples.append(Sample(str(e["file"]), root / "frames" / f"{e['file']}.jpg", root / "audio" / f"{e['file']}.wav",
-                              "vggss", [list(map(float, b)) for b in e.get("bbox", [])], None, no_source,
-                              str(e.get("class", "")), {k: v for k, v in e.items() if k not in ("file", "bbox")}))
+    try:
+        for e in entries:
+            no_source = bool(e.get("no_source", False))
+            samples.append(Sample(str(e["file"]), root / "frames" / f"{e['file']}.jpg", root / "audio" / f"{e['file']}.wav",
+                                  "vggss", [list(map(float, b)) for b in e.get("bbox", [])], None, no_source,
+                                  str(e.get("class", "")), {k: v for k, v in e.items() if k not in ("file", "bbox")}))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise InputError(f"annotations {annotations} entry {len(samples)} is not like {{\"file\": ID, \"class\": NAME, "
+                         f"\"bbox\": [[x0, y0, x1, y1], ...]}} (the VGG-SS layout); fix the file or pass another") from None
     return samples
 
 
 def read_scenes(root: Path, split: str = "test", annotations: Path | None = None) -> list[Sample]:
     root = Path(root)
     ann = Path(annotations) if annotations else root / "annotations" / f"{split}.json"
+    if annotations and not ann.is_file():
+        raise InputError(f"annotation file not found: {ann} (check --annotations, or leave it out to use --split)")
     if not ann.is_file():
         have = sorted(p.stem for p in (root / "annotations").glob("*.json"))
         raise InputError(f"no split {split!r} in {root} (have: {', '.join(have) or 'none'}; make one with jsa-rt make-scenes)")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import non_negative_int, positive_int
 from ..config import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import InputError
+from ..errors import DeviceError, InputError
 from . import metrics
 from .datasets import FORMATS, AVDataset, collate, guess_format, open_dataset
 
@@ -208,13 +209,12 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     keys = ["id", "label", "no_source", "confidence", "ciou", "pointing", "size", "gt_area",
             *(c for c in CONDITIONS if any(c in r for r in rows))]
     keys += sorted({k for r in rows for k in r} - set(keys))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r[k]) for k in keys})
-    os.replace(tmp, path)
 
 
 def markdown_table(summary: dict, title: str) -> str:
@@ -269,10 +269,20 @@ def write_grid(path: Path, examples: list[dict]) -> None:
         score = "no source" if r["no_source"] else (f"cIoU {r['ciou']:.2f}" if r["ciou"] is not None else "")
         ax.set_title(f"{r['id'][:18]}\n{score} conf {r['confidence']:.2f}", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
+
+
+def torch_device(requested: str | None) -> str:
+    """'auto' or None -> cuda when torch sees a GPU, else cpu; 'cuda' without one is a one-line error."""
+    import torch
+    if requested in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("torch sees no CUDA GPU: use --device cpu (or check the driver with nvidia-smi)")
+    return requested
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
@@ -300,11 +310,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ogl", default=None, metavar="RESNET18_PTH",
                    help="OGL instead of IQR: fuse the audio map with the object map of this ImageNet "
                         "ResNet-18 (torchvision's resnet18-f37072fd.pth)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=0, help="data loading processes")
-    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (quick look)")
-    p.add_argument("--grid", type=int, default=16, help="examples in the PNG grid (0: none)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--workers", type=non_negative_int, default=0, help="data loading processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cpu | cuda | auto")
+    p.add_argument("--limit", type=non_negative_int, default=0, help="evaluate only the first N samples (quick look)")
+    p.add_argument("--grid", type=non_negative_int, default=16, help="examples in the PNG grid (0: none)")
     p.add_argument("--json", required=True, type=Path, help="summary JSON to write")
     p.add_argument("--out-dir", type=Path, default=None, help="folder for the CSV, markdown and PNG (default: beside --json)")
     p.add_argument("--quiet", action="store_true")
@@ -314,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from ..model.checkpoint import load_checkpoint
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = torch_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
     fmt = args.format or guess_format(args.data)
     dataset = open_dataset(fmt, args.data, meta["config"], args.split, args.annotations)
@@ -336,17 +346,15 @@ def run(args: argparse.Namespace) -> int:
     summary.update(checkpoint=str(args.checkpoint), kind=meta["kind"], preset=meta["config"].preset,
                    data=str(args.data), format=fmt, split=args.split if not args.annotations else str(args.annotations),
                    seconds=round(time.monotonic() - started, 1))
+    if summary["n"] == 0 and not summary["n_read"]:     # nothing to report: write no result files
+        raise InputError(f"no sample of {args.data} could be read ({summary['skipped']} skipped); see the messages above")
     out_dir = args.out_dir or args.json.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     stem = args.json.stem
     _atomic_write(args.json, json.dumps(summary, indent=1))
     write_csv(out_dir / f"{stem}.csv", rows)
     title = f"{meta['kind']} ({meta['config'].preset}) on {args.data.name} / {summary['split']}"
     _atomic_write(out_dir / f"{stem}.md", markdown_table(summary, title))
     write_grid(out_dir / f"{stem}.png", examples)
-    if summary["n"] == 0 and not summary["n_read"]:
-        raise InputError(f"no sample of {args.data} could be read ({summary['skipped']} skipped); see the messages above")
 
     def pct(x, key=None):
         ci = summary["ci95"].get(key) if key else None

@@ -212,6 +212,7 @@ def build_catalog(stamp_root: Path | None = None, fsdd_root: Path | None = None,
                   background_root: Path | None = None) -> Catalog:
     data = default_data_root()
     stamp_root = Path(stamp_root) if stamp_root else default_stamp_root()
+    fsdd_given, backgrounds_given = fsdd_root, background_root
     fsdd_root = Path(fsdd_root) if fsdd_root else data / "fsdd"
     background_root = Path(background_root) if background_root else data / "backgrounds"
     classes, silent, digits, skipped = scan_stamps(stamp_root)
@@ -222,4 +223,11 @@ def build_catalog(stamp_root: Path | None = None, fsdd_root: Path | None = None,
         raise InputError(f"digit images symbols/math/0-9.png missing under {stamp_root}")
     backgrounds = sorted(str(p) for p in background_root.glob("*")
                          if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if background_root.is_dir() else []
+    # the default folders are optional; a folder named on the command line must hold something
+    if fsdd_given and not takes:
+        raise InputError(f"--fsdd {fsdd_root}: no FSDD recordings (DIGIT_SPEAKER_TAKE.wav) there; "
+                         f"check the path, or leave --fsdd out")
+    if backgrounds_given and not backgrounds:
+        raise InputError(f"--backgrounds {background_root}: no .png/.jpg photos there; "
+                         f"check the path, or leave --backgrounds out")
     return Catalog(classes, silent, digits, takes, speakers, backgrounds, skipped)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import non_negative_int, positive_float, positive_int, unit_interval
 from ..errors import InputError
 from .scene_audio import compose_audio, load_clip
 from .scene_catalog import Catalog, Stamp, build_catalog
@@ -379,11 +380,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--counts", default="", help="scenes per split, e.g. train=3000,val=200,test=400,test-unheard=300,digits=300")
     p.add_argument("--small", action="store_true", help=f"a tiny set for tests: {SMALL_COUNTS}")
-    p.add_argument("--image-size", type=int, default=256, help="frame side in pixels (default 256)")
-    p.add_argument("--seconds", type=float, default=5.0, help="audio length per scene (default 5.0)")
-    p.add_argument("--no-source-fraction", type=float, default=0.1,
+    p.add_argument("--image-size", type=positive_int, default=256, help="frame side in pixels (default 256)")
+    p.add_argument("--seconds", type=positive_float, default=5.0, help="audio length per scene (default 5.0)")
+    p.add_argument("--no-source-fraction", type=unit_interval, default=0.1,
                    help="fraction of evaluation scenes without a visible source (default 0.1)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--workers", type=non_negative_int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -19,16 +19,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import TRAIN_PRESETS, TrainConfig, get_preset
-from ..errors import InputError
+from ..cli import non_negative_float, non_negative_int, positive_int
+from ..config import PRESETS, TRAIN_PRESETS, TrainConfig, get_preset
+from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters
 from ..model.checkpoint import atomic_torch_save, save_checkpoint
+from .evaluate import torch_device
 
 
 # ---- set-up ------------------------------------------------------------------------------------
 def add_parser(sub):
     p = sub.add_parser("train", help="train JSA or EZ-VSL")
-    p.add_argument("--preset", default=None, help="model preset: paper | edge | tiny (default edge)")
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset: paper | edge | tiny (default edge)")
     p.add_argument("--model", default=None, choices=["jsa", "ezvsl"], help="default jsa")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights (a .pt or a shipped name such as edge-jsa): "
@@ -39,16 +41,16 @@ def add_parser(sub):
     p.add_argument("--val-split", default="val")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<model>)")
     p.add_argument("--config", default=None, help="JSON file overriding train/model settings")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=non_negative_float)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=non_negative_int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    p.add_argument("--max-train-items", type=int, default=None, help="use only the first N training items")
-    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (and each epoch)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--max-train-items", type=positive_int, default=None, help="use only the first N training items")
+    p.add_argument("--save-every", type=positive_int, default=200, help="checkpoint every N steps (and each epoch)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="cpu | cuda (default: cuda when available)")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
     p.add_argument("--no-pretrained", action="store_true", help="random image encoder init")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -66,8 +68,18 @@ def resolve_configs(args, init_config=None):
             overrides = json.loads(Path(args.config).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"cannot read config {args.config}: {exc}") from None
+        sections = ("model", "train")
+        if not isinstance(overrides, dict) or set(overrides) - set(sections) or \
+                not all(isinstance(overrides.get(k, {}), dict) for k in sections):
+            raise InputError(f"{args.config} must be a JSON object with \"model\" and/or \"train\" settings, "
+                             f"e.g. {{\"train\": {{\"lr\": 1e-4}}}}")
         if init_config is not None and overrides.get("model"):
             raise InputError(f"--init fixes the model: {args.config} may hold only \"train\" settings")
+        for section, known in zip(sections, (model_cfg.to_dict(), train_cfg.to_dict())):
+            unknown = sorted(set(overrides.get(section, {})) - set(known))
+            if unknown:
+                raise InputError(f"{args.config}: unknown {section} setting(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(known)}")
         model_cfg = model_cfg.with_overrides(**overrides.get("model", {}))
         train_cfg = replace(train_cfg, **overrides.get("train", {}))
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -245,7 +257,7 @@ def run(args) -> int:
     init_model, init_config = initial_model(args)
     args.model = args.model or "jsa"
     model_cfg, train_cfg = resolve_configs(args, init_config)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device(args.device)
     dist_info = Distributed(device)
     if device == "cuda" and dist_info.world > 1:
         device_obj = torch.device("cuda", dist_info.local_rank)
@@ -279,7 +291,11 @@ def run(args) -> int:
     if args.resume:
         if not last_path.is_file():
             raise InputError(f"--resume: no {last_path} yet; drop --resume to start a new run")
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{last_path} is not a readable checkpoint ({type(exc).__name__}): the file "
+                                  f"is corrupt or truncated; restore it, or drop --resume to start over") from None
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["train_state"]
