@@ -97,6 +97,17 @@ def test_bad_settings_are_one_line_errors(scenes, tmp_path, capsys):
         one_line_error("--device", "cuda", needle="use --device cpu")
 
 
+def test_paper_preset_without_its_imagenet_weights_stops_before_training(scenes, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JSA_RESNET18_WEIGHTS", str(tmp_path / "absent.pth"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-hub"))
+    args = ["train", "--preset", "paper", "--data", str(scenes), "--out", str(tmp_path / "run"),
+            "--workers", "0", "--no-progress", "--max-steps", "1", "--batch-size", "2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "JSA_RESNET18_WEIGHTS" in err[0] and "--no-pretrained" in err[0], err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_ezvsl_baseline_trains(scenes, tmp_path):
     train(scenes, tmp_path, "--model", "ezvsl", "--epochs", "1", "--max-steps", "2")
     ckpt = torch.load(tmp_path / "final.pt", weights_only=True)

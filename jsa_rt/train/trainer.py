@@ -58,6 +58,16 @@ def add_parser(sub):
     return p
 
 
+def _check_pretrained_weights(model_cfg, no_pretrained: bool) -> None:
+    """Training the paper preset from a random image encoder is not the paper's model: without
+    its ImageNet weights, stop and say where they go (elsewhere a warning is enough)."""
+    from ..model.encoders import RESNET18_FILE, find_resnet18_weights
+    if model_cfg.image_encoder == "resnet18" and not no_pretrained and find_resnet18_weights() is None:
+        raise InputError(f"the {model_cfg.preset} preset's image encoder needs ImageNet ResNet-18 weights: "
+                         f"set JSA_RESNET18_WEIGHTS=/path/{RESNET18_FILE} (or put it in the torch hub cache), "
+                         f"or pass --no-pretrained to train from random weights")
+
+
 def resolve_configs(args, init_config=None):
     """Preset (or the --init checkpoint's model) -> overrides from --config JSON
     ({"model": {...}, "train": {...}}) -> flags."""
@@ -283,6 +293,7 @@ def run(args) -> int:
         if dist_info.main:
             print(f"starting from the weights of {args.init}")
     else:
+        _check_pretrained_weights(model_cfg, args.no_pretrained)
         model = build_model(model_cfg, args.model, pretrained=not args.no_pretrained).to(device_obj)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "history": []}
