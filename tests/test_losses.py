@@ -262,3 +262,88 @@ def test_mixed_precision_training_sees_the_fp32_features_and_maps():
         mixed_spec, mixed_map = model.frontend(wave), slot_attention_map(q, k, 32 ** -0.5, 1e-8)
     assert mixed_spec.dtype == torch.float32 and mixed_map.dtype == torch.float32
     assert torch.equal(mixed_spec, plain_spec) and torch.equal(mixed_map, plain_map)
+
+
+DDP_GRADS = """
+import sys, torch, torch.distributed as dist
+from jsa_rt.model import build_model
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+kind, out = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+model = build_model("tiny", kind, pretrained=False).eval()       # eval: no random masks
+cfg = model.cfg
+torch.manual_seed(1)
+images, wave = torch.randn(8, 3, cfg.image_size, cfg.image_size), torch.randn(8, cfg.num_samples) * 0.1
+rows = slice(rank * 4, rank * 4 + 4)                             # this rank's half of the batch
+total, terms = model.loss(images[rows], wave[rows])
+total.backward()
+for p in model.parameters():                                     # what DDP does: average over ranks
+    if p.grad is not None:
+        dist.all_reduce(p.grad)
+        p.grad /= world
+if rank == 0:
+    torch.save({"first": {k: v.item() for k, v in terms.items()},
+                "grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None}}, out)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("kind", ["jsa", "ezvsl"])
+def test_ddp_contrastive_terms_see_the_whole_batch(kind, tmp_path):
+    """Two gloo processes with 4 samples each take the same step as one process with all 8:
+    the contrastive term is computed over the global batch (as the official DataParallel code
+    does), not over each rank's quarter of the negatives."""
+    import os
+    import subprocess
+    import sys
+    script, out = tmp_path / "ddp.py", tmp_path / "grads.pt"
+    script.write_text(DDP_GRADS)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29541" if kind == "jsa" else "29542", str(script), kind, str(out)],
+                          capture_output=True, text=True, timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = torch.load(out, weights_only=True)
+    torch.manual_seed(0)
+    model = build_model("tiny", kind, pretrained=False).eval()
+    cfg = model.cfg
+    torch.manual_seed(1)
+    images, wave = torch.randn(8, 3, cfg.image_size, cfg.image_size), torch.randn(8, cfg.num_samples) * 0.1
+    total, terms = model.loss(images, wave)
+    total.backward()
+    contrastive = "cotr" if kind == "jsa" else "mil"
+    assert ddp["first"][contrastive] == pytest.approx(terms[contrastive].item(), rel=1e-5)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads.keys() == ddp["grads"].keys()
+    for name, g in grads.items():      # equal up to float32 summation order
+        assert (ddp["grads"][name] - g).abs().max() <= 1e-3 * g.abs().max() + 1e-9, name
+
+
+GATHER_UNEVEN = """
+import sys, torch, torch.distributed as dist
+from jsa_rt.model.losses import whole_batch
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+everything, weights = torch.randn(8, 3, 2), torch.randn(8, 3, 2)
+rows = slice(0, 3) if rank == 0 else slice(3, 8)                  # 3 and 5 rows: a batch lost items
+mine = everything[rows].clone().requires_grad_()
+(gathered,) = whole_batch(mine.transpose(1, 2).transpose(1, 2))    # a non-contiguous path, as in a model
+(gathered * weights).sum().backward()
+ok = torch.equal(gathered, everything) and torch.allclose(mine.grad, 2 * weights[rows])   # both ranks' losses
+print("OK" if ok else "BAD", rank)
+dist.destroy_process_group()
+"""
+
+
+def test_whole_batch_gathers_uneven_ranks_with_their_gradients(tmp_path):
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER_UNEVEN)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29543", str(script)],
+                          capture_output=True, text=True, timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("OK") == 2 and "BAD" not in done.stdout, done.stdout

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .base import AudioVisualModel
-from .losses import ezvsl_mil_loss
+from .losses import ezvsl_mil_loss, whole_batch
 from .maps import min_max, upsample
 
 
@@ -26,7 +26,7 @@ class EZVSL(AudioVisualModel):
 
     def loss(self, images, wave):
         out = self(images, wave)
-        total = ezvsl_mil_loss(out["audio_emb"], out["image_tokens"], self.cfg.tau)
+        total = ezvsl_mil_loss(*whole_batch(out["audio_emb"], out["image_tokens"]), self.cfg.tau)   # all ranks
         return total, {"mil": total}
 
     def audio_branch(self, wave) -> dict:

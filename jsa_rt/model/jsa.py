@@ -37,12 +37,13 @@ class JSA(AudioVisualModel):
         cfg = self.cfg
         out = self(images, wave)
         img, aud = out["image"], out["audio"]
+        image_targets, audio_targets = losses.whole_batch(img.slots[:, 0], aud.slots[:, 0])   # all ranks
         # k = 20 at the official batch of 256; scaled down with the batch (a batch no bigger
         # than k would otherwise mask every negative and the loss would vanish). At least 2:
         # a neighbourhood includes the item itself, so k = 1 would silently mask nothing.
-        k = max(2, cfg.knn_k * images.shape[0] // cfg.knn_reference_batch)
+        k = max(2, cfg.knn_k * image_targets.shape[0] // cfg.knn_reference_batch)
         terms = {
-            "cotr": losses.contrastive_loss(img.slots[:, 0], aud.slots[:, 0], cfg.tau, k),
+            "cotr": losses.contrastive_loss(image_targets, audio_targets, cfg.tau, k),
             "recon": losses.reconstruction_loss(self.image_decoder(img.slots), out["image_tokens"])
                      + losses.reconstruction_loss(self.audio_decoder(aud.slots), out["audio_tokens"]),
             "div": losses.slot_divergence_loss(img.slots) + losses.slot_divergence_loss(aud.slots),

@@ -6,6 +6,47 @@ import torch
 import torch.nn.functional as F
 
 
+def whole_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Under multi-process training (DDP), each tensor gathered from every rank, in rank order,
+    with gradients flowing back to each rank's own rows; unchanged in a single process.
+
+    The contrastive terms then see the global batch as negatives (and its k-reciprocal
+    neighbours), as the official single-process DataParallel code does. Every rank computes the
+    same global loss; the gather's backward sums the ranks' gradients and DDP averages them, so
+    the update equals the single-process one on the whole batch."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    return tuple(_GatherRows.apply(t) for t in tensors)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows, concatenated in rank order; the ranks may hold different counts (a batch
+    that lost unreadable items). Backward: the sum of every rank's gradient for this rank's rows.
+    (torch.distributed.nn's all_gather gave wrong gradients under gloo for non-contiguous ones.)"""
+
+    @staticmethod
+    def forward(ctx, rows):
+        import torch.distributed as dist
+        world, rank = dist.get_world_size(), dist.get_rank()
+        counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([rows.shape[0]], device=rows.device))
+        counts = [int(c) for c in counts]
+        padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+        padded[:rows.shape[0]] = rows
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        ctx.start, ctx.count = sum(counts[:rank]), counts[rank]
+        return torch.cat([part[:n] for part, n in zip(parts, counts)])
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.start:ctx.start + ctx.count]
+
+
 def k_reciprocal_false_negatives(image_slots: torch.Tensor, audio_slots: torch.Tensor,
                                  k: int) -> torch.Tensor:
     """(B,B) bool: j is a potential false negative of i when j is among the k nearest of i in
