@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 
+from ..atomic import write_json
 from .demo_clip import build_clip
 from .pipeline import LiveOptions, Pipeline
 from .outputs import window_problem
@@ -46,6 +46,7 @@ def run_demo(args, backend_factory, render, progress=print) -> int:
     progress(f"demo: building a {args.segments} x {args.segment_seconds:g} s clip in {out}/ from real data")
     truth = build_clip(out, args.data, segments=args.segments, seconds=args.segment_seconds, fps=args.fps,
                        seed=args.seed, progress=progress)
+    (out / "frames.jsonl").unlink(missing_ok=True)       # the score reads this run's log, never an old one
     options = LiveOptions(camera=str(out / "clip.mp4"), mic=f"file://{out / 'clip.wav'}",
                           paced=not args.no_pace, render=render, output=str(out / "annotated.mp4"),
                           log_json=str(out / "frames.jsonl"),
@@ -54,15 +55,14 @@ def run_demo(args, backend_factory, render, progress=print) -> int:
              f"({'every frame' if args.no_pace else 'in real time'}, backend {args.backend}, "
              f"model {args.model or (f'random {args.preset}' if args.preset else 'edge-jsa')})")
     summary = Pipeline(options, backend_factory).run(progress=progress)
-    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines() if line.strip()]
+    log = out / "frames.jsonl"                          # absent when no frame was rendered (stopped at once)
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     result = score(records, truth)
     result.update(backend=summary.backend, model=args.model or (f"random {args.preset}" if args.preset
                                                                    else "edge-jsa"),
                   fps=round(summary.fps, 2), p50_ms=round(summary.p50_ms, 1), p99_ms=round(summary.p99_ms, 1),
                   scenes=truth["scenes"])
-    tmp = out / f".score.partial-{os.getpid()}.json"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / "score.json")
+    write_json(out / "score.json", result)
     print(f"demo: {summary.line()}", flush=True)
     print(f"demo: the peak fell on the sounding object in {100 * result['hit_rate']:.0f}% of "
           f"{result['rendered_frames']} rendered frames ({100 * result['hit_rate_when_shown']:.0f}% of the "

@@ -4,8 +4,6 @@ matplotlib is imported lazily with the Agg backend (no display needed).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .profiling import STACK_ORDERS
@@ -23,10 +21,10 @@ def save_plot(report: dict, path: str) -> None:
     fig.suptitle(f"jsa-rt {report['mode']} profile, {report['machine']}, "
                  f"preset {report['settings'].get('preset', '?')}")
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
+    from ..atomic import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _cdf(ax, report: dict) -> None:
