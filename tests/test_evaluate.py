@@ -211,6 +211,24 @@ def test_eval_on_generated_scenes(tmp_path, tiny_checkpoint):
         assert all(r["background"] in ("photo", "photo_crop", "texture", "synthetic") for r in rows)
 
 
+def test_one_eval_reports_both_iqr_weights(tmp_path, tiny_checkpoint):
+    """method.md 5.4: report IQR at 0.4 (released scripts) and 0.6 (paper). One run gives both,
+    each equal to a run made with that weight alone."""
+    from jsa_rt.train.scenes import generate
+    generate(tmp_path / "scenes", seed=2, counts={"test": 12}, seconds=1.0, workers=1, progress=False)
+    results = {}
+    for alpha in (None, 0.6, 1.0):
+        out = tmp_path / f"out-{alpha}" / "test.json"
+        assert ev.run(_args(tmp_path, tiny_checkpoint, tmp_path / "scenes", alpha=alpha, json=out)) == 0
+        results[alpha] = json.loads(out.read_text())
+    default = results[None]
+    assert default["alpha"] == 0.4 and set(default["iqr_alphas"]) == {"0.4", "0.6"}
+    for weight, alone in (("0.4", default), ("0.6", results[0.6])):
+        assert default["iqr_alphas"][weight] == {k: alone[k] for k in ("n", "ciou50", "auc", "pointing")}
+    assert results[1.0]["iqr_alphas"]["0.6"] == default["iqr_alphas"]["0.6"]   # any run gives both
+    assert "IQR weight 0.6" in (tmp_path / "out-None" / "test.md").read_text()
+
+
 def test_scene_conditions_buckets():
     meta = {"background": "photo:astronaut", "distractor_boxes": [[0, 0, 1, 1]] * 4,
             "audio": {"snr_db": 9.99, "offscreen_db": -6.0}}

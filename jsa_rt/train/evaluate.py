@@ -70,6 +70,21 @@ def scene_conditions(meta: dict) -> dict:
             "snr": "clean" if snr is None else ">=20 dB" if snr >= 20 else "10-20 dB" if snr >= 10 else "<10 dB"}
 
 
+# method.md 5.4: the IQR weight is 0.4 in the released scripts and 0.6 in the paper; report both
+IQR_ALPHAS = (0.4, 0.6)
+
+
+def _iqr_heatmaps(model, out: dict, alpha_used: float | None, object_prior) -> dict:
+    """{alpha: heatmaps} for the IQR weights not already in out["heatmap"] (JSA with IQR only:
+    EZ-VSL has one map, and OGL fuses another)."""
+    if getattr(model, "kind", None) != "jsa" or object_prior is not None:
+        return {}
+    used = model.cfg.iqr_alpha if alpha_used is None else alpha_used
+    from ..model.maps import fuse
+    return {a: fuse(out["aud"], out["img"], a, model.cfg.image_size, model.upsample_matrix).float().cpu().numpy()
+            for a in IQR_ALPHAS if a != used}
+
+
 def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | float = "median",
              alpha: float | None = None, fa_threshold: float | None = None, device: str = "cpu",
              workers: int = 0, grid: int = 16, progress: bool = True,
@@ -97,6 +112,7 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
             out = model.localize(batch["image"].to(device), batch["audio"].to(device), alpha=alpha,
                                  **({"object_prior": object_prior} if object_prior is not None else {}))
             heat = out["heatmap"].float().cpu().numpy()
+            other_alphas = _iqr_heatmaps(model, out, alpha, object_prior)
             conf = out["confidence"].float().cpu().numpy()
             a_slot, v_slot = out["audio_slot"].float().cpu().numpy(), out["image_slot"].float().cpu().numpy()
             for j in range(heat.shape[0]):
@@ -110,6 +126,10 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                 if has_gt and gt.any():
                     row.update(ciou=metrics.ciou(m, gt, threshold), pointing=metrics.pointing_hit(m, gt),
                                size=metrics.size_bucket(gt), gt_area=float((gt > 0).mean()))
+                    for a, maps in other_alphas.items():
+                        other = metrics.eval_map(maps[j])
+                        row[f"ciou_iqr{a}"] = metrics.ciou(other, gt, threshold)
+                        row[f"pointing_iqr{a}"] = metrics.pointing_hit(other, gt)
                 if sample.gt_kind == "mask":
                     row["miou"] = metrics.mask_iou(m, gt)
                     mask_iou.append(row["miou"])
@@ -133,6 +153,11 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
     summary = {"n": len(scored), **{k: v for k, v in _group(scored).items() if k != "n"}}
     summary["threshold"] = threshold
     summary["alpha"] = alpha if alpha is not None else getattr(getattr(model, "cfg", None), "iqr_alpha", None)
+    if scored and any(f"ciou_iqr{a}" in scored[0] for a in IQR_ALPHAS):      # both IQR weights, one pass
+        summary["iqr_alphas"] = {
+            str(a): _group(scored) if f"ciou_iqr{a}" not in scored[0] else
+            _group([{"ciou": r[f"ciou_iqr{a}"], "pointing": r[f"pointing_iqr{a}"]} for r in scored])
+            for a in IQR_ALPHAS}
     summary["n_read"] = len(rows)
     summary["n_no_source"] = int(sum(no_source))
     summary["skipped"] = len(errors) + len(dataset.missing)
@@ -225,6 +250,8 @@ def markdown_table(summary: dict, title: str) -> str:
              f"| cIoU@0.5 (threshold {summary['threshold']}) | {pct(summary['ciou50'])} |",
              f"| AUC | {pct(summary['auc'])} |",
              f"| pointing game | {pct(summary['pointing'])} |"]
+    for a, g in (summary.get("iqr_alphas") or {}).items():
+        lines.append(f"| IQR weight {a}: cIoU@0.5 / AUC / pointing | {pct(g['ciou50'])} / {pct(g['auc'])} / {pct(g['pointing'])} |")
     ret = summary.get("retrieval")
     if ret:
         for d in ("a2i", "i2a"):
