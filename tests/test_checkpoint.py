@@ -139,6 +139,16 @@ def test_missing_file(tmp_path):
     assert_one_line_error(info, "not found", "nope.pt")
 
 
+def test_a_run_folder_is_pointed_to_its_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match="is a folder.*it has none"):
+        load_checkpoint(run)
+    (run / "best.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint: pass a \.pt file in it \(best\.pt\)"):
+        load_checkpoint(run)
+
+
 def test_truncated_checkpoint(tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(path, tiny_model())

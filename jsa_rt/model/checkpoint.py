@@ -29,6 +29,10 @@ def resolve_checkpoint(name_or_path: str | Path | None, suffix: str = ".pt") -> 
                                   f"train one with `jsa-rt train` or pass --checkpoint PATH")
         return path
     path = Path(name)
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.pt"))[:4])
+        raise CheckpointError(f"{path} is a folder, not a checkpoint: pass a .pt file in it "
+                              f"({found or 'it has none; a training run writes best.pt and final.pt'})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (pass a .pt file or one of {', '.join(SHIPPED)})")
     return path
