@@ -381,3 +381,51 @@ print(json.dumps(result))
         assert_ptxas_accepts(ptx, cc)
     assert result[0][3] == ["*fp32"] * 4 + ["i32"] + ["*fp32"] * 3
     assert result[1][3] == ["*fp32"] * 6 + ["i32", "*fp32"]
+
+
+class FakeCudaDriver:
+    """Stands in for libcuda (no GPU here): records the module load and the launch, reading the
+    kernel parameters back through their pointers as the driver would."""
+
+    def __init__(self):
+        self.loaded, self.launch, self.unloaded = None, None, False
+
+    def cuModuleLoadData(self, module_ref, image):
+        module_ref._obj.value, self.loaded = 11, image
+        return 0
+
+    def cuModuleGetFunction(self, function_ref, module, name):
+        function_ref._obj.value, self.entry = 22, name
+        return 0
+
+    def cuLaunchKernel(self, function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        import ctypes
+        self.launch = {"grid": (gx, gy, gz), "block": (bx, by, bz), "shared": shared, "extra": extra,
+                       "u64": [ctypes.cast(params[i], ctypes.POINTER(ctypes.c_uint64)).contents.value
+                               for i in range(len(params))],
+                       "i32": [ctypes.cast(params[i], ctypes.POINTER(ctypes.c_int32)).contents.value
+                               for i in range(len(params))]}
+        return 0
+
+    def cuModuleUnload(self, module):
+        self.unloaded = True
+
+
+def test_aot_launch_check_passes_exactly_the_plugin_arguments(monkeypatch):
+    """tools/check_aot_launch.py (run on a GPU) launches the edited PTX as TensorRT would: each
+    kernel parameter points at a device pointer (u64) or an int32, in the plugin's order."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("check_aot_launch", ROOT / "tools" / "check_aot_launch.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"cuda_stream": 0})())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    driver = FakeCudaDriver()
+    q, k, v, u, attn = (torch.zeros(2) for _ in range(5))
+    tool.launch_ptx(driver, ".entry k(\n)", "k", [q, k, v, 49, u, attn], 3, 128, 1024)
+    assert driver.loaded == b".entry k(\n)\0" and driver.entry == b"k" and driver.unloaded
+    assert driver.launch["grid"] == (3, 1, 1) and driver.launch["block"] == (128, 1, 1)
+    assert driver.launch["shared"] == 1024 and driver.launch["extra"] is None
+    pointers = driver.launch["u64"]
+    assert [pointers[i] for i in (0, 1, 2, 4, 5)] == [t.data_ptr() for t in (q, k, v, u, attn)]
+    assert driver.launch["i32"][3] == 49

@@ -6,6 +6,8 @@
 #   3. tests/test_kernels.py + tests/test_joint_loop.py compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
 #   4. tools/profile.py model on the GPU: edge-jsa and paper, every backend (torch eager,
 #      torch + Triton + CUDA graphs, onnxruntime, TensorRT when present)
+#   5. tools/check_aot_launch.py: the AOT PTX (hidden parameters removed) launched through the
+#      CUDA driver with exactly the TensorRT plugin's arguments, against the reference
 # Writes everything under $OUT (default: out/gpu_checks). Needs python3 with torch and triton;
 # the package need not be installed: a temporary tree maps jsa_rt.kernels onto kernels/ as
 # pyproject does. Each step has a timeout; the script always runs all steps.
@@ -31,7 +33,7 @@ cd "$REPO"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-echo "== 1/3 smoke (persistent kernel)"
+echo "== 1/5 smoke (persistent kernel)"
 timeout 60 $PY tools/bench_kernels.py --smoke 2>&1 | tee "$OUT/smoke.txt"
 smoke=${PIPESTATUS[0]}
 if [ "$smoke" -eq 0 ]; then
@@ -41,17 +43,17 @@ else
   modes="phased"; skip="not persistent and not repeat_calls and not slot_iterations_gradients"
 fi
 
-echo "== 2/3 bench_kernels.py"
+echo "== 2/5 bench_kernels.py"
 timeout 200 $PY tools/bench_kernels.py --out-dir "$OUT" --modes $modes --compile-budget-s 60 \
   2>&1 | tee "$OUT/bench.txt"
 bench=${PIPESTATUS[0]}
 
-echo "== 3/4 kernel tests compiled"
+echo "== 3/5 kernel tests compiled"
 JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py tests/test_joint_loop.py -v -p no:cacheprovider \
   --durations=5 ${skip:+-k "$skip"} 2>&1 | tee "$OUT/pytest.txt"
 tests=${PIPESTATUS[0]}
 
-echo "== 4/4 end-to-end model profiles"
+echo "== 4/5 end-to-end model profiles"
 profiles=0
 for spec in "--checkpoint edge-jsa edge-jsa" "--preset paper paper"; do
   set -- $spec
@@ -61,5 +63,9 @@ for spec in "--checkpoint edge-jsa edge-jsa" "--preset paper paper"; do
   [ "${PIPESTATUS[0]}" -eq 0 ] || profiles=1
 done
 
-echo "gpu_checks: smoke=$smoke bench=$bench tests=$tests profiles=$profiles (0 = ok, 124 = timeout); outputs in $OUT" \
+echo "== 5/5 AOT PTX launched with exactly TensorRT's plugin arguments (tools/check_aot_launch.py)"
+timeout 120 $PY tools/check_aot_launch.py 2>&1 | tee "$OUT/aot_launch.txt"
+aot=${PIPESTATUS[0]}
+
+echo "gpu_checks: smoke=$smoke bench=$bench tests=$tests profiles=$profiles aot=$aot (0 = ok, 124 = timeout); outputs in $OUT" \
   | tee "$OUT/summary.txt"
