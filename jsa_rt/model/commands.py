@@ -72,7 +72,9 @@ def run_localize(args) -> int:
     written = [str(out)] + ([args.png] if picture is not None else [])
     x, y = peak_xy(maps["heatmap"])
     print(f"localized with {meta['kind']} ({cfg.preset}): peak at x={x:.2f} y={y:.2f}, "
-          f"confidence {float(maps['confidence']):.2f}; wrote {', '.join(written)}")
+          f"confidence {float(maps['confidence']):.2f}; wrote {', '.join(written)}; next: "
+          + ("add --png map.png to see it" if picture is None else
+             "jsa-rt live --camera 0 --mic default for the live view"))
     return 0
 
 

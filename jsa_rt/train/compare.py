@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     losses = [METRICS[k] for k, m in result["metrics"].items() if m["better"] == "B"]
     print(f"{result['paired']} samples paired by id: {name_a} significantly better on {', '.join(wins) or 'nothing'}; "
           f"{name_b} on {', '.join(losses) or 'nothing'}; the rest within noise"
-          + "".join(f"; wrote {p}" for p in (args.json, args.png) if p))
+          + "".join(f"; wrote {p}" for p in (args.json, args.png) if p)
+          + ("" if args.png else "; next: add --png forest.png for the picture"))
     return 0
 
 

@@ -392,7 +392,8 @@ def run(args: argparse.Namespace) -> int:
           f"cIoU@0.5 {pct(summary['ciou50'], 'ciou50')}, AUC {pct(summary['auc'])}, "
           f"pointing {pct(summary['pointing'], 'pointing')}, R@1 a2i {pct(ret['a2i']['r1'], 'r1_a2i')} "
           f"i2a {pct(ret['i2a']['r1'], 'r1_i2a')}, false alarm {pct(summary['false_alarm'])} "
-          f"(brackets: 95 % intervals); wrote {args.json} and {stem}.csv/.md/.png in {out_dir}")
+          f"(brackets: 95 % intervals); wrote {args.json} and {stem}.csv/.md/.png in {out_dir}; "
+          f"next: jsa-rt compare {out_dir / f'{stem}.csv'} OTHER.csv (another model on the same split)")
     return 0
 
 
