@@ -113,6 +113,8 @@ def test_guards_on_synthetic_report():
         profiling.check_guards(["p95_ms is big"], report)
     with pytest.raises(InputError, match="needs --compare"):
         profiling.check_guards(["p95_ratio>1.1"], report)
+    with pytest.raises(InputError, match="predates the video-rate figures"):   # an old report
+        profiling.check_guards(["headroom_p99_ms<5"], report)
 
 
 def test_compare_ratios():
@@ -145,6 +147,132 @@ def test_cli_compare_and_fail_if_exit_codes(tmp_path):
     assert res.returncode == 2 and "not found" in res.stderr
 
 
+# ---- will it hold video rate? ---------------------------------------------------------------
+def test_model_video_rate_headroom_over_budget_and_verdicts():
+    budget = 1000 / 30
+    samples = [10.0] * 90 + [40.0] * 10                # 10 % of calls over the 33.3 ms budget
+    v = profiling.model_video_rate(samples, 30)
+    assert v["budget_ms"] == pytest.approx(budget)
+    assert v["p50_ms"] == 10.0 and v["p99_ms"] == 40.0
+    assert v["headroom_p50_ms"] == pytest.approx(budget - 10) and v["headroom_p99_ms"] == pytest.approx(budget - 40)
+    assert v["over_budget"] == 10 and v["over_budget_fraction"] == pytest.approx(0.1)
+    assert v["jitter_ms"] == pytest.approx(30.0) and v["samples"] == 100
+    assert v["max_fps_p50"] == pytest.approx(100.0)
+    assert v["verdict"] == "median only" and "10.0 %" in v["summary"]
+    assert profiling.model_video_rate([10.0] * 100, 30)["verdict"] == "holds"
+    slow = profiling.model_video_rate([50.0] * 100, 30)
+    assert slow["verdict"] == "no" and "does not hold 30 fps" in slow["summary"]
+    assert profiling.model_video_rate([50.0] * 100, 15)["verdict"] == "holds"      # 66.7 ms budget
+
+
+def test_pipeline_video_rate_from_intervals_work_and_drops():
+    # 25 intervals, 5 of them a missed frame (66.7 ms): 26 frames rendered in 1 s
+    intervals = [1000 / 30] * 20 + [2000 / 30] * 5
+    v = profiling.pipeline_video_rate(work_ms=[8.0] * 25 + [40.0], intervals_ms=intervals,
+                                      ages_ms=[12.0] * 24 + [50.0, 60.0], dropped=5, frames=26,
+                                      target_fps=30)
+    assert v["fps"] == pytest.approx(1000 * 25 / sum(intervals)) == pytest.approx(25.0)
+    assert v["late_intervals"] == 5 and v["late_interval_fraction"] == pytest.approx(5 / 25)
+    assert v["dropped_fraction"] == pytest.approx(5 / 31)
+    assert v["over_budget"] == 1 and v["age_over_budget_fraction"] == pytest.approx(2 / 26)
+    assert v["frame_interval_max_ms"] == pytest.approx(2000 / 30)
+    assert v["verdict"] == "no" and "25.0 fps measured" in v["summary"]
+    held = profiling.pipeline_video_rate([8.0] * 30, [1000 / 30] * 29, [12.0] * 30, 0, 30, 30)
+    assert held["fps"] == pytest.approx(30.0) and held["verdict"] == "holds"
+    # one missed frame in 30 is within the 5 % a paced source may wobble
+    one_late = profiling.pipeline_video_rate([8.0] * 31, [1000 / 30] * 29 + [2000 / 30],
+                                             [12.0] * 31, 1, 31, 30)
+    assert one_late["fps"] == pytest.approx(29.03, abs=0.01) and one_late["verdict"] == "holds"
+    tail = profiling.pipeline_video_rate([8.0] * 27 + [40.0] * 3, [1000 / 30] * 29, [12.0] * 30, 0, 30, 30)
+    assert tail["verdict"] == "held, tail over budget"
+
+
+def test_report_has_video_rate_and_stage_sums_in_json_markdown_and_guards(tmp_path):
+    report = synthetic_report()
+    report["settings"]["target_fps"] = 100.0                  # a 10 ms budget: torch misses it
+    report = profiling.finish_report(report)
+    path = tmp_path / "r.json"
+    profiling.save_report(report, str(path))
+    loaded = profiling.load_report(str(path))
+    torch_entry = loaded["backends"]["torch"]
+    raw = np.asarray(torch_entry["raw_ms"]["total"])
+    v = torch_entry["video_rate"]
+    assert v["budget_ms"] == pytest.approx(10.0)
+    assert v["over_budget_fraction"] == pytest.approx(np.mean(raw > 10.0))
+    assert v["headroom_p99_ms"] == pytest.approx(10.0 - np.percentile(raw, 99))
+    summed = torch_entry["stage_sum"]
+    assert summed["stages"] == list(profiling.MODEL_STAGES)
+    assert summed["mean_ms"] == pytest.approx(
+        sum(torch_entry["stages"][s]["mean_ms"] for s in profiling.MODEL_STAGES))
+    md = profiling.to_markdown(loaded)
+    assert "## Video rate: 100.0 fps, a budget of 10.00 ms per frame" in md
+    assert v["summary"] in md and f"{v['headroom_p99_ms']:.2f}" in md
+    assert "| fps at p50 |" not in md                          # 1000 / latency is not a frame rate
+    assert "**sum of stages**" in md and f"The stages add up to {summed['mean_ms']:.2f} ms" in md
+    # the stage shares of one backend add up to 100 %
+    rows = [line.split(" | ") for line in md.splitlines()
+            if line.startswith("| ") and line.split(" | ")[0][2:] in profiling.MODEL_STAGES]
+    shares = [float(r[6].rstrip(" %")) for r in rows[:len(profiling.MODEL_STAGES)]]
+    assert sum(shares) == pytest.approx(100, abs=len(shares))
+    assert profiling.check_guards([f"torch.over_budget_fraction>{v['over_budget_fraction'] - 1e-9}"], loaded)
+    assert not profiling.check_guards(["onnxruntime.headroom_p99_ms<-1000"], loaded)
+
+
+def test_plot_marks_the_frame_budget(tmp_path):
+    pytest.importorskip("matplotlib")
+    from jsa_rt.runtime.profiling_plots import figure
+
+    report = synthetic_report()
+    report["settings"]["target_fps"] = 60.0
+    report = profiling.finish_report(report)
+    fig = figure(report)
+    cdf = fig.axes[0]
+    budget = [line for line in cdf.get_lines() if line.get_label().startswith("frame budget")]
+    assert len(budget) == 1 and budget[0].get_xdata()[0] == pytest.approx(1000 / 60)
+    labels = [line.get_label() for line in cdf.get_lines()]
+    p50 = report["backends"]["torch"]["total"]["p50_ms"]
+    assert any(label.startswith(f"torch: p50 {p50:.2f} ms") and "over budget" in label for label in labels)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_peak_note_when_a_rate_beats_the_measured_peak():
+    from jsa_rt.runtime.profiling_model import peak_notes
+
+    report = synthetic_report()
+    report["environment"]["other_cpu_cores"] = 0.5
+    assert peak_notes(report) == []
+    report["backends"]["torch"]["flops"] = {
+        "stages": {"image_encoder": {"gflop": 1.0, "gflops_per_s": 190.0, "fraction_of_peak": 1.9}},
+        "total": {"gflop": 2.0, "gflops_per_s": 90.0, "fraction_of_peak": 0.9}}
+    notes = peak_notes(report)
+    assert len(notes) == 1 and "190 %" in notes[0] and "image_encoder" in notes[0]
+
+
+def test_cli_bad_input_fails_fast_with_one_line(tmp_path):
+    """Bad numbers, names and paths stop before any measurement, in one line, no traceback."""
+    cases = [
+        (["model", "--preset", "tiny", "--threads", "-1", "--iterations", "1"], "--threads -1"),
+        (["model", "--preset", "tiny", "--backends", "torch,onnxrutime", "--iterations", "1"],
+         "unknown backend 'onnxrutime'"),
+        (["model", "--preset", "tiny", "--target-fps", "0", "--iterations", "1"], "--target-fps 0"),
+        (["model", "--preset", "tiny", "--iterations", "1", "--json", tmp_path / "out.md"],
+         "ending in .json"),
+        (["pipeline", "--camera", "file://nowhere.mp4", "--mic", "file://nowhere.wav",
+          "--duration", "nan"], "--duration nan"),
+        (["pipeline", "--camera", "file://nowhere.mp4", "--mic", "file://nowhere.wav",
+          "--preset", "nope", "--duration", "3"], "unknown preset 'nope'"),
+    ]
+    for args, message in cases:
+        res = run_tool(*args, timeout=120)
+        assert res.returncode == 2, (args, res.stdout[-500:], res.stderr[-1000:])
+        assert "Traceback" not in res.stderr
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], (args, res.stderr)
+        assert "measuring" not in res.stderr and "running the live pipeline" not in res.stderr
+    assert not list(tmp_path.iterdir())
+
+
 # ---- the torch stage plan and onnxruntime's per-stage split (real model, tiny preset) -------
 @pytest.fixture(scope="module")
 def tiny_model():
@@ -174,7 +302,7 @@ def test_onnxruntime_node_profile_splits_into_model_stages(tiny_model, tmp_path)
     pytest.importorskip("onnxruntime")
     import onnx
     from jsa_rt.runtime.profiling_model import export_full_graph, synthetic_inputs
-    from jsa_rt.runtime.profiling_ort import exported_stages, ort_stage_samples
+    from jsa_rt.runtime.profiling_ort import exported_stages, ort_profile, ort_stage_samples
 
     path = export_full_graph(tiny_model, str(tmp_path / "tiny.onnx"))
     graph = onnx.load(path).graph
@@ -189,6 +317,11 @@ def test_onnxruntime_node_profile_splits_into_model_stages(tiny_model, tmp_path)
     assert set(samples) == set(profiling.MODEL_STAGES)          # nothing left as "other"
     assert all(len(v) == 4 and min(v) >= 0 for v in samples.values())
     assert min(samples["image_encoder"]) > 0 and min(samples["slot_attention"]) > 0
+    # each profiled run's length (warm-up left out) holds the kernel times summed into stages
+    stages, runs = ort_profile(path, frame, audio, warmup=2, iterations=3, threads=1)
+    assert len(runs) == 3 and all(len(v) == 3 for v in stages.values())
+    kernels = np.sum([stages[s] for s in profiling.MODEL_STAGES], axis=0)
+    assert np.all(kernels <= np.asarray(runs) + 1e-6) and np.all(kernels > 0)
 
 
 # ---- short real runs of the tool on `tiny` -------------------------------------------------
@@ -204,10 +337,23 @@ def test_model_mode_on_tiny(tmp_path):
     available = _runtime_or_skip()
     out = tmp_path / "tiny.json"
     res = run_tool("model", "--preset", "tiny", "--backends", "torch,onnxruntime,tensorrt",
-                   "--iterations", 5, "--warmup", 1, "--threads", 1, "--json", out)
+                   "--iterations", 5, "--warmup", 1, "--threads", 1, "--target-fps", 400,
+                   "--json", out)
     assert res.returncode == 0, res.stderr[-2000:]
     report = profiling.load_report(str(out))
     assert report["mode"] == "model" and report["settings"]["preset"] == "tiny"
+    assert report["settings"]["target_fps"] == 400 and report["settings"]["frame_budget_ms"] == 2.5
+    # headroom and over-budget share, recomputed by hand from the saved samples
+    for name, entry in report["backends"].items():
+        raw = np.asarray(entry["raw_ms"]["total"])
+        rate = entry["video_rate"]
+        assert rate["over_budget"] == int(np.sum(raw > 2.5))
+        assert rate["headroom_p99_ms"] == pytest.approx(2.5 - np.percentile(raw, 99))
+        assert f"{name}: {rate['summary']}" in res.stdout        # the verdict line after the tables
+        assert entry["precision"] == "fp32" and entry["threads"] >= 1
+        assert entry["stage_sum"]["why"]
+    assert report["backends"]["torch"]["threads"] == 1
+    assert "## Video rate: 400.0 fps" in (tmp_path / "tiny.md").read_text()
     env = report["environment"]
     assert env["cores"] >= 1 and env["cpu"] and env["versions"]["numpy"]
     assert report["peak"]["fp32_gflops"] > 1.0
@@ -223,14 +369,36 @@ def test_model_mode_on_tiny(tmp_path):
     if "onnxruntime" in available:
         ort_entry = report["backends"]["onnxruntime"]
         assert set(profiling.MODEL_STAGES) <= set(ort_entry["stages"])
+        # the stages come from a slower, profiled session: the report says how long its runs took
+        assert ort_entry["profiled_run"]["samples"] == 5
+        assert f"{ort_entry['profiled_run']['mean_ms']:.2f} ms" in ort_entry["stage_sum"]["why"]
     if "tensorrt" not in available:
         assert "tensorrt" in report["skipped"] and report["skipped"]["tensorrt"]
-    assert (tmp_path / "tiny.md").read_text().count("| torch |") == 1
+    assert (tmp_path / "tiny.md").read_text().count("| torch | cpu |") == 1
     assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a guard on the fresh report: the measured p50 is above half itself, below twice itself
     p50 = torch_entry["total"]["p50_ms"]
     assert run_tool("check", out, "--fail-if", f"torch.p50_ms>{p50 / 2}").returncode == 1
     assert run_tool("check", out, "--fail-if", f"torch.p50_ms>{p50 * 2}").returncode == 0
+
+
+def test_report_without_matplotlib_skips_only_the_png(tmp_path):
+    """The edge install (`jsa-rt[live]`) has no matplotlib: the JSON and markdown still come."""
+    _runtime_or_skip()
+    blocker = tmp_path / "no_matplotlib" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    out = tmp_path / "r.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([sys.executable, str(TOOL), "model", "--preset", "tiny", "--backends", "torch",
+                          "--iterations", "2", "--warmup", "0", "--threads", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "matplotlib is not installed: no PNG" in res.stderr
+    assert profiling.load_report(str(out))["backends"]["torch"]["total"]["samples"] == 2
+    assert (tmp_path / "r.md").is_file() and not (tmp_path / "r.png").exists()
+    assert f"wrote {out}, {tmp_path / 'r.md'};" in res.stdout
 
 
 def _write_clip(tmp_path: Path, seconds: float = 4.0, fps: float = 15.0):
@@ -278,6 +446,25 @@ def test_pipeline_mode_on_tiny(tmp_path):
     assert counters["audio_overflows"] == 0 and counters["dropped_frames"] >= 0
     assert counters["rss_mb_peak"] > 50
     assert entry["total"]["samples"] == counters["frames"] - counters["warmup_frames"]
+    # fps over the frames kept after the warm-up, from their render-to-render intervals
+    intervals = entry["raw_ms"]["frame_interval"]
+    assert len(intervals) == entry["total"]["samples"] - 1
+    assert counters["fps"] == pytest.approx(1000 * len(intervals) / sum(intervals), abs=0.01)
+    assert counters["fps_whole_run"] > 0
+    rate = entry["video_rate"]
+    assert report["settings"]["source_fps"] == 15 and rate["target_fps"] == 15   # the clip's rate
+    work = np.asarray(entry["raw_ms"]["work"])             # the inference thread's time per frame
+    per_frame = entry["raw_ms"]["stages"]
+    assert work == pytest.approx(np.sum([per_frame[s] for s in ("preprocess", "audio", "visual")], axis=0))
+    assert rate["over_budget"] == int(np.sum(work > 1000 / 15))
+    assert rate["p99_ms"] == pytest.approx(np.percentile(work, 99))
+    assert entry["precision"] == "fp32" and entry["threads"] >= 1
+    # progress while it runs, and the verdict at the end
+    assert len([line for line in res.stderr.splitlines() if " / 3 s: " in line]) >= 1, res.stderr
+    assert f"{backend}: {rate['summary']}" in res.stdout
+    md = (tmp_path / "pipe.md").read_text()
+    assert "## Video rate: 15.0 fps" in md and "| fps at p50 |" not in md
+    assert "The stages add up to" in md
     for stage in (*profiling.PIPELINE_STAGES, "audio_branch", "visual_branch"):
         assert entry["stages"][stage]["samples"] > 0
     # the pipeline's stages split each frame's capture-to-render age (rounded to 0.01 ms each)

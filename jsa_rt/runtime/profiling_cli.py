@@ -38,6 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--iterations", type=int, default=100, help="timed calls per measurement")
     model.add_argument("--warmup", type=int, default=10, help="untimed calls first")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    model.add_argument("--target-fps", type=float, default=profiling.DEFAULT_TARGET_FPS,
+                       help="video rate to judge against: frame budget 1000/fps ms (default 30)")
     _outputs(model)
 
     pipe = modes.add_parser("pipeline", help="run the live pipeline for a while and time it")
@@ -49,6 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--checkpoint", default=None, help="model (default: the live pipeline's)")
     pipe.add_argument("--preset", default=None, help="random weights of a preset instead of a model")
     pipe.add_argument("--output", default=None, help="also record the annotated video (costs CPU)")
+    pipe.add_argument("--target-fps", type=float, default=None,
+                      help="video rate to judge against (default: the camera's rate)")
     _outputs(pipe)
 
     check = modes.add_parser("check", help="apply --fail-if guards to a saved report")
@@ -60,7 +64,9 @@ def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_out", help="write the report here (+ .md and .png beside it)")
     p.add_argument("--bench-dir", help="write DIR/profile_<mode>_<machine>_<preset>.json/.md/.png")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--fail-if", dest="mode_fail_if", action="append", default=[], metavar="EXPR")
+    p.add_argument("--fail-if", dest="mode_fail_if", action="append", default=[], metavar="EXPR",
+                   help="guard, e.g. 'p95_ms>50', 'over_budget_fraction>0.01', "
+                        "'headroom_p99_ms<5', 'fps<25'; exit 1 if it holds (repeatable)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -85,19 +91,23 @@ def run(args) -> int:
             if not guards:
                 raise JsaError("check needs at least one --fail-if EXPR")
             return _guard(guards, profiling.load_report(args.report))
+        if mode in ("model", "pipeline"):
+            _check_outputs(args)
         if mode == "model":
             from .profiling_model import profile_model
             backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
             report = profile_model(preset=args.preset, checkpoint=args.checkpoint, backends=backends,
                                    device=args.device, warmup=args.warmup, iterations=args.iterations,
-                                   threads=args.threads, progress=_progress)
+                                   threads=args.threads, target_fps=args.target_fps,
+                                   progress=_progress)
         elif mode == "pipeline":
             from ..live.cli_live import default_mic
             from .profiling_pipeline import profile_pipeline
             mic = default_mic(args.camera) if args.mic is None else args.mic
             report = profile_pipeline(camera=args.camera, mic=mic, duration=args.duration,
                                       backend=args.backend, checkpoint=args.checkpoint,
-                                      preset=args.preset, output=args.output, progress=_progress)
+                                      preset=args.preset, output=args.output,
+                                      target_fps=args.target_fps, progress=_progress)
         else:
             raise JsaError("choose a mode: model, pipeline, check, or --compare A.json B.json "
                            "(see --help)")
@@ -106,6 +116,9 @@ def run(args) -> int:
                 f"{k}: {v}" for k, v in report["skipped"].items()))
         written = _write(report, args)
         print(profiling.to_markdown(report))
+        for name, entry in report["backends"].items():
+            if entry.get("video_rate"):
+                print(f"{name}: {entry['video_rate']['summary']}")
         if written:
             print(f"wrote {', '.join(written)}; compare later runs with: "
                   f"python tools/profile.py --compare {written[0]} NEW.json")
@@ -119,6 +132,18 @@ def run(args) -> int:
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _check_outputs(args) -> None:
+    """Bad output paths fail before the measurement, not after it."""
+    if args.json_out:
+        if not args.json_out.endswith(".json"):
+            raise JsaError(f"--json {args.json_out}: give a path ending in .json (the .md and .png "
+                           "are written beside it)")
+        if os.path.isdir(args.json_out):
+            raise JsaError(f"--json {args.json_out} is a folder; give a file name inside it")
+    if args.bench_dir and os.path.exists(args.bench_dir) and not os.path.isdir(args.bench_dir):
+        raise JsaError(f"--bench-dir {args.bench_dir} is a file; give a folder")
 
 
 def _write(report: dict, args) -> list[str]:
@@ -136,9 +161,13 @@ def _write(report: dict, args) -> list[str]:
         profiling.save_markdown(report, stem + ".md")
         written += [path, stem + ".md"]
         if not args.no_plot:
-            from .profiling_plots import save_plot
-            save_plot(report, stem + ".png")
-            written.append(stem + ".png")
+            try:
+                from .profiling_plots import save_plot
+                save_plot(report, stem + ".png")
+                written.append(stem + ".png")
+            except ImportError:
+                print("matplotlib is not installed: no PNG (pip install matplotlib, or pass "
+                      "--no-plot)", file=sys.stderr)
     return written
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import os
 import tempfile
 import time
@@ -148,8 +149,10 @@ def _profile_backend(name: str, run: Run):
                                        run.iterations)}
         path = getattr(backend, "path", None)
         describe = getattr(backend, "describe", None)
+        device = getattr(backend, "device", run.device)
         entry = profiling.backend_entry(
-            total, branches, device=getattr(backend, "device", run.device),
+            total, branches, device=device, precision=backend_precision(backend, device),
+            threads=backend_threads(backend, device),
             description=describe() if callable(describe) else name,
             onnx_path=str(path) if path and str(path).endswith(".onnx") else None,
             timer="perf_counter around run(); results are numpy")
@@ -158,19 +161,46 @@ def _profile_backend(name: str, run: Run):
         backend.close()
 
 
-def _ort_stages(onnx_path, cfg, model, run: Run) -> dict[str, list[float]]:
+def backend_precision(backend, device: str) -> str:
+    """The arithmetic a backend runs in: its own `precision` (ONNX / TensorRT exports say), else
+    fp32 for PyTorch, with the TF32 switches on a CUDA device (TF32 rounds fp32 inputs)."""
+    precision = getattr(backend, "precision", None)
+    if precision:
+        return str(precision)
+    if str(device).startswith("cuda"):
+        try:
+            import torch
+            return (f"fp32 (TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}, "
+                    f"cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'})")
+        except ImportError:
+            pass
+    return "fp32"
+
+
+def backend_threads(backend, device: str) -> int | None:
+    """CPU threads a backend computes with (None on a GPU)."""
+    if not str(device).startswith("cpu"):
+        return None
+    if getattr(backend, "name", "") == "torch":
+        import torch
+        return torch.get_num_threads()
+    return getattr(backend, "threads", None) or os.cpu_count()
+
+
+def _ort_stages(onnx_path, cfg, model, run: Run) -> tuple[dict[str, list[float]], list[float]]:
     """Per-stage samples from onnxruntime's node profiler on the backend's own full graph
-    (exported here when the backend does not say which file it runs); empty if unknown."""
-    from .profiling_ort import ort_stage_samples
+    (exported here when the backend does not say which file it runs), and the length of each
+    profiled run; empty if unknown."""
+    from .profiling_ort import ort_profile
 
     if not onnx_path or not os.path.isfile(onnx_path):
         if model is None:
-            return {}
+            return {}, []
         run.progress("  exporting the full graph for onnxruntime's node profiler")
         onnx_path = export_full_graph(model, os.path.join(run.workdir, "full-for-profiler.onnx"))
     run.progress(f"  onnxruntime stages from its node profiler ({run.iterations} runs)")
     frame, audio = synthetic_inputs(cfg)
-    return ort_stage_samples(str(onnx_path), frame, audio, run.warmup, run.iterations, run.threads)
+    return ort_profile(str(onnx_path), frame, audio, run.warmup, run.iterations, run.threads)
 
 
 def _with_stages(entry: dict, extra: dict[str, list[float]]) -> dict:
@@ -207,19 +237,49 @@ def _measure(name: str, run: Run, model, torch_stages) -> dict:
     entry, cfg = _profile_backend(name, run)
     onnx_path = entry.pop("onnx_path", None)
     if name == "onnxruntime" and entry["device"] == "cpu":
-        entry = _with_stages(entry, _ort_stages(onnx_path, cfg, model, run))
+        stages, profiled_runs = _ort_stages(onnx_path, cfg, model, run)
+        entry = _with_stages(entry, stages)
         entry["timer"] += ("; model stages: kernel times from onnxruntime's node profiler, "
                            "summed per stage and run")
+        if profiled_runs:
+            entry["profiled_run"] = profiling.summarize(profiled_runs)
+            entry["stage_sum"] = profiling.stage_sum(entry, (
+                "the stages are kernel times from a second, profiled session, whose runs took "
+                f"{entry['profiled_run']['mean_ms']:.2f} ms on average (the profiler slows "
+                "every kernel; the gaps between kernels are not in any stage), while the total "
+                "times the un-profiled backend"))
     if name == "torch":
         entry = _with_stages(entry, torch_stages)
         entry["timer"] += ("; model stages: " + ("CUDA events" if run.device.startswith("cuda")
                            else "perf_counter") + " at stage boundaries of one chained forward")
+        entry["stage_sum"] = profiling.stage_sum(entry, (
+            "the stages are timed in their own loop of the chained model stages (no input "
+            "conversion, no numpy outputs), while the total times backend.run(), "
+            "in separate iterations"))
     return entry
+
+
+def peak_notes(report: dict) -> list[str]:
+    """A warning when a stage ran faster than the measured peak allows: the peak run was
+    disturbed (a shared CPU, frequency changes), so the % of peak figures are too high."""
+    over = [(name, stage, block["fraction_of_peak"])
+            for name, entry in report["backends"].items()
+            for stage, block in [*entry.get("flops", {}).get("stages", {}).items(),
+                                 ("total", entry.get("flops", {}).get("total") or {})]
+            if (block.get("fraction_of_peak") or 0) > 1.0]
+    if not over:
+        return []
+    name, stage, frac = max(over, key=lambda x: x[2])
+    return [f"{len(over)} rate(s) exceed the measured fp32 peak (up to {100 * frac:.0f} %, "
+            f"{name} {stage}): the peak measurement was disturbed (other processes used "
+            f"{report['environment'].get('other_cpu_cores', '?')} cores), so read % of peak as "
+            "relative only, or rerun on an idle machine"]
 
 
 def profile_model(preset: str | None = None, checkpoint: str | None = None,
                   backends=None, device: str | None = None, warmup: int = 10,
-                  iterations: int = 100, threads: int | None = None, progress=print) -> dict:
+                  iterations: int = 100, threads: int | None = None,
+                  target_fps: float = profiling.DEFAULT_TARGET_FPS, progress=print) -> dict:
     """Measure every requested backend; return a report (see `profiling`)."""
     if not preset and not checkpoint:
         raise JsaError("profile model needs --preset NAME (random weights) or --checkpoint CKPT")
@@ -230,7 +290,15 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
             raise JsaError(str(e)) from None
     if iterations < 1 or warmup < 0:
         raise JsaError("--iterations must be >= 1 and --warmup >= 0")
+    if threads is not None and threads < 1:
+        raise JsaError(f"--threads {threads}: give a thread count of 1 or more (or leave it out)")
+    if not (math.isfinite(target_fps) and target_fps > 0):
+        raise JsaError(f"--target-fps {target_fps:g}: give a frame rate above 0, e.g. 30")
     names = list(backends or ALL_BACKENDS)
+    unknown = [n for n in names if n not in (*ALL_BACKENDS, "auto")]
+    if unknown:
+        raise JsaError(f"unknown backend {', '.join(map(repr, unknown))} in --backends; "
+                       f"choose from {', '.join(ALL_BACKENDS)}")
     try:
         import torch
         if threads:
@@ -243,7 +311,8 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
     report = profiling.new_report("model", environment(), {
         "preset": preset, "checkpoint": checkpoint, "device": device, "warmup": warmup,
         "iterations": iterations, "threads": torch.get_num_threads() if torch else threads,
-        "backends_requested": names,
+        "backends_requested": names, "target_fps": float(target_fps),
+        "frame_budget_ms": 1000.0 / target_fps,
         "inputs": "random uint8 frame, 0.1 x Gaussian-noise waveform (seed 0)"})
     with tempfile.TemporaryDirectory(prefix="jsa-profile-") as workdir:
         run = Run(preset, checkpoint, device, warmup, iterations, threads, workdir, progress)
@@ -274,4 +343,6 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
             progress(f"  total p50 {entry['total']['p50_ms']:.2f} ms, "
                      f"p99 {entry['total']['p99_ms']:.2f} ms")
     report["notes"] = [FLOPS_NOTE] if flops else []
-    return profiling.finish_report(report, contention)
+    report = profiling.finish_report(report, contention)
+    report["notes"] += peak_notes(report)
+    return report

@@ -10,10 +10,13 @@ Stage times come from two places:
 * the backend is wrapped (`TimedBackend`), so every `run_audio` / `run_visual` call of the
   inference thread is timed alone: `audio_branch`, `visual_branch`, one sample per call.
 Frames of the first `warmup_s` seconds (first-call allocations, caches) are left out of the
-statistics and counted in `pipeline.warmup_frames`.
+statistics and counted in `pipeline.warmup_frames`; `fps` is measured over the frames kept
+(their render-to-render intervals), and `video_rate` judges them against the camera's rate
+(or --target-fps).
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -137,16 +140,60 @@ def _export_in_child(preset: str, workdir: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+class Ticker:
+    """A progress line every `every` s while the pipeline runs: elapsed time, frames, fps."""
+
+    def __init__(self, records: list, duration: float, progress, every: float):
+        self.records, self.duration, self.progress, self.every = records, duration, progress, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="profile-progress", daemon=True)
+
+    def _loop(self):
+        t0 = time.monotonic()
+        while not self._stop.wait(self.every):
+            recent = [r["latency_ms"] for _, r in self.records[-60:]]
+            n = len(self.records)
+            span = self.records[-1][0] - self.records[0][0] if n > 1 else 0.0
+            fps = (n - 1) / span if span > 0 else 0.0
+            age = f", frame age p50 {sorted(recent)[len(recent) // 2]:.0f} ms" if recent else ""
+            self.progress(f"  {time.monotonic() - t0:5.1f} / {self.duration:g} s: {n} frames, "
+                          f"{fps:.1f} fps{age}")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2.0)
+
+
+def _check_inputs(duration: float, warmup_s: float, preset: str | None,
+                  target_fps: float | None) -> None:
+    if not math.isfinite(duration) or duration <= warmup_s:
+        raise JsaError(f"--duration {duration:g} s leaves nothing after the {warmup_s:g} s warm-up; "
+                       "use a longer --duration")
+    if target_fps is not None and not (math.isfinite(target_fps) and target_fps > 0):
+        raise JsaError(f"--target-fps {target_fps:g}: give a frame rate above 0, e.g. 30")
+    if preset:
+        from ..config import get_preset
+        try:
+            get_preset(preset)
+        except ValueError as e:
+            raise JsaError(str(e)) from None
+
+
 def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str = "auto",
                      checkpoint: str | None = None, preset: str | None = None,
-                     output: str | None = None, warmup_s: float = 1.0, progress=print) -> dict:
+                     output: str | None = None, warmup_s: float = 1.0,
+                     target_fps: float | None = None, progress=print) -> dict:
+    """Run the live pipeline for `duration` s and report it; `target_fps` (default: the camera's
+    rate) sets the frame budget of `video_rate`."""
     try:
         from ..live.pipeline import LiveOptions, Pipeline
     except ImportError as e:
         raise JsaError(f"pipeline mode needs the live pipeline (jsa_rt.live): {e}") from None
-    if duration <= warmup_s:
-        raise JsaError(f"--duration {duration:g} s leaves nothing after the {warmup_s:g} s warm-up; "
-                       "use a longer --duration")
+    _check_inputs(duration, warmup_s, preset, target_fps)
     timed: list[TimedBackend] = []
 
     def factory():
@@ -165,14 +212,20 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
         if backend == "onnxruntime" and preset and not checkpoint:
             progress(f"exporting random {preset} weights to ONNX (a child process)")
             model = _export_in_child(preset, workdir)
-        with ResourceSampler() as sampler:
+        every = min(5.0, max(1.0, duration / 4))
+        with ResourceSampler() as sampler, Ticker(records, duration, progress, every):
             summary = pipeline.run()
             gpu_mb = gpu_memory_mb()
     if not records or not timed:
         raise JsaError(f"the pipeline rendered no frame ({summary.stopped_by}); check --camera and --mic")
 
     cutoff = records[0][0] + warmup_s
-    kept = [r for t, r in records if t >= cutoff] or [r for _, r in records]
+    kept_at = [(t, r) for t, r in records if t >= cutoff] or records
+    kept = [r for _, r in kept_at]
+    # render time of each kept frame: the callback runs after the display / video encoding
+    rendered = [t - r["stages_ms"].get("encode_display", 0.0) / 1e3 if "stages_ms" in r else t
+                for t, r in kept_at]
+    intervals = [1e3 * (b - a) for a, b in zip(rendered, rendered[1:])]
     tb = timed[0]
     stages = {}
     if all("stages_ms" in r for r in kept):        # the pipeline's own split of each frame's age
@@ -185,24 +238,46 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     stages["audio_branch"] = [ms for t, ms in tb.audio_calls if t >= cutoff] or [ms for _, ms in tb.audio_calls]
     stages["visual_branch"] = [ms for t, ms in tb.visual_calls if t >= cutoff] or [ms for _, ms in tb.visual_calls]
 
+    fps = 1e3 * len(intervals) / sum(intervals) if intervals and sum(intervals) > 0 else 0.0
     counters = {
-        "frames": summary.frames, "seconds": round(summary.seconds, 3), "fps": round(summary.fps, 2),
+        "frames": summary.frames, "seconds": round(summary.seconds, 3),
+        "fps": round(fps, 2),                          # over the frames kept (after the warm-up)
+        "fps_whole_run": round(summary.fps, 2),        # the live summary's, warm-up included
         "dropped_frames": summary.dropped, "audio_overflows": summary.overflows,
         "audio_refreshes": summary.audio_refreshes,
         "audio_refresh_hz": round(summary.audio_refreshes / summary.seconds, 2) if summary.seconds else None,
         "warmup_frames": len(records) - len(kept), "stopped_by": summary.stopped_by,
         "gpu_mem_mb": gpu_mb, **sampler.summary(),
     }
+    source_fps = getattr(pipeline.video, "fps", None)
+    target = target_fps or (source_fps if source_fps and math.isfinite(source_fps) and source_fps > 0
+                            else profiling.DEFAULT_TARGET_FPS)
+    if "stages_ms" in kept[0]:     # the inference thread's work on each frame bounds the rate
+        work = [sum(r["stages_ms"].get(s, 0.0) for s in ("preprocess", "audio", "visual")) for r in kept]
+    else:
+        work = [r["infer_ms"] for r in kept]
+    from .profiling_model import backend_precision, backend_threads
+    device = getattr(tb.inner, "device", None) or "cpu"
     env = environment()
     report = profiling.new_report("pipeline", env, {
         "preset": preset or tb.config.preset, "checkpoint": checkpoint, "backend": tb.name,
         "camera": camera, "mic": mic, "duration_s": duration, "warmup_s": warmup_s,
-        "output": output,
-        "threads": None, "audio_hop_s": options.audio_hop})
-    report["backends"][tb.name] = profiling.backend_entry(
-        [r["latency_ms"] for r in kept], stages, device=getattr(tb.inner, "device", None) or "cpu",
+        "output": output, "source_fps": source_fps, "target_fps": float(target),
+        "frame_budget_ms": 1000.0 / target,
+        "threads": backend_threads(tb.inner, device), "audio_hop_s": options.audio_hop})
+    entry = profiling.backend_entry(
+        [r["latency_ms"] for r in kept], stages, device=device,
+        precision=backend_precision(tb.inner, device), threads=backend_threads(tb.inner, device),
         pipeline=counters, description=_describe(tb.inner),
         timer="total: capture (time.monotonic at grab) to render, per frame")
+    entry["raw_ms"]["frame_interval"] = intervals
+    entry["raw_ms"]["work"] = work
+    entry["video_rate"] = profiling.pipeline_video_rate(
+        work, intervals, [r["latency_ms"] for r in kept], summary.dropped, summary.frames, target)
+    entry["stage_sum"] = profiling.stage_sum(entry, (
+        "the stages split each frame's capture-to-render age exactly (each rounded to 0.01 ms)"
+        if "stages_ms" in kept[0] else "inference plus the rest of each frame's age"))
+    report["backends"][tb.name] = entry
     report["notes"] = [
         "total = capture-to-render frame age of each rendered frame; the stages up to `render` "
         "add up to it frame by frame (display and video encoding happen after it)",
