@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the shipped models on a lent GPU machine in one call (scenes generated there).
 # Expects, in the repo root: .carry/data (a copy of ../shared/data's stamps, FSDD, backgrounds),
-# .carry/whl (wheels missing there, e.g. soundfile), .carry/effnet_lite0_fp16.pth.
+# .carry/whl (wheels missing there, e.g. soundfile), .carry/effnet_lite0_fp16.pth, and for
+# PRESET=paper .carry/resnet18-f37072fd.pth.
 # Env: PRESET (edge), EPOCHS (16), BATCH (64), TRAIN_SCENES (6000), MODELS ("jsa ezvsl"), OUT.
 # The defaults are the shipped edge models' recipe (they were trained on format-1 scenes; this
 # generates the current format, so its models will not equal them).
@@ -19,6 +20,8 @@ fi
 $PY -c "import jsa_rt.kernels" 2>/dev/null || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 export JSA_DATA=${JSA_DATA:-$PWD/.carry/data}
 [ -f .carry/effnet_lite0_fp16.pth ] && export JSA_EFFNET_LITE0_WEIGHTS=$PWD/.carry/effnet_lite0_fp16.pth
+# PRESET=paper needs torchvision's ImageNet ResNet-18 (train stops without it)
+[ -f .carry/resnet18-f37072fd.pth ] && export JSA_RESNET18_WEIGHTS=$PWD/.carry/resnet18-f37072fd.pth
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 SCENES=/tmp/scenes
 t0=$(date +%s)
