@@ -3,6 +3,7 @@
     python tools/results_table.py benchmarks/eval                         # expects <dir>/<model>/<split>.json (+ .csv)
     python tools/results_table.py benchmarks/eval --paired edge-jsa edge-ezvsl --png benchmarks/eval/paired.png
     python tools/results_table.py benchmarks/eval --conditions test    # scores by scene condition
+    python tools/results_table.py benchmarks/eval --classes test-unheard  # class-level R@1 hits by class
 
 The first table is every model on every split. With --paired A B, a second table gives A - B
 per split and metric with its 95 % paired-bootstrap interval (`jsa-rt compare` on the per-sample
@@ -80,6 +81,34 @@ def conditions(root: Path, split: str) -> None:
             print(f"| {factor} = {level} | {group['n']} | " + " | ".join(cells) + " |")
 
 
+def classes(root: Path, split: str) -> None:
+    """Class-level R@1 hits of every model, class by class (the per-sample CSV's class ranks):
+    which classes a model retrieves, e.g. the few unheard ones with a close seen relative."""
+    import csv
+    from collections import defaultdict
+    hits = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / f"{split}.csv").is_file()):
+        per_class = defaultdict(lambda: [0, 0, 0])              # a2i hits, i2a hits, scenes
+        with open(d / f"{split}.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("class_rank_a2i", "") == "":          # no-source scenes are not retrieved
+                    continue
+                counts = per_class[row["label"]]
+                counts[0] += row["class_rank_a2i"] == "0"
+                counts[1] += row["class_rank_i2a"] == "0"
+                counts[2] += 1
+        hits[d.name] = per_class
+    labels = sorted({label for per_class in hits.values() for label in per_class})
+    print(f"| {split}: class | scenes | " + " | ".join(f"{m} a2i / i2a hits" for m in hits) + " |")
+    print("|---|---|" + "---|" * len(hits))
+    for label in labels:
+        n = next(pc[label][2] for pc in hits.values() if label in pc)
+        cells = [f"{pc[label][0]} / {pc[label][1]}" if label in pc else "-" for pc in hits.values()]
+        print(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    print(f"| all | | " + " | ".join(f"{sum(c[0] for c in pc.values())} / {sum(c[1] for c in pc.values())}"
+                                       for pc in hits.values()) + " |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("root", nargs="?", default="benchmarks/eval", type=Path)
@@ -87,6 +116,8 @@ def main(argv=None):
     p.add_argument("--png", type=Path, default=None, help="with --paired: draw the differences here")
     p.add_argument("--conditions", metavar="SPLIT", default=None,
                    help="also print every model's scores by scene condition on SPLIT (background, distractors, ...)")
+    p.add_argument("--classes", metavar="SPLIT", default=None,
+                   help="also print every model's class-level R@1 hits class by class on SPLIT")
     args = p.parse_args(argv)
     results(args.root)
     if args.paired:
@@ -95,6 +126,9 @@ def main(argv=None):
     if args.conditions:
         print()
         conditions(args.root, args.conditions)
+    if args.classes:
+        print()
+        classes(args.root, args.classes)
 
 
 if __name__ == "__main__":
