@@ -38,14 +38,32 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise InputError(f"audio file {path} is empty (0 bytes): record or copy it again")
     try:
         import soundfile as sf
-        data, rate = sf.read(str(path), dtype="float32", always_2d=False)
+        with sf.SoundFile(str(path)) as f:
+            rate, cut = f.samplerate, _cut_short(f.extra_info)
+            data = f.read(dtype="float32", always_2d=False)
     except ImportError:
         raise InputError("reading audio needs soundfile: pip install soundfile") from None
     except Exception as exc:  # libsndfile's errors are RuntimeError / LibsndfileError
         data, rate = _decode_with_ffmpeg(path, sample_rate, str(exc))
     if data.size == 0:
         raise InputError(f"audio file {path} is empty")
+    if cut is not None:
+        raise InputError(f"audio file {path} is cut short: its header declares {cut[0]} bytes of audio, "
+                         f"only {cut[1]} are there (a copy or recording that stopped early); copy or "
+                         f"record it again")
     return resample(to_mono(data), rate, sample_rate)
+
+
+def _cut_short(extra_info: str) -> tuple[int, int] | None:
+    """(declared, present) data bytes when libsndfile found a WAV's data chunk cut off
+    ("data : 32000 (should be 15978)"); None otherwise. The sizes a streaming writer leaves
+    before it knows the length (0, 0xFFFFFFFF) are not a cut."""
+    import re
+    found = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", extra_info or "", re.M)
+    if not found:
+        return None
+    declared, present = int(found.group(1)), int(found.group(2))
+    return (declared, present) if present < declared < 0xFFFFFFFF and declared > 0 else None
 
 
 def _decode_with_ffmpeg(path: Path, sample_rate: int, why: str) -> tuple[np.ndarray, int]:

@@ -204,3 +204,23 @@ def test_resize_image_shrinks_like_the_training_transform():
     assert np.abs(resize_image(rgb, 224).astype(float) - training).mean() < 5
     small = rgb[:100, :100]
     assert resize_image(small, 224).shape == (224, 224, 3)          # enlarging still works
+
+
+def test_a_wav_cut_short_is_an_error_but_a_streamed_header_is_not(tmp_path):
+    """A copy or recording that stopped early declares more audio than it holds: a one-line
+    error, not a silently shorter clip. A streaming writer's placeholder size (0xFFFFFFFF) is fine."""
+    import struct
+    full = tmp_path / "full.wav"
+    sf.write(full, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000,
+             subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match="cut short: its header declares 32000 bytes of audio, only 15978"):
+        load_audio(cut, 16000)
+    streamed = bytearray(data)
+    at = streamed.find(b"data")
+    streamed[at + 4:at + 8] = streamed[4:8] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    assert load_audio(tmp_path / "streamed.wav", 16000).shape == (16000,)
+    assert load_audio(full, 16000).shape == (16000,)
