@@ -36,6 +36,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise InputError(f"audio file not found: {path} (check the path)")
     if path.stat().st_size == 0:
         raise InputError(f"audio file {path} is empty (0 bytes): record or copy it again")
+    cut = None                 # (declared, present) bytes of a WAV cut short
     try:
         import soundfile as sf
         with sf.SoundFile(str(path)) as f:
