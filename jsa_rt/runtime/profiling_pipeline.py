@@ -62,28 +62,25 @@ class TimedBackend:
         return getattr(self.inner, attr)
 
 
-class ResourceSampler:
-    """Samples this process's RSS and CPU use every `period` s on a background thread."""
+class _Periodic:
+    """While used as a context manager: `begin()` once, then `tick()` every `period` s, on a
+    daemon thread."""
 
-    def __init__(self, period: float = 0.2):
+    def __init__(self, period: float, name: str):
         self.period = period
-        self.rss_mb: list[float] = []
-        self.cpu_percent: list[float] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="profile-sampler", daemon=True)
-        try:
-            import psutil
-            self._proc = psutil.Process()
-        except ImportError:
-            self._proc = None
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def begin(self) -> None:
+        pass
+
+    def tick(self) -> None:
+        raise NotImplementedError
 
     def _loop(self):
-        if self._proc is None:
-            return
-        self._proc.cpu_percent(None)
+        self.begin()
         while not self._stop.wait(self.period):
-            self.rss_mb.append(self._proc.memory_info().rss / 2**20)
-            self.cpu_percent.append(self._proc.cpu_percent(None))
+            self.tick()
 
     def __enter__(self):
         self._thread.start()
@@ -92,6 +89,29 @@ class ResourceSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(2.0)
+
+
+class ResourceSampler(_Periodic):
+    """Samples this process's RSS and CPU use every `period` s on a background thread."""
+
+    def __init__(self, period: float = 0.2):
+        super().__init__(period, "profile-sampler")
+        self.rss_mb: list[float] = []
+        self.cpu_percent: list[float] = []
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:
+            self._proc = None
+
+    def begin(self):
+        if self._proc is not None:
+            self._proc.cpu_percent(None)           # the first call only starts psutil's interval
+
+    def tick(self):
+        if self._proc is not None:
+            self.rss_mb.append(self._proc.memory_info().rss / 2**20)
+            self.cpu_percent.append(self._proc.cpu_percent(None))
 
     def summary(self) -> dict:
         if not self.rss_mb:
@@ -140,32 +160,25 @@ def _export_in_child(preset: str, workdir: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-class Ticker:
+class Ticker(_Periodic):
     """A progress line every `every` s while the pipeline runs: elapsed time, frames, fps."""
 
     def __init__(self, records: list, duration: float, progress, every: float):
-        self.records, self.duration, self.progress, self.every = records, duration, progress, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="profile-progress", daemon=True)
+        super().__init__(every, "profile-progress")
+        self.records, self.duration, self.progress = records, duration, progress
+        self._t0 = time.monotonic()
 
-    def _loop(self):
-        t0 = time.monotonic()
-        while not self._stop.wait(self.every):
-            recent = [r["latency_ms"] for _, r in self.records[-60:]]
-            n = len(self.records)
-            span = self.records[-1][0] - self.records[0][0] if n > 1 else 0.0
-            fps = (n - 1) / span if span > 0 else 0.0
-            age = f", frame age p50 {sorted(recent)[len(recent) // 2]:.0f} ms" if recent else ""
-            self.progress(f"  {time.monotonic() - t0:5.1f} / {self.duration:g} s: {n} frames, "
-                          f"{fps:.1f} fps{age}")
+    def begin(self):
+        self._t0 = time.monotonic()
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(2.0)
+    def tick(self):
+        recent = [r["latency_ms"] for _, r in self.records[-60:]]
+        n = len(self.records)
+        span = self.records[-1][0] - self.records[0][0] if n > 1 else 0.0
+        fps = (n - 1) / span if span > 0 else 0.0
+        age = f", frame age p50 {sorted(recent)[len(recent) // 2]:.0f} ms" if recent else ""
+        self.progress(f"  {time.monotonic() - self._t0:5.1f} / {self.duration:g} s: {n} frames, "
+                      f"{fps:.1f} fps{age}")
 
 
 def _check_inputs(duration: float, warmup_s: float, preset: str | None,
