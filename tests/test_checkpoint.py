@@ -113,7 +113,8 @@ def test_failed_save_leaves_the_old_file_intact(tmp_path, monkeypatch, failure):
 
 # ---- shipped names ---------------------------------------------------------------------------
 def test_shipped_name_resolution(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    from jsa_rt import shipped
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
     for name in ("paper-jsa", "edge-ezvsl"):
         with pytest.raises(CheckpointError) as info:
             resolve_checkpoint(name)

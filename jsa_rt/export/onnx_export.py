@@ -53,7 +53,7 @@ def sibling_paths(full: Path, graphs=GRAPHS) -> dict[str, Path]:
 
 def default_base(checkpoint: str | None, precision: str, root: Path = DEFAULT_ROOT) -> Path:
     """Shipped name or None -> engines/<name>[.fp16].onnx; a file -> next to it."""
-    from ..model.checkpoint import DEFAULT_MODEL, SHIPPED
+    from ..shipped import DEFAULT_MODEL, SHIPPED
     suffix = ".fp16.onnx" if precision == "fp16" else ".onnx"
     name = checkpoint or DEFAULT_MODEL
     if name in SHIPPED:
@@ -197,9 +197,8 @@ def export_for_engine(checkpoint, precision, plugins, graphs, root: Path = DEFAU
     engine cache's onnx/ folder. A graph is reused only if it was exported from a file with the
     same sha256 (recorded beside it), so a retrained `best.pt` is never built from its
     predecessor's graphs; reusing needs no torch, exporting does."""
-    source = _checkpoint_file(checkpoint)
-    if source is None:
-        load_model(checkpoint)                      # says, in one line, why there is no checkpoint
+    from ..shipped import resolve_checkpoint
+    source = resolve_checkpoint(checkpoint)         # no torch: reusing cached graphs needs none
     name = source.stem
     base = Path(root) / name / "onnx" / default_base(name, precision).name
     if plugins == "triton":
@@ -219,14 +218,6 @@ def export_for_engine(checkpoint, precision, plugins, graphs, root: Path = DEFAU
         write_json(stamp, {"checkpoint": str(source), "checkpoint_sha256": digest,
                            "graphs": sorted(exported | set(missing))})
     return {g: graph_path(base, g) for g in graphs}
-
-
-def _checkpoint_file(checkpoint) -> Path | None:
-    """A shipped name or a path -> the checkpoint file, found without importing torch."""
-    from ..runtime import DEFAULT_MODEL, PACKAGE_DIR, SHIPPED
-    name = str(checkpoint or DEFAULT_MODEL)
-    path = PACKAGE_DIR / "weights" / f"{name}.pt" if name in SHIPPED else Path(name)
-    return path if path.is_file() else None
 
 
 def _sha256(path: Path) -> str:

@@ -16,6 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import EngineError, JsaError
+from ..shipped import DEFAULT_MODEL, SHIPPED, WEIGHTS_DIR
 from .base import AudioState, Backend, Maps
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
@@ -23,8 +24,6 @@ AUTO_ORDER = (("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"),
               ("onnxruntime", "cpu"), ("torch", "cpu"))
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 ENGINES_DIR = PACKAGE_DIR.parent / "engines"
-SHIPPED = ("edge-jsa", "edge-ezvsl", "paper-jsa")      # as model.checkpoint.SHIPPED (no torch here)
-DEFAULT_MODEL = "edge-jsa"
 
 
 def _installed(module: str) -> bool:
@@ -59,7 +58,7 @@ def onnx_for(model, preset: str | None = None) -> Path:
     if name.endswith(".onnx"):
         return Path(name)
     if name in SHIPPED:
-        for cand in (PACKAGE_DIR / "weights" / f"{name}.onnx", ENGINES_DIR / f"{name}.onnx"):
+        for cand in (WEIGHTS_DIR / f"{name}.onnx", ENGINES_DIR / f"{name}.onnx"):
             if cand.is_file():
                 return cand
         raise EngineError(f"no ONNX export of {name}: run `jsa-rt export-onnx --checkpoint {name}`")

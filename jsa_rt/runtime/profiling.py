@@ -159,12 +159,12 @@ def pipeline_video_rate(work_ms, intervals_ms, ages_ms, dropped: int, frames: in
     ages = np.asarray(ages_ms, dtype=np.float64).ravel()
     fps = 1000.0 * iv.size / iv.sum() if iv.size and iv.sum() > 0 else 0.0
     late = int(np.count_nonzero(iv > LATE_INTERVAL * v["budget_ms"]))
+    iv50, iv99 = (float(np.percentile(iv, q)) for q in (50, 99)) if iv.size else (None, None)
     v.update(
         fps=fps, fps_ratio=fps / target_fps,
-        frame_interval_p50_ms=float(np.percentile(iv, 50)) if iv.size else None,
-        frame_interval_p99_ms=float(np.percentile(iv, 99)) if iv.size else None,
+        frame_interval_p50_ms=iv50, frame_interval_p99_ms=iv99,
         frame_interval_max_ms=float(iv.max()) if iv.size else None,
-        interval_jitter_ms=float(np.percentile(iv, 99) - np.percentile(iv, 50)) if iv.size else None,
+        interval_jitter_ms=iv99 - iv50 if iv.size else None,
         late_intervals=late, late_interval_fraction=late / iv.size if iv.size else None,
         dropped_fraction=dropped / (frames + dropped) if frames + dropped else 0.0,
         age_over_budget_fraction=float(np.mean(ages > v["budget_ms"])) if ages.size else None)
