@@ -63,3 +63,18 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj, **kwargs) -> Path:
     return write_text(path, json.dumps(obj, indent=2, **kwargs) + "\n")
+
+
+def refuse_same_file(outputs: dict[str, str | Path | None]) -> None:
+    """A one-line error when two output flags ({flag: path}, None = not given) name one file
+    (also through a symlink or a hard link): the second write would destroy the first."""
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        resolved = Path(path).expanduser().resolve()
+        for other, other_flag in seen.items():
+            if other == resolved or (resolved.exists() and other.exists() and os.path.samefile(resolved, other)):
+                raise InputError(f"{other_flag} and {flag} both name {path}: one would overwrite the other; "
+                                 f"give them different file names")
+        seen[resolved] = flag

@@ -52,7 +52,12 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise InputError(f"audio file {path} is cut short: its header declares {cut[0]} bytes of audio, "
                          f"only {cut[1]} are there (a copy or recording that stopped early); copy or "
                          f"record it again")
-    return resample(to_mono(data), rate, sample_rate)
+    wave = to_mono(data)
+    bad = ~np.isfinite(wave)
+    if bad.any():      # a float wav can hold NaN / inf: it would poison every result, so say where
+        raise InputError(f"audio file {path} holds {int(bad.sum())} NaN/inf sample(s), the first at "
+                         f"{int(np.argmax(bad)) / rate:.3f} s: a damaged float recording; export it again")
+    return resample(wave, rate, sample_rate)
 
 
 def _cut_short(extra_info: str) -> tuple[int, int] | None:

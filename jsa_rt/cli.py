@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
 
 from . import __version__
-from .errors import JsaError
+from .errors import InputError, JsaError
 
 # name -> (module, add-parser function, run function, one-line help)
 COMMANDS = {
@@ -49,7 +51,7 @@ def _number(kind, ok, rule: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number; use {rule}") from None
-        if not ok(value):
+        if not math.isfinite(value) or not ok(value):      # nan passes every comparison test
             raise argparse.ArgumentTypeError(f"got {text}; use {rule}")
         return value
     return parse
@@ -60,6 +62,24 @@ non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_interval = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
+
+
+def at_least(low: int, why: str = ""):
+    """A whole number >= `low` (`why` says why smaller is refused)."""
+    return _number(int, lambda v: v >= low, f"a whole number >= {low}" + (f" ({why})" if why else ""))
+
+
+def _check_parsed(args: argparse.Namespace) -> None:
+    """What the flags' own types let through: `nan` for a plain float flag (every range check
+    passes it), and more --threads than this process may use (a warning: they only contend)."""
+    threads = getattr(args, "threads", None)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(threads, int) and threads > cores:
+        print(f"warning: --threads {threads} is more than the {cores} CPU cores this process may use; "
+              f"the extra threads only contend (use --threads {cores} or fewer)", file=sys.stderr)
+    for dest, value in vars(args).items():
+        if isinstance(value, float) and math.isnan(value):
+            raise InputError(f"--{dest.replace('_', '-')} nan is not a number: give a number")
 
 
 def _usage() -> str:
@@ -91,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         sub = root.add_subparsers(dest="command", required=True)
         getattr(module, add_name)(sub)
         args = root.parse_args(argv)
+        _check_parsed(args)
         return int(getattr(module, run_name)(args) or 0)
     except JsaError as exc:
         print(f"jsa-rt {name}: error: {exc}", file=sys.stderr)

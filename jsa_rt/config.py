@@ -8,6 +8,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 
+# A variant's defaults, applied when a config switches to it (`with_variant`). listen: IQR
+# weight 1.0 = the AUD map alone, since the image's own map cannot know which object sounds.
+VARIANTS: dict[str, dict] = {
+    "paper": {"match": "both", "iqr_alpha": 0.4},
+    "listen": {"match": "audio_only", "iqr_alpha": 1.0},
+}
+MATCH_MODES = ("both", "audio_only", "reverse", "off")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str
@@ -43,6 +52,21 @@ class ModelConfig:
     w_recon: float = 0.1
     w_div: float = 0.1
     w_match: float = 100.0
+    # training variant (jsa only): "paper" = the published losses; "listen" = ours, adds the
+    # audio-conditioned localisation term `loc` (see model/jsa.py). Set both with `with_variant`.
+    variant: str = "paper"
+    # attention-matching terms: "both" (paper), "audio_only" (drop ca_av -> ia_vv),
+    # "reverse" (ia_vv follows the detached ca_av instead), "off"
+    match: str = "both"
+    w_loc: float = 1.0               # weight of `loc` (listen only)
+    tau_loc: float = 1.0             # its temperature; the margins are attention logits already
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown model variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.match not in MATCH_MODES:
+            raise ValueError(f"unknown attention-matching mode {self.match!r}; "
+                             f"choose one of {', '.join(MATCH_MODES)}")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -122,6 +146,18 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def with_variant(cfg: ModelConfig, variant: str) -> ModelConfig:
+    """`cfg` trained as `variant`, with that variant's defaults (VARIANTS); unchanged when it
+    already is one (its own settings, e.g. a tuned IQR weight, are kept)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return cfg if cfg.variant == variant else cfg.with_overrides(variant=variant, **VARIANTS[variant])
+
+
+def listen_config(cfg: ModelConfig) -> ModelConfig:
+    return with_variant(cfg, "listen")
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -118,3 +118,52 @@ def real_backend_or_none(preset: str = "tiny"):
     if "onnxruntime" not in available_backends():
         return None
     return lambda: load_backend("onnxruntime", None, preset=preset, device="cpu")
+
+
+class StreamingSoundDevice:
+    """sounddevice with one mono microphone whose stream plays `wave` (looped) in real time:
+    a thread calls the stream's callback with 20 ms float32 blocks, as PortAudio does."""
+
+    def __init__(self, wave: np.ndarray, rate: int = 16000):
+        self.wave, self.rate = np.asarray(wave, np.float32), rate
+
+    def query_devices(self, kind=None):
+        dev = {"index": 0, "name": "Fake Mic", "max_input_channels": 1, "default_samplerate": float(self.rate)}
+        return dev if kind == "input" else [dev]
+
+    def check_input_settings(self, device=None, samplerate=None, channels=None, dtype=None):
+        if samplerate not in (None, self.rate) or channels not in (None, 1):
+            raise ValueError("Invalid setting")
+
+    def InputStream(self, device, samplerate, channels, dtype, blocksize, callback):  # noqa: N802
+        return _FakeStream(self.wave, blocksize, samplerate, callback)
+
+
+class _FakeStream:
+    def __init__(self, wave, blocksize, rate, callback):
+        import threading
+        self.wave, self.blocksize, self.rate, self.callback = wave, blocksize, rate, callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-portaudio", daemon=True)
+
+    def _run(self):
+        import time
+        from types import SimpleNamespace
+        info, status = SimpleNamespace(inputBufferAdcTime=0.0, currentTime=0.0), SimpleNamespace(input_overflow=False)
+        t0, pos = time.monotonic(), 0
+        while not self._stop.is_set():
+            due = t0 + (pos + self.blocksize) / self.rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            idx = np.arange(pos, pos + self.blocksize) % self.wave.size
+            self.callback(self.wave[idx][:, None], self.blocksize, info, status)
+            pos += self.blocksize
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def close(self):
+        pass

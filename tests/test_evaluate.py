@@ -11,6 +11,7 @@ from PIL import Image
 
 from jsa_rt.config import IMAGENET_MEAN, IMAGENET_STD, get_preset
 from jsa_rt.train import evaluate as ev
+from jsa_rt.train import metrics
 from jsa_rt.train.datasets import open_dataset
 from jsa_rt.train.scene_catalog import default_data_root
 
@@ -106,7 +107,8 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
     result = compare.compare(oracle, wrong)
     assert result["paired"] == len(BOXES) + 2 and result["only_a"] == result["only_b"] == 0
     m = result["metrics"]
-    assert set(m) == set(compare.METRICS)
+    assert set(m) == set(compare.METRICS) - set(compare.PER_GROUP)       # no frames: follows is left out quietly
+    assert "follows" not in result["not_compared"]
     assert m["rank_a2i"]["a"] == 1.0 and m["rank_a2i"]["b"] == 0.0 and m["rank_a2i"]["lo"] == 1.0
     assert m["rank_a2i"]["better"] == m["pointing"]["better"] == m["auc"]["better"] == "A"
     assert compare.compare(wrong, oracle)["metrics"]["ciou50"]["better"] == "B"
@@ -134,6 +136,114 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
         compare.read_rows(tmp_path / "junk.csv")
     with pytest.raises(InputError, match="cannot read"):
         compare.read_rows(tmp_path / "missing.csv")
+
+
+# ---- multi-source ("pair") scenes: one frame written once per sounding object ----------------------
+PAIR_BOXES = {"dog": [0.05, 0.1, 0.45, 0.9], "cat": [0.55, 0.1, 0.95, 0.9]}     # disjoint
+PAIR_LEVEL = {"dog": 0.05, "cat": 0.1}                                          # constant audio per class
+
+
+def make_pair_fixture(root, frames=3):
+    """`frames` frames with a dog (left) and a cat (right), each written twice (g<k>-dog with the
+    dog's sound, g<k>-cat with the cat's) with a shared group, plus one single-source scene."""
+    (root / "frames").mkdir(parents=True)
+    (root / "audio").mkdir()
+    candidates = [{"class": c, "box": b} for c, b in PAIR_BOXES.items()]
+    entries = []
+    for k in range(frames):
+        img = np.zeros((128, 128, 3), np.uint8)
+        for i, (x0, y0, x1, y1) in enumerate(PAIR_BOXES.values()):
+            img[int(y0 * 128):int(y1 * 128), int(x0 * 128):int(x1 * 128)] = 120 + 60 * i + 10 * k
+        for cls, box in PAIR_BOXES.items():
+            name = f"g{k}-{cls}"
+            Image.fromarray(img).save(root / "frames" / f"{name}.jpg", quality=100)
+            sf.write(root / "audio" / f"{name}.wav", np.full(16000, PAIR_LEVEL[cls], np.float32), 16000)
+            entries.append({"file": name, "class": cls, "bbox": [box], "no_source": False, "group": f"g{k}",
+                            "candidates": candidates, "kind": ("cutout", "mosaic")[k % 2]})
+    Image.fromarray(np.full((128, 128, 3), 90, np.uint8)).save(root / "frames" / "single.jpg")
+    sf.write(root / "audio" / "single.wav", np.full(16000, 0.05, np.float32), 16000)
+    entries.append({"file": "single", "class": "dog", "bbox": [[0, 0, 1, 1]], "no_source": False})
+    (root / "annotations").mkdir()
+    (root / "annotations" / "pairs.json").write_text(json.dumps(entries))
+    return root
+
+
+class PairLocalizer(torch.nn.Module):
+    """Stand-in model: a bump on the centre of the object whose sound it hears (`follow`), or
+    always on the dog (a map that never moves)."""
+
+    def __init__(self, follow=True):
+        super().__init__()
+        self.cfg, self.follow = CFG, follow
+
+    def localize(self, images, wave, alpha=None):
+        n, size = images.shape[0], images.shape[-1]
+        hears_cat = (wave.mean(1) > 0.075) & self.follow
+        yy, xx = torch.meshgrid(torch.arange(size) / size, torch.arange(size) / size, indexing="ij")
+        cx = torch.where(hears_cat, 0.75, 0.25).view(n, 1, 1)
+        heat = torch.exp(-((xx - cx) ** 2 + (yy - 0.5) ** 2) / 0.01)
+        slots = torch.eye(4)[hears_cat.long()]
+        return {"heatmap": heat, "image_slot": slots, "audio_slot": slots,
+                "confidence": torch.ones(n), "aud": heat[:, ::16, ::16], "img": heat[:, ::16, ::16]}
+
+
+def test_scenes_reader_carries_groups_and_candidates(tmp_path):
+    pair = open_dataset("scenes", make_pair_fixture(tmp_path / "p"), CFG, split="pairs").samples
+    assert pair[1].meta["group"] == "g0" and pair[1].meta["kind"] == "cutout" and pair[2].meta["kind"] == "mosaic"
+    assert pair[1].meta["candidates"] == [{"class": c, "box": b} for c, b in PAIR_BOXES.items()]
+    assert ev.other_candidate_boxes(pair[1]) == [PAIR_BOXES["dog"]]          # g0-cat: the dog is the other one
+    assert pair[-1].meta["group"] is None and pair[-1].meta["candidates"] == []
+    old = open_dataset("scenes", make_fixture(tmp_path / "d"), CFG, split="test").samples   # no pair keys
+    assert all(s.meta["group"] is None and s.meta["candidates"] == [] and "kind" not in s.meta for s in old)
+
+
+def test_follows_a_map_that_follows_the_sound_and_one_that_never_moves(tmp_path):
+    from jsa_rt.train import compare
+    ds = open_dataset("scenes", make_pair_fixture(tmp_path / "p"), CFG, split="pairs")
+    good, good_rows, examples = ev.evaluate(PairLocalizer(), ds, batch_size=4, progress=False)
+    still, still_rows, _ = ev.evaluate(PairLocalizer(follow=False), ds, batch_size=4, progress=False)
+    p, q = good["pairs"], still["pairs"]
+    assert p["groups"] == q["groups"] == 3 and p["scenes"] == 6                # the single scene is no frame
+    assert p["follows"] == 1.0 and good["pointing"] == 1.0 and p["wrong_object"] == 0.0
+    # the dog's map also for the cat: pointing says 50 %, follows says 0, the cat's peak is on the dog
+    assert q["follows"] == 0.0 and q["wrong_object"] == 0.5 and still["pointing"] == pytest.approx(4 / 7)
+    area = {c: float((metrics.gt_map_vggss([b]) > 0).mean()) for c, b in PAIR_BOXES.items()}
+    assert p["chance"] == q["chance"] == pytest.approx(area["dog"] * area["cat"]) and p["never_moves"] == 0.0
+    assert set(p["by_kind"]) == {"cutout", "mosaic"} and p["by_kind"]["cutout"]["groups"] == 2
+    lo, hi = good["ci95"]["follows"]
+    assert hi == 1.0 and 0.3 < lo < 0.5                                        # 3 frames pin little down
+    assert [r.get("follows") for r in still_rows] == [False] * 6 + [None]
+    assert {e["group"] for e in examples if e["group"]} == {"g0", "g1", "g2"}
+    # compare pairs the frames, not the scenes
+    for name, rows in (("good", good_rows), ("still", still_rows)):
+        ev.write_csv(tmp_path / f"{name}.csv", rows)
+    result = compare.compare(*(compare.read_rows(tmp_path / f"{n}.csv") for n in ("good", "still")))
+    f = result["metrics"]["follows"]
+    assert f["n"] == 3 and f["a"] == 1.0 and f["b"] == 0.0 and f["better"] == "A"
+    assert "follows (frames), n=3" in compare.markdown(result, "good", "still")
+
+
+def test_cli_on_a_pair_split_with_tiny_model(tmp_path, tiny_checkpoint, capsys):
+    data = make_pair_fixture(tmp_path / "p")
+    out_json = tmp_path / "out" / "pairs.json"
+    assert ev.run(_args(tmp_path, tiny_checkpoint, data, split="pairs", json=out_json)) == 0
+    s = json.loads(out_json.read_text())
+    rows = list(csv.DictReader(open(out_json.with_suffix(".csv"))))
+    frames = {}
+    for r in rows:
+        if r["group"]:
+            frames.setdefault(r["group"], []).append(r)
+    implied = [all(r["pointing"] == "True" for r in scenes) for scenes in frames.values()]
+    assert s["pairs"]["groups"] == len(frames) == 3
+    assert s["pairs"]["follows"] == pytest.approx(np.mean(implied))
+    assert all(r["follows"] == str(ok) for scenes, ok in zip(frames.values(), implied) for r in scenes)
+    assert s["pairs"]["chance"] == pytest.approx(np.mean([np.prod([float(r["gt_area"]) for r in scenes])
+                                                          for scenes in frames.values()]))
+    assert s["pairs"]["wrong_object"] == pytest.approx(np.mean([r["wrong_object"] == "True" for r in rows if r["group"]]))
+    assert "follows" in s["ci95"] and "| follows" in out_json.with_suffix(".md").read_text()
+    png = out_json.with_name("pairs_pairs.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
+    assert "pair scenes: follows" in capsys.readouterr().out
 
 
 def _args(tmp_path, ckpt, data, **kw):
@@ -294,3 +404,65 @@ def test_compare_refuses_binary_files_and_zero_resamples(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--resamples", "0"])
     assert stop.value.code == 2 and "argument --resamples" in capsys.readouterr().err
+
+
+def test_compare_refuses_too_few_resamples(tmp_path, capsys):
+    """One resample gave "significantly better" with an interval [+4.5, +4.5] around +0.0."""
+    from jsa_rt.cli import main
+    from jsa_rt.errors import InputError
+    from jsa_rt.train import compare
+    (tmp_path / "a.csv").write_text("id,ciou\nx,0.5\ny,0.1\n")
+    (tmp_path / "b.csv").write_text("id,ciou\nx,0.4\ny,0.2\n")
+    for n in ("1", "999"):
+        with pytest.raises(SystemExit) as stop:
+            main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--resamples", n])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "argument --resamples: got" in err and ">= 1000" in err, err
+    rows = compare.read_rows(tmp_path / "a.csv"), compare.read_rows(tmp_path / "b.csv")
+    with pytest.raises(InputError, match="1 bootstrap resamples is too few.*at least 1000"):
+        compare.compare(*rows, resamples=1)
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--resamples", "1000"]) == 0
+
+
+@pytest.mark.parametrize("box, shown", [("[NaN, 0.1, 0.5, 0.5]", "nan"), ("[0.6, 0.1, 0.2, 0.5]", "0.6"),
+                                        ("[0.2, 0.3, 0.2, 0.5]", "0.2"), ("[0.1, 0.2]", "0.1")])
+def test_eval_refuses_nan_inverted_and_empty_boxes_naming_the_entry(tmp_path, tiny_checkpoint, capsys, box, shown):
+    """A NaN box counted as a pointing hit; inverted or empty ones were dropped without a word."""
+    data = make_fixture(tmp_path / "d", no_source=False)
+    ann = data / "annotations" / "test.json"
+    entries = json.loads(ann.read_text())
+    ann.write_text(json.dumps(entries).replace(json.dumps(entries[2]["bbox"][0]), box, 1))
+    assert _eval_cli(tmp_path, tiny_checkpoint, data) == 2
+    _one_line(capsys, f"entry 2 (s2): box [{shown}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_flickr_xml_boxes_are_checked(tmp_path):
+    from jsa_rt.errors import InputError
+    from jsa_rt.train.datasets import parse_flickr_xml
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation><bbox><xmin>40</xmin><ymin>10</ymin><xmax>20</xmax><ymax>50</ymax></bbox>"
+                   "</annotation>")
+    with pytest.raises(InputError, match=r"annotation .*a.xml: box \[40.0, 10.0, 20.0, 50.0\] is not"):
+        parse_flickr_xml(xml)
+    xml.write_text("<annotation><bbox><xmin>nan</xmin><ymin>10</ymin><xmax>20</xmax><ymax>50</ymax></bbox>"
+                   "</annotation>")
+    with pytest.raises(InputError, match="box \\[nan"):
+        parse_flickr_xml(xml)
+
+
+def test_eval_guesses_vggss_from_the_annotation_file(tmp_path, tiny_checkpoint, capsys):
+    """A VGG-SS folder (frames/, audio/, the JSON list, a test.csv) without --format: the JSON
+    was read as an id list ("skipped" lines of JSON fragments)."""
+    data = make_fixture(tmp_path / "d", no_source=False)
+    vggss = data / "vggss_test.json"
+    (data / "annotations" / "test.json").rename(vggss)
+    (data / "annotations").rmdir()
+    entries = json.loads(vggss.read_text())
+    (data / "test.csv").write_text("".join(f"{e['file']}\n" for e in entries))
+    assert _eval_cli(tmp_path, tiny_checkpoint, data, "--annotations", vggss) == 0
+    assert "skipped" not in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "r.json").read_text())
+    assert summary["n"] == len(entries) and summary["skipped"] == 0
+    from jsa_rt.train.datasets import guess_format
+    assert guess_format(data, vggss) == "vggss" and guess_format(data, data / "test.csv") == "pairs"

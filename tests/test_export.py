@@ -209,3 +209,26 @@ def test_build_engine_graphs_follow_the_checkpoint_file_not_its_name(tmp_path, m
     assert again == first and again.read_bytes() != graph
     stamp = json.loads((root / "best" / "onnx" / "best.source.json").read_text())
     assert stamp["graphs"] == ["visual"] and stamp["checkpoint_sha256"] == oe._sha256(ckpt)
+
+
+def test_ezvsl_checkpoint_exports_aud_and_img_and_runs_on_onnxruntime(tmp_path, capsys):
+    """EZ-VSL's aud map is its img map (one tensor): the graphs must still have both outputs,
+    or `live` / `SoundLocator` on the export fail with KeyError: 'aud'."""
+    from jsa_rt.cli import main
+    from jsa_rt.model.checkpoint import save_checkpoint
+    from jsa_rt.runtime import load_backend
+    model = oe.random_model("tiny", kind="ezvsl")
+    save_checkpoint(tmp_path / "ez.pt", model)
+    assert main(["export-onnx", "--checkpoint", str(tmp_path / "ez.pt"), "--out", str(tmp_path / "ez.onnx")]) == 0
+    for graph in ("ez.onnx", "ez.visual.onnx"):
+        assert [o.name for o in onnx.load(str(tmp_path / graph)).graph.output] == list(MAP_OUTPUTS)
+    feeds = oe.example_inputs(model.cfg)
+    full = run_onnx(tmp_path / "ez.onnx", feeds)
+    np.testing.assert_array_equal(full["aud"], full["img"])
+    backend = load_backend("onnxruntime", str(tmp_path / "ez.onnx"), device="cpu")
+    try:
+        maps = backend.run_visual(feeds["frame"][0], backend.run_audio(feeds["wave"][0]))
+        np.testing.assert_allclose(maps.aud, full["aud"][0], atol=1e-5)
+        np.testing.assert_allclose(maps.heatmap, full["heatmap"][0], atol=1e-5)
+    finally:
+        backend.close()

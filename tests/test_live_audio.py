@@ -35,21 +35,30 @@ def test_ring_wraps_around_and_keeps_order():
 
 
 def test_ring_reader_never_sees_torn_data_under_a_concurrent_writer():
+    """A free-running writer against a reader: every read is either exact or refused.
+
+    The writer runs until the reader has checked enough reads (no fixed amount of writing that a
+    busy machine could finish before the reader is ever scheduled), so the count is reached on
+    any load; the deadline only guards against a hang.
+    """
     ring = RingBuffer(capacity=4096, sample_rate=16000)
     stop = threading.Event()
+    wanted, deadline = 300, time.monotonic() + 120
 
     def writer():
         pos = 0
-        while not stop.is_set() and pos < 3_000_000:
+        while not stop.is_set():
             block = np.arange(pos, pos + 160, dtype=np.float64).astype(np.float32) % 65536
             ring.write(block, time.monotonic())
             pos += 160
+            if pos % 16000 == 0:
+                time.sleep(0)                       # let the reader in on a single core too
 
     t = threading.Thread(target=writer)
     t.start()
     checked = 0
     try:
-        while t.is_alive() and checked < 2000:
+        while checked < wanted and time.monotonic() < deadline:
             end = ring.written
             if end < 1000:
                 continue
@@ -63,7 +72,31 @@ def test_ring_reader_never_sees_torn_data_under_a_concurrent_writer():
     finally:
         stop.set()
         t.join()
-    assert checked > 100
+    assert checked == wanted
+
+
+class _LappedDuringCopy(np.ndarray):
+    """A read buffer whose first write lets the writer lap the reader mid-copy, deterministically."""
+    ring = None
+
+    def __setitem__(self, key, value):
+        ring, type(self).ring = type(self).ring, None
+        if ring is not None:                        # the writer runs between the reader's checks
+            ring.write(np.full(ring.capacity, -1.0, np.float32), t_end=1.0)
+        super().__setitem__(key, value)
+
+
+def test_ring_read_detects_a_writer_that_laps_it_during_the_copy():
+    ring = RingBuffer(capacity=1000, sample_rate=100)
+    ring.write(np.arange(1000, dtype=np.float32), t_end=0.0)
+    start = ring.oldest()
+    _LappedDuringCopy.ring = ring
+    out = np.zeros(1000, np.float32).view(_LappedDuringCopy)
+    with pytest.raises(Overwritten):
+        ring.read(start, 1000, out)
+    # without the lap the same read is exact
+    np.testing.assert_array_equal(ring.read(ring.oldest(), ring.written),
+                                  np.full(ring.written - ring.oldest(), -1.0, np.float32))
 
 
 def test_ring_maps_capture_times_to_sample_positions():

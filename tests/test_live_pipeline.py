@@ -303,3 +303,80 @@ def test_a_capture_failure_is_an_error_not_end_of_input(tmp_path, monkeypatch):
         pipe.run()
     assert not (tmp_path / "log.jsonl").exists()
     assert pipe.stopped_by == "capture failure (video capture failed: decoder exploded)"
+
+
+def strict_json(line: str) -> dict:
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(line, parse_constant=refuse)
+
+
+class AudioSensitiveBackend(FakeBackend):
+    """As a real model does: NaN audio makes the whole map and the confidence NaN."""
+
+    def run_visual(self, frame, audio_state):
+        maps = super().run_visual(frame, audio_state)
+        maps.heatmap = maps.heatmap + np.float32(0.0 * audio_state["rms"])
+        maps.confidence = float(np.clip(audio_state["rms"] * 10, 0.0, 1.0))
+        return maps
+
+
+def test_a_nan_burst_from_the_microphone_never_reaches_the_model_or_the_log(media, tmp_path, monkeypatch):
+    """NaN and inf samples in the mic stream are zeroed and counted: the state stays right
+    through the burst and after it, and --log-json stays strict JSON."""
+    from jsa_rt.live import audio as audio_module
+    from live_helpers import StreamingSoundDevice
+    rate = 16000
+    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(10 * rate) / rate)).astype(np.float32)
+    wave[int(0.5 * rate):int(0.6 * rate)] = np.nan          # a 100 ms burst of NaN
+    wave[int(1.0 * rate):int(1.0 * rate) + 5] = np.inf      # and a few inf samples
+    monkeypatch.setattr(audio_module, "import_sounddevice", lambda: StreamingSoundDevice(wave, rate))
+    log = tmp_path / "nan.jsonl"
+    opts = LiveOptions(camera=str(media["clip"]), mic="default", headless=True, quiet=True,
+                       log_json=str(log))
+    pipe = Pipeline(opts, lambda: AudioSensitiveBackend())
+    summary = pipe.run()
+    records = [strict_json(line) for line in log.read_text().splitlines()]
+    assert summary.frames >= 15 and len(records) == summary.frames
+    assert all(r["confidence"] is not None and 0.0 <= r["confidence"] <= 1.0 for r in records)
+    assert records[-1]["nonfinite_samples"] == int(0.1 * rate) + 5
+    assert "NaN/inf samples zeroed 1605" in pipe.status_line()
+    # after the first audio refresh the tone is heard on every frame, and the peak is on the square
+    heard = [r for r in records if r["t"] >= 0.3]
+    assert heard and all(r["state"] == "source" for r in heard)
+    assert all(inside(r["peak"], media["boxes"][r["frame"]]) for r in heard)
+
+
+def test_a_non_finite_model_output_is_the_no_source_state_and_does_not_linger():
+    loc = Localizer(RenderOptions(persistence_ms=250, min_level_db=-60, min_confidence=0.1))
+    heat = np.zeros((8, 8), np.float32)
+    heat[5, 6] = 1.0
+    assert loc.update(heat, 0.9, -10.0, t=0.0).active
+    for bad_heat, bad_conf in ((np.full((8, 8), np.nan, np.float32), 0.9), (heat, float("nan")),
+                               (heat, float("inf"))):
+        out = loc.update(bad_heat, bad_conf, -10.0, t=0.1)
+        assert not out.active and out.reason == "non-finite model output" and out.peak is None
+        assert np.isfinite(out.heatmap).all()
+    again = loc.update(heat, 0.9, -10.0, t=0.2)
+    assert again.active and again.peak == pytest.approx((6.5 / 8, 5.5 / 8))
+
+
+def test_the_json_log_never_writes_bare_nan(tmp_path):
+    from jsa_rt.live.outputs import JsonLog
+    log = JsonLog(tmp_path / "l.jsonl")
+    log.write({"confidence": float("nan"), "peak": [float("inf"), 0.5], "stages_ms": {"a": float("-inf")}})
+    log.close()
+    assert strict_json((tmp_path / "l.jsonl").read_text()) == {"confidence": None, "peak": [None, 0.5],
+                                                               "stages_ms": {"a": None}}
+
+
+def test_output_and_log_json_naming_one_file_is_refused_before_the_model_loads(media, tmp_path):
+    from jsa_rt.errors import JsaError
+    loaded = []
+    same = tmp_path / "run.mp4"
+    for log in (same, tmp_path / "." / "run.mp4"):
+        opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False, headless=True,
+                           quiet=True, output=str(same), log_json=str(log))
+        with pytest.raises(JsaError, match="--output and --log-json both name"):
+            Pipeline(opts, lambda: loaded.append(1) or FakeBackend()).run()
+    assert not loaded and list(tmp_path.iterdir()) == []

@@ -258,3 +258,28 @@ def test_rgba_cutouts_are_composited_on_black():
     assert rgb[rgba[..., 3] == 0].max() == 0
     opaque = rgba[..., 3] == 255
     assert np.array_equal(rgb[opaque], rgba[..., :3][opaque])
+
+
+def test_a_wav_with_nan_samples_is_a_clear_error_not_confidence_nan(tiny_checkpoint, tmp_path, capsys,
+                                                                    generated_pair):
+    image, _ = generated_pair
+    wave = np.random.default_rng(2).uniform(-0.3, 0.3, 16000).astype(np.float32)
+    wave[8000] = np.nan
+    wave[9000] = np.inf
+    bad = tmp_path / "nan.wav"
+    sf.write(str(bad), wave, 16000, subtype="FLOAT")
+    assert localize("--checkpoint", tiny_checkpoint, "--image", image, "--audio", bad,
+                    "--out", tmp_path / "x.npz") == 2
+    assert_one_line_error(capsys, "nan.wav holds 2 NaN/inf sample(s), the first at 0.500 s")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_out_and_png_naming_one_file_is_refused(tiny_checkpoint, tmp_path, capsys, generated_pair):
+    image, audio = generated_pair
+    same = tmp_path / "both.png"
+    (tmp_path / "link.png").symlink_to(same)
+    for png in (same, tmp_path / "link.png"):
+        assert localize("--checkpoint", tiny_checkpoint, "--image", image, "--audio", audio,
+                        "--out", same, "--png", png) == 2
+        assert_one_line_error(capsys, "--out and --png both name", "different file names")
+    assert not same.exists()

@@ -253,3 +253,22 @@ def test_results_pcm_colours_and_shapes(locator_factory):
     drawn_bgr = bgr_loc.draw(frame.copy(), bgr_loc.locate(frame, t=0.0))
     drawn_rgb = rgb_loc.draw(rgb.copy(), rgb_loc.locate(rgb, t=0.0))
     assert np.array_equal(drawn_rgb, drawn_bgr[..., ::-1])
+
+
+def test_nan_and_inf_pushes_are_zeroed_and_counted(locator_factory):
+    loc = locator_factory(audio_hop=0.0)
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    cv2.circle(frame, (60, 60), 25, (0, 0, 255), -1)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)
+    loc.push_audio(tone, 16000)
+    clean = loc.locate(frame)
+    burst = tone[:1600].astype(np.float64)
+    burst[100:400] = np.nan
+    burst[500] = np.inf
+    loc.push_audio(burst, 16000)                              # float64 stereo-free block with NaN/inf
+    loc.push_audio(np.stack([burst, burst], axis=1), 16000)  # and a stereo one
+    where = loc.locate(frame)
+    assert loc.nonfinite_samples == 2 * 301
+    assert np.isfinite(where.confidence) and np.isfinite(where.level_db)
+    assert np.isfinite(where.heatmap).all() and where.reason in ("", "low confidence")
+    assert where.level_db == pytest.approx(clean.level_db, abs=1.0)

@@ -179,3 +179,58 @@ def test_false_alarm_detection_auroc():
     assert metrics.confidence_auroc(conf, ns) == 0.5
     assert metrics.false_alarm_rate(conf, [False] * 4) is None
     assert metrics.confidence_auroc([0.9, 0.1], [False, True]) == 1.0
+
+
+# ---- multi-source ("pair") scenes ------------------------------------------------------------------
+LEFT, RIGHT = [0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]          # disjoint halves of the frame
+
+
+def _peak_at(x, y):
+    m = np.zeros((224, 224))
+    m[y, x] = 1.0
+    return m
+
+
+def test_follows_on_hand_made_maps():
+    gts = [metrics.gt_map_vggss([LEFT]), metrics.gt_map_vggss([RIGHT])]    # one frame, two sounds
+    groups = ["f1", "f1", "f2", "f2"]
+    on_own = [_peak_at(30, 100), _peak_at(200, 100)]                      # each sound's peak on its object
+    still = [_peak_at(30, 100), _peak_at(30, 100)]                        # a map that never moves
+    hits = {name: [metrics.pointing_hit(m, g) for m, g in zip(maps, gts)] * 2
+            for name, maps in (("own", on_own), ("still", still))}
+    assert metrics.follows_by_group(groups, hits["own"]) == {"f1": True, "f2": True}
+    assert metrics.follows_by_group(groups, hits["still"]) == {"f1": False, "f2": False}
+    assert hits["still"] == [True, False] * 2                             # pointing alone still says 50 %
+    # a constant peak can follow only where the sounding objects overlap: never for disjoint boxes
+    assert metrics.static_follows_by_group(groups, gts * 2) == {"f1": False, "f2": False}
+    overlap = [metrics.gt_map_vggss([[0, 0, 0.6, 1]]), metrics.gt_map_vggss([[0.4, 0, 1, 1]])]
+    assert metrics.static_follows_by_group(["g", "g"], overlap) == {"g": True}
+    # single scenes and scenes without a group test nothing
+    assert metrics.follows_by_group(["a", None, "", "b", "b"], [True] * 5) == {"b": True}
+
+
+def test_follows_chance_is_what_random_peaks_score():
+    areas = [0.5, 0.25, 0.2, 0.1, 0.3]
+    chance = metrics.follows_chance_by_group(["a", "a", "b", "b", "b"], areas)
+    assert chance == {"a": pytest.approx(0.125), "b": pytest.approx(0.2 * 0.1 * 0.3)}
+    # uniform random peaks over two boxes covering 1/2 and 1/4 of the frame follow 1/8 of the time
+    gts = [metrics.gt_map_vggss([LEFT]), metrics.gt_map_vggss([[0.5, 0, 1, 0.5]])]
+    assert [float((g > 0).mean()) for g in gts] == [0.5, 0.25]
+    rng = np.random.default_rng(0)
+    frames = 4000
+    groups = np.repeat(np.arange(frames), 2).tolist()
+    hits = [metrics.pointing_hit(_peak_at(*rng.integers(0, 224, 2)), gts[i % 2]) for i in range(2 * frames)]
+    follows = np.mean(list(metrics.follows_by_group(groups, hits).values()))
+    expected = np.mean(list(metrics.follows_chance_by_group(groups, [0.5, 0.25] * frames).values()))
+    assert expected == pytest.approx(0.125) and abs(follows - expected) < 0.02
+
+
+def test_wrong_object_hit():
+    gt = metrics.gt_map_vggss([LEFT])
+    other = [[0.6, 0.0, 1.0, 0.5]]
+    assert metrics.wrong_object_hit(_peak_at(200, 50), gt, other)           # on the other candidate
+    assert not metrics.wrong_object_hit(_peak_at(200, 200), gt, other)      # on nothing
+    assert not metrics.wrong_object_hit(_peak_at(50, 50), gt, other)        # on the sounding object
+    assert not metrics.wrong_object_hit(_peak_at(50, 50), gt, [[0, 0, 1, 1]])   # ...even where they overlap
+    assert not metrics.wrong_object_hit(_peak_at(200, 50), gt, [])          # no other candidate
+    assert metrics.peak(_peak_at(200, 50)) == (50, 200)

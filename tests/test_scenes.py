@@ -34,7 +34,10 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_same_seed_same_bytes_whatever_the_workers(scene_sets):
     one, two, _, _ = scene_sets
     a, b = _files(one), _files(two)
-    assert len(a) == 2 * sum(COUNTS.values()) + 2 * len(COUNTS) + 1      # frames, audio, jsons, lists, manifest
+    # frames and audio per entry (a train frame with several sounding objects may be written once
+    # per object), jsons, lists, manifest
+    entries = sum(len(json.loads(a[f"annotations/{s}.json"])) for s in COUNTS)
+    assert entries >= sum(COUNTS.values()) and len(a) == 2 * entries + 2 * len(COUNTS) + 1
     assert a.keys() == b.keys()
     different = [k for k in a if a[k] != b[k]]
     assert not different, f"differ between runs: {different[:5]}"
@@ -45,18 +48,20 @@ def test_layout_audio_and_annotations(scene_sets):
     for split, n in COUNTS.items():
         items = json.loads((root / "annotations" / f"{split}.json").read_text())
         ids = (root / "splits" / f"{split}.txt").read_text().split()
-        assert [e["file"] for e in items] == ids and len(ids) == n
+        assert [e["file"] for e in items] == ids and len({e.get("group") or e["file"] for e in items}) == n
         for e in items:
             wave, rate = sf.read(root / "audio" / f"{e['file']}.wav")
             assert rate == 16000 and wave.ndim == 1 and wave.size == 32000
             assert (root / "frames" / f"{e['file']}.jpg").is_file()
             if e["no_source"]:
                 assert e["bbox"] == [] and split != "train"
-            else:
-                assert len(e["bbox"]) == 1 and np.abs(wave).max() > 0.01
-                x0, y0, x1, y1 = e["bbox"][0]
-                assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
-                assert (x1 - x0) * (y1 - y0) == pytest.approx(e["target_area"], abs=1e-4)
+            else:         # a COCO frame may show several objects of the class: one box each
+                assert np.abs(wave).max() > 0.01
+                assert len(e["bbox"]) == 1 if e.get("kind", "cutout") == "cutout" else len(e["bbox"]) >= 1
+                for x0, y0, x1, y1 in e["bbox"]:
+                    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+                areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in e["bbox"]]
+                assert max(areas) == pytest.approx(e["target_area"], abs=1e-4)
             assert len(e["distractor_boxes"]) == len(e["distractor_classes"])
     assert manifest["image_size"] == 256
     from PIL import Image
@@ -138,6 +143,8 @@ def test_distractors_never_play_the_target_or_offscreen_sound(scene_sets):
     catalog = build_catalog()
     for split in COUNTS:
         for e in json.loads((root / "annotations" / f"{split}.json").read_text()):
+            if e.get("kind", "cutout") != "cutout":      # real and several-source frames: tests below
+                continue
             for sound in (e["class"], e["offscreen_class"]):
                 if sound and not sound.startswith(("digit_", "silence")):
                     assert not catalog.same_sound(sound) & set(e["distractor_classes"]), e["file"]
@@ -171,3 +178,137 @@ def test_bad_folders_and_numbers_are_one_line_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as stop:
             main(small + [flag, value])
         assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+# ---- the real-photo and several-source splits (classmap.py, scene_real.py) ---------------------
+REAL_FOLDERS = ("urbansound8k", "0ad", "caltech101", "coco128")
+needs_real = pytest.mark.skipif(not all((DATA / f).is_dir() for f in REAL_FOLDERS),
+                                reason=f"needs the real folders of {DATA}: {', '.join(REAL_FOLDERS)}; set JSA_DATA")
+# seed 1 makes the Tux Paint "dog" unheard while a real dog class exists
+REAL_SEED = 1
+REAL_COUNTS = {"train": 30, "val": 6, "test": 4, "test-unheard": 0, "digits": 0, "pairs": 3,
+               "pairs-unheard": 2, "real": 4, "real-pairs": 3}
+
+
+@pytest.fixture(scope="module")
+def real_sets(tmp_path_factory):
+    one, two, only_test = (tmp_path_factory.mktemp(n) for n in ("real_a", "real_b", "real_test"))
+    kw = dict(seed=REAL_SEED, seconds=1.0, no_source_fraction=0.25, progress=False)
+    m1 = scenes.generate(one, counts=REAL_COUNTS, workers=1, **kw)
+    m2 = scenes.generate(two, counts=REAL_COUNTS, workers=2, **kw)
+    scenes.generate(only_test, counts={"test": REAL_COUNTS["test"]}, workers=1, **kw)
+    return one, two, only_test, m1, m2
+
+
+def _entries(root: Path, split: str) -> list[dict]:
+    return json.loads((root / "annotations" / f"{split}.json").read_text())
+
+
+@needs_real
+def test_real_sets_same_seed_same_bytes(real_sets):
+    one, two, _, m1, _ = real_sets
+    a, b = _files(one), _files(two)
+    assert a.keys() == b.keys()
+    different = [k for k in a if a[k] != b[k]]
+    assert not different, f"differ between runs: {different[:5]}"
+    assert m1["real_missing"] == []
+    for split in ("pairs", "pairs-unheard", "real", "real-pairs"):
+        assert m1["counts"].get(split), split
+
+
+@needs_real
+def test_test_split_unchanged_by_the_other_splits(real_sets):
+    one, _, only_test, _, _ = real_sets
+    a = {k: v for k, v in _files(one).items() if Path(k).name.startswith("test_") or k.endswith(("/test.json", "/test.txt"))}
+    b = {k: v for k, v in _files(only_test).items() if k != "scenes.json"}
+    assert len(a) == 2 * REAL_COUNTS["test"] + 2 and a.keys() == b.keys()
+    assert not [k for k in a if a[k] != b[k]]
+    assert all(e.get("kind", "cutout") == "cutout" for e in _entries(one, "test"))
+
+
+@needs_real
+def test_pair_frames_one_soundtrack_per_sounding_object(real_sets):
+    root, _, _, _, _ = real_sets
+    n_groups = 0
+    for split in ("pairs", "pairs-unheard", "real-pairs", "train"):
+        groups: dict[str, list[dict]] = {}
+        for e in _entries(root, split):
+            if e.get("group"):
+                groups.setdefault(e["group"], []).append(e)
+        if split != "train":
+            assert len(groups) == REAL_COUNTS[split], split
+        for group, items in groups.items():
+            n_groups += 1
+            assert len(items) >= 2 or split == "train", (split, group)
+            assert [e["file"] for e in items] == [f"{group}_{k}" for k in range(len(items))]
+            frames = {(root / "frames" / f"{e['file']}.jpg").read_bytes() for e in items}
+            assert len(frames) == 1, f"{group}: frames differ"
+            audio = [(root / "audio" / f"{e['file']}.wav").read_bytes() for e in items]
+            assert len(set(audio)) == len(audio), f"{group}: a soundtrack is repeated"
+            candidates = items[0]["candidates"]
+            assert all(e["candidates"] == candidates for e in items), group
+            classes = [e["class"] for e in items]
+            assert len(set(classes)) == len(classes), (group, classes)
+            cand_classes = [c["class"] for c in candidates]
+            assert len(set(cand_classes)) == len(cand_classes), (group, cand_classes)
+            assert set(classes) <= set(cand_classes)
+            if split in ("pairs", "pairs-unheard"):    # every object of a sounding class plays once
+                # (a real-pairs mosaic may add tiles of other real classes: silent candidates)
+                assert set(classes) == set(cand_classes), (group, classes, cand_classes)
+            for e in items:
+                assert e["bbox"] == [c["box"] for c in candidates if c["class"] == e["class"]] and len(e["bbox"]) == 1
+                assert e["class"] not in e["distractor_classes"] and not e["no_source"]
+                x0, y0, x1, y1 = e["bbox"][0]
+                assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    assert n_groups >= sum(REAL_COUNTS[s] for s in ("pairs", "pairs-unheard", "real-pairs"))
+
+
+@needs_real
+def test_pair_boxes_of_different_sounding_objects_barely_overlap(real_sets):
+    root, _, _, _, _ = real_sets
+    from jsa_rt.train.scene_image import _overlap
+    for split in ("pairs", "pairs-unheard", "real-pairs"):
+        for e in _entries(root, split):
+            boxes = [c["box"] for c in e["candidates"]]
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1:]:
+                    assert _overlap(a, b) <= 0.12 and _overlap(b, a) <= 0.12, (e["file"], a, b)
+
+
+@needs_real
+def test_real_splits_use_held_out_recordings_and_photos_only(real_sets):
+    from jsa_rt.train.classmap import build_real_catalog
+    root, _, _, manifest, _ = real_sets
+    real = build_real_catalog()
+    test_classes = set(real.usable("test"))
+    coco_split = {Path(c.path).stem: c.split for c in real.coco}
+    offscreen_split = {Path(r.path).stem: r.split for r in real.offscreen}
+    for split in ("real", "real-pairs"):
+        items = _entries(root, split)
+        assert items
+        for e in items:
+            assert e["kind"] in ("mosaic", "coco") and not e["no_source"], e["file"]
+            assert e["background"].startswith(("mosaic:", "coco:")), e["file"]
+            if e["kind"] == "coco":
+                assert coco_split[e["background"].split(":", 1)[1]] == "test", e["file"]
+            used = {e["class"], *(c["class"] for c in e["candidates"])}
+            assert used <= test_classes, (e["file"], used - test_classes)
+            assert not used & set(manifest["classes_unheard"]), e["file"]
+            if e["offscreen_class"]:
+                assert offscreen_split[e["offscreen_class"]] == "test", e["file"]
+
+
+@needs_real
+def test_train_and_val_mix_never_show_or_play_an_unheard_class(real_sets):
+    root, _, _, manifest, _ = real_sets
+    unheard = set(manifest["classes_unheard"])
+    assert "dog" in unheard           # the seed is chosen for this: a real dog class exists
+    kinds = set()
+    for split in ("train", "val"):
+        for e in _entries(root, split):
+            kinds.add(e.get("kind", "cutout"))
+            assert e.get("kind", "cutout") in scenes.TRAIN_MIX, e["file"]
+            used = {e["class"], e["offscreen_class"], *e["distractor_classes"],
+                    *(c["class"] for c in e.get("candidates", ()))}
+            assert not used & unheard, (e["file"], used & unheard)
+    assert {"mosaic", "peers"} <= kinds

@@ -210,7 +210,92 @@ def test_two_process_resume_is_exact(scenes, tmp_path):
 
 def test_epoch_coverage_warning(scenes, tmp_path, capsys):
     # 24 items in batches of 16: one batch per epoch, 8 items left out every epoch
-    train(scenes, tmp_path, "--epochs", "1", "--max-steps", "1", "--batch-size", "16")
+    train(scenes, tmp_path, "--epochs", "1", "--max-steps", "1", "--batch-size", "16", "--max-train-items", "24")
     assert "warning: each epoch uses 16 of 24 training items" in capsys.readouterr().out
-    train(scenes, tmp_path / "b", "--epochs", "1", "--max-steps", "1")           # batches of 8: all 24
+    train(scenes, tmp_path / "b", "--epochs", "1", "--max-steps", "1", "--max-train-items", "24")   # batches of 8: all 24
     assert "warning: each epoch uses" not in capsys.readouterr().out
+
+
+def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_non_finite(scenes, tmp_path, capsys):
+    args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--workers", "0",
+            "--batch-size", "8", "--no-progress", "--val-split", "", "--epochs", "3",
+            "--max-train-items", "16", "--save-every", "1", "--lr", "1e6"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged at step 2 (epoch 1): non-finite loss on the batch of train_" in err[0]
+    assert not (tmp_path / "final.pt").exists() and not (tmp_path / "best.pt").exists()
+    last = torch.load(tmp_path / "last.pt", weights_only=True)          # step 1's: finite
+    assert last["train_state"]["step"] == 1
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    from jsa_rt.errors import InputError
+    from jsa_rt.model import build_model
+    from jsa_rt.train.trainer import _check_finite_weights
+    model = build_model("tiny", pretrained=False)
+    _check_finite_weights(model, tmp_path / "final.pt", 3)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    with pytest.raises(InputError, match="not finite after step 3 .*not saving .*final.pt"):
+        _check_finite_weights(model, tmp_path / "final.pt", 3)
+
+
+def test_listen_variant_trains_logs_loc_and_resumes_as_listen(scenes, tmp_path):
+    train(scenes, tmp_path, "--epochs", "1", "--max-steps", "1", "--variant", "listen")
+    train(scenes, tmp_path, "--epochs", "1", "--max-steps", "2", "--resume")     # no --variant
+    cfg = torch.load(tmp_path / "last.pt", weights_only=True)["config"]
+    assert (cfg["variant"], cfg["match"], cfg["iqr_alpha"]) == ("listen", "audio_only", 1.0)
+    log = read_log(tmp_path)
+    assert [r["step"] for r in log] == [1, 2] and all(r["loc"] > 0 for r in log)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_killed_run_keeps_its_log_and_resume_continues_it(scenes, tmp_path, sig):
+    import signal
+    import time
+    args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--workers", "0",
+            "--batch-size", "8", "--no-progress", "--val-split", "", "--epochs", "16",
+            "--max-train-items", "8", "--save-every", "3"]
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "jsa_rt.cli", *args], cwd=str(repo),
+                            env=dict(os.environ, PYTHONPATH=str(repo)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "log.csv"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and \
+                (not log.exists() or len(log.read_text().splitlines()) < 8):
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = log.read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss,")
+    steps = [int(r.split(",")[0]) for r in rows[1:]]
+    assert len(steps) >= 7 and steps == list(range(1, len(steps) + 1))
+    train(scenes, tmp_path, *args[args.index("--epochs"):], "--resume")
+    rows = log.read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss,") and sum(r.startswith("step,") for r in rows) == 1
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 17))
+
+
+def test_two_runs_never_share_one_folder(scenes, tmp_path, capsys):
+    from jsa_rt.train.trainer import _claim_run_folder
+    args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--workers", "0",
+            "--batch-size", "8", "--no-progress", "--val-split", "", "--epochs", "1", "--max-steps", "1"]
+    with _claim_run_folder(tmp_path, resume=False):           # another run is training there now
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{tmp_path} is in use by another training run (pid {os.getpid()})" in err[0]
+        assert main([*args, "--resume"]) == 2                 # not even to resume it
+        assert "in use by another training run" in capsys.readouterr().err
+    assert main(args) == 0
+    before = (tmp_path / "final.pt").read_bytes()
+    assert main(args) == 2                                    # a finished run's folder: --resume or elsewhere
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a training run (last.pt, log.csv" in err[0] and "--resume" in err[0]
+    assert (tmp_path / "final.pt").read_bytes() == before

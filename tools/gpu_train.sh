@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Train the shipped models on a lent GPU machine in one call (scenes generated there).
-# Expects, in the repo root: .carry/data (a copy of ../shared/data's stamps, FSDD, backgrounds),
-# .carry/whl (wheels missing there, e.g. soundfile), .carry/effnet_lite0_fp16.pth, and for
-# PRESET=paper .carry/resnet18-f37072fd.pth.
-# Env: PRESET (edge), EPOCHS (16), BATCH (64), TRAIN_SCENES (6000), MODELS ("jsa ezvsl"), OUT.
-# The defaults are the shipped edge models' recipe (they were trained on format-1 scenes; this
-# generates the current format, so its models will not equal them).
+# Train the shipped models (and equal-budget ablations) on a lent GPU machine in one call:
+# scenes are generated there from .carry/data (tools/pack_device_data.sh makes it), then every
+# run trains at the same time on the same scenes, with the same epochs and batch.
+# Expects, in the repo root: .carry/data, .carry/whl (soundfile), .carry/effnet_lite0_fp16.pth,
+# and for PRESET=paper .carry/resnet18-f37072fd.pth.
+# Env: PRESET (edge), EPOCHS (12), BATCH (64), TRAIN_SCENES (5000 frames), OUT,
+#      RUNS: "name:train flags;..." (default: the shipped pair + two ablations, below),
+#      TRAIN_LIMIT_S (each run is stopped after this many seconds; best.pt so far is kept).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-PRESET=${PRESET:-edge}; EPOCHS=${EPOCHS:-16}; BATCH=${BATCH:-64}
-TRAIN_SCENES=${TRAIN_SCENES:-6000}; MODELS=${MODELS:-"jsa ezvsl"}; OUT=${OUT:-/tmp/gpu_train_out}
-WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}
+PRESET=${PRESET:-edge}; EPOCHS=${EPOCHS:-12}; BATCH=${BATCH:-64}
+TRAIN_SCENES=${TRAIN_SCENES:-5000}; OUT=${OUT:-/tmp/gpu_train_out}; TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-100000}
+RUNS=${RUNS:-"jsa-listen:--model jsa --variant listen;ezvsl:--model ezvsl;jsa-paper:--model jsa --variant paper;jsa-listen-matchboth:--model jsa --variant listen --match both"}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
@@ -20,24 +21,37 @@ fi
 $PY -c "import jsa_rt.kernels" 2>/dev/null || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 export JSA_DATA=${JSA_DATA:-$PWD/.carry/data}
 [ -f .carry/effnet_lite0_fp16.pth ] && export JSA_EFFNET_LITE0_WEIGHTS=$PWD/.carry/effnet_lite0_fp16.pth
-# PRESET=paper needs torchvision's ImageNet ResNet-18 (train stops without it)
 [ -f .carry/resnet18-f37072fd.pth ] && export JSA_RESNET18_WEIGHTS=$PWD/.carry/resnet18-f37072fd.pth
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 SCENES=/tmp/scenes
 t0=$(date +%s)
-[ -f $SCENES/annotations/train.json ] || $PY -m jsa_rt.train.scenes --out $SCENES --seed 0 --quiet --workers $(nproc) \
-    --counts "train=$TRAIN_SCENES,val=200,test=0,test-unheard=0,digits=0"
+[ -f $SCENES/annotations/train.json ] || $PY -m jsa_rt.train.scenes --out $SCENES --seed 0 --quiet --workers $(nproc) --plan .carry/plan.json \
+    --counts "train=$TRAIN_SCENES,val=300,test=0,test-unheard=0,digits=0,pairs=0,pairs-unheard=0,real=0,real-pairs=0" \
+    | tee "$OUT/scenes.log"
 echo "scenes: $(( $(date +%s) - t0 )) s"
-for model in $MODELS; do
-    t0=$(date +%s)
-    $PY -m jsa_rt.cli train --preset $PRESET --model $model --data $SCENES --out /tmp/runs/$PRESET-$model \
-        --epochs $EPOCHS --batch-size $BATCH --workers $WORKERS --no-progress --save-every 100000 \
-        2>&1 | grep -v Warning | tee "$OUT/train_$PRESET-$model.log"
-    echo "$model: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train_$PRESET-$model.log"
+
+IFS=';' read -ra runs <<< "$RUNS"
+workers=$(( ($(nproc) - ${#runs[@]}) / ${#runs[@]} )); [ $workers -ge 1 ] || workers=1
+pids=()
+for run in "${runs[@]}"; do
+    name=${run%%:*}; flags=${run#*:}
+    ( t1=$(date +%s)
+      timeout --signal=TERM $TRAIN_LIMIT_S $PY -m jsa_rt.cli train --preset $PRESET $flags --data $SCENES \
+          --out /tmp/runs/$name --epochs $EPOCHS --batch-size $BATCH --workers $workers --no-progress \
+          --save-every 100000 > "$OUT/train_$name.log" 2>&1 || echo "stopped: exit $?" >> "$OUT/train_$name.log"
+      echo "$name: $(( $(date +%s) - t1 )) s" >> "$OUT/train_$name.log" ) &
+    pids+=($!)
+done
+wait "${pids[@]}"
+for run in "${runs[@]}"; do
+    name=${run%%:*}
+    tail -n 4 "$OUT/train_$name.log"
+    [ -f /tmp/runs/$name/best.pt ] || continue
     # shipped form: fp16 weights (half the size; loads back as fp32)
     $PY -c "import sys; from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint; \
 m, meta = load_checkpoint(sys.argv[1]); save_checkpoint(sys.argv[2], m, extra=meta['extra'], half=True)" \
-        /tmp/runs/$PRESET-$model/best.pt "$OUT/$PRESET-$model.pt"
-    cp /tmp/runs/$PRESET-$model/history.json "$OUT/history_$PRESET-$model.json"
+        /tmp/runs/$name/best.pt "$OUT/$PRESET-$name.pt"
+    cp /tmp/runs/$name/history.json "$OUT/history_$name.json" 2>/dev/null || true
 done
+(cd "$OUT" && tar czf logs.tgz *.log history_*.json 2>/dev/null && rm -f *.log history_*.json)
 ls -la "$OUT"

@@ -5,7 +5,8 @@
     python tools/results_table.py benchmarks/eval --conditions test    # scores by scene condition
     python tools/results_table.py benchmarks/eval --classes test-unheard  # class-level R@1 hits by class
 
-The first table is every model on every split. With --paired A B, a second table gives A - B
+The first table is every model on every split; multi-source ("pair") splits get a second one:
+follows (every sound's peak on its own object, per frame) beside its chance level. With --paired A B, a second table gives A - B
 per split and metric with its 95 % paired-bootstrap interval (`jsa-rt compare` on the per-sample
 CSVs); a difference whose interval straddles 0 is marked "n.s.".
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 from jsa_rt.train import compare  # noqa: E402
 
-SPLITS = ("test", "test-unheard", "digits")
+PAIR_SPLITS = ("pairs", "pairs-unheard", "real-pairs")
+SPLITS = ("test", "test-unheard", "digits", *PAIR_SPLITS)
 
 
 def pct(x):
@@ -41,16 +43,38 @@ def results(root: Path) -> None:
                   f"| {pct(s.get('confidence_auroc'))} |")
 
 
+def pair_results(root: Path) -> None:
+    """Pair splits (eval's `pairs`): follows [95 % interval] beside chance and a map that never
+    moves, and how often the peak lands on another candidate object. Nothing without them."""
+    lines = []
+    for split in SPLITS:
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            path = model_dir / f"{split}.json"
+            s = json.loads(path.read_text()) if path.is_file() else {}
+            p = s.get("pairs")
+            if not p:
+                continue
+            ci = (s.get("ci95") or {}).get("follows")
+            interval = f" [{pct(ci[0])}-{pct(ci[1])}]" if ci else ""
+            lines.append(f"| {split} | {model_dir.name} | {p['groups']} | {pct(p['follows'])}{interval} | {pct(p['chance'])} "
+                         f"| {pct(p.get('never_moves'))} | {pct(s.get('pointing'))} | {pct(p.get('wrong_object'))} |")
+    if lines:
+        print()
+        print("| split | model | frames | follows [95 %] | chance | never moves | pointing | peak on another object |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(lines))
+
+
 def paired(root: Path, a: str, b: str, png: Path | None = None) -> None:
-    names = list(compare.METRICS)
-    print(f"| split | {' | '.join(compare.METRICS[k] for k in names)} |")
-    print("|---|" + "---|" * len(names))
     panels = {}
     for split in SPLITS:
         csv_a, csv_b = root / a / f"{split}.csv", root / b / f"{split}.csv"
-        if not (csv_a.is_file() and csv_b.is_file()):
-            continue
-        panels[split] = compare.compare(compare.read_rows(csv_a), compare.read_rows(csv_b))
+        if csv_a.is_file() and csv_b.is_file():
+            panels[split] = compare.compare(compare.read_rows(csv_a), compare.read_rows(csv_b))
+    names = compare.shown_metrics(panels.values())
+    print(f"| split | {' | '.join(compare.METRICS[k] for k in names)} |")
+    print("|---|" + "---|" * len(names))
+    for split in panels:
         m = panels[split]["metrics"]
         cells = []
         for k in names:
@@ -120,6 +144,7 @@ def main(argv=None):
                    help="also print every model's class-level R@1 hits class by class on SPLIT")
     args = p.parse_args(argv)
     results(args.root)
+    pair_results(args.root)
     if args.paired:
         print()
         paired(args.root, *args.paired, png=args.png)

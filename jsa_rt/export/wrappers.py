@@ -63,7 +63,14 @@ class _Base(nn.Module):
 
     @staticmethod
     def _fp32(out: dict, names) -> tuple:
-        return tuple(out[n].to(torch.float32) for n in names)
+        # One tensor under two names (EZ-VSL's aud is its img) must stay two graph outputs:
+        # a second output of the same value would take the first one's name.
+        tensors, seen = [], set()
+        for n in names:
+            t = out[n].to(torch.float32)
+            tensors.append(t.clone() if id(t) in seen else t)
+            seen.add(id(t))
+        return tuple(tensors)
 
 
 class RawLocalizer(_Base):

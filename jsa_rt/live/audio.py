@@ -129,6 +129,7 @@ class AudioSource:
     name: str = "audio"
     rate: int = 16000
     overflows: int = 0
+    nonfinite: int = 0        # NaN / inf samples received and zeroed (a file with any is refused)
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -204,6 +205,10 @@ class MicSource(AudioSource):
             except Exception:
                 pass
             self._stream = None
+
+    @property
+    def nonfinite(self) -> int:
+        return self.ring.nonfinite
 
     def available(self) -> int:
         return self.ring.written

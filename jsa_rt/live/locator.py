@@ -18,6 +18,7 @@ audio. With the onnxruntime or TensorRT backend, torch is never imported.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -43,7 +44,11 @@ class PushedAudio(AudioSource):
         self.ring = RingBuffer(int(self.rate * (window_seconds + BUFFER_SECONDS)), self.rate)
 
     def push(self, mono: np.ndarray) -> None:
-        self.ring.write(mono, time.monotonic())
+        self.ring.write(mono, time.monotonic())      # zeroes and counts NaN / inf samples
+
+    @property
+    def nonfinite(self) -> int:
+        return self.ring.nonfinite
 
     def available(self) -> int:
         return self.ring.written
@@ -62,7 +67,8 @@ class PushedAudio(AudioSource):
 class Where:
     """One frame's answer. Coordinates in `peak`/`box` are [0, 1] of the frame; `_px` in pixels."""
     active: bool                     # False: "no source" (see `reason`)
-    reason: str                      # "quiet", "low confidence", "empty map", or "" when active
+    reason: str                      # "quiet", "low confidence", "empty map", "non-finite model
+                                     # output" (confidence then reads 0), or "" when active
     confidence: float                # model confidence (cosine of the two target slots)
     level_db: float                  # audio level of the last half second, dBFS
     peak: tuple[float, float] | None
@@ -147,6 +153,11 @@ class SoundLocator:
         self.audio_refreshes = 0
 
     # ---- audio -----------------------------------------------------------------------------
+    @property
+    def nonfinite_samples(self) -> int:
+        """NaN / inf samples pushed so far: each was replaced by silence before the model."""
+        return self._audio.nonfinite if self._audio is not None else 0
+
     def push_audio(self, samples, sample_rate: int) -> None:
         """Append captured audio: (n,) or (n, channels); float in [-1, 1] or integer PCM."""
         samples = np.asarray(samples)
@@ -209,8 +220,9 @@ class SoundLocator:
         loc: Localization = self._gate.update(maps.heatmap, maps.confidence, self._level,
                                               time.monotonic() if t is None else float(t), view)
         # the smoothed map is the gate's running buffer: each Where keeps its own copy
-        return Where(loc.active, loc.reason, float(maps.confidence), float(self._level), loc.peak, loc.box,
-                     loc.heatmap.copy(), view, frame.shape[:2])
+        confidence = float(maps.confidence)
+        return Where(loc.active, loc.reason, confidence if math.isfinite(confidence) else 0.0,
+                     float(self._level), loc.peak, loc.box, loc.heatmap.copy(), view, frame.shape[:2])
 
     def draw(self, frame: np.ndarray, where: Where) -> np.ndarray:
         """The live view's overlay (heatmap, peak, box) on the frame, in place; returns it.

@@ -223,7 +223,8 @@ class JsonLog:
                 from ..errors import InputError
                 raise InputError(f"cannot write --log-json {self.path}: {exc.strerror}; "
                                  f"choose a folder you can write to") from None
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        # strict JSON: a NaN or inf (never meant to get here) is written as null, not as bare NaN
+        self._file.write(json.dumps(_finite(record), separators=(",", ":"), allow_nan=False) + "\n")
         self._file.flush()
         self.lines += 1
 
@@ -233,3 +234,14 @@ class JsonLog:
             return None
         self._file.close()
         return f"{self.path} ({self.lines} lines)"
+
+
+def _finite(value):
+    """`value` with every non-finite float inside (dicts, lists) replaced by None."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

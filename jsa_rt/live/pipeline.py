@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..atomic import refuse_same_file
 from ..errors import JsaError
 from .audio import AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
@@ -164,6 +166,7 @@ class Pipeline:
 
     def start(self) -> None:
         o = self.options
+        refuse_same_file({"--output": o.output, "--log-json": o.log_json})
         for flag, path in (("--output", o.output), ("--log-json", o.log_json)):
             if path:
                 check_writable(flag, path)
@@ -244,7 +247,8 @@ class Pipeline:
         fps = (self.frames_rendered - 1) / span if span > 0 else 0.0
         return (f"  {span:6.1f} s  {self.frames_rendered} frames  {fps:5.1f} fps  latency p50 {p50:.0f} ms"
                 f"  dropped {self.video.dropped if self.video else 0}"
-                f"  mic overflows {self.audio.overflows if self.audio else 0}")
+                f"  mic overflows {self.audio.overflows if self.audio else 0}"
+                + (f"  NaN/inf samples zeroed {self.audio.nonfinite}" if self.audio and self.audio.nonfinite else ""))
 
     def stop(self) -> list[str]:
         """Close the sources, join every thread (within JOIN_TIMEOUT_S in all); names of stragglers."""
@@ -400,7 +404,8 @@ class Pipeline:
                 image = draw_localization(frame.image, loc, o.render, r.view)
                 if o.render.show_hud:
                     draw_hud(image, HudInfo(fps_ema, self._latency_ema, self.backend_name, r.level_db,
-                                            self.window.window / self.audio.rate, r.confidence,
+                                            self.window.window / self.audio.rate,
+                                            r.confidence if math.isfinite(r.confidence) else 0.0,
                                             loc.reason, self.video.dropped, self.audio.overflows,
                                             o.render.min_level_db))
                 now = time.monotonic()
@@ -435,13 +440,14 @@ class Pipeline:
                     "frame": frame.index,
                     "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
                     "box": [round(v, 4) for v in loc.box] if loc.active else None,
-                    "confidence": round(r.confidence, 4),
+                    "confidence": round(r.confidence, 4) if math.isfinite(r.confidence) else None,
                     "level_db": round(r.level_db, 1),
                     "state": "source" if loc.active else f"no source ({loc.reason})",
                     "latency_ms": round(latency_ms, 2),
                     "infer_ms": round(r.infer_ms, 2),
                     "audio_age_ms": round(r.audio_age_s * 1000, 1),
                     "backend": self.backend_name,
+                    "nonfinite_samples": self.audio.nonfinite,    # NaN / inf heard so far, zeroed
                     "stages_ms": {k: round(v, 2) for k, v in r.stages_ms.items()} | {
                         "result_wait": round((t_got - r.t_infer_done) * 1e3, 2),
                         "render": round((now - t_got) * 1e3, 2),

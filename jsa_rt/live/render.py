@@ -36,7 +36,8 @@ class RenderOptions:
 @dataclass
 class Localization:
     active: bool                           # False: the no-source state
-    reason: str                            # why not active ("quiet", "low confidence"), else ""
+    reason: str                            # why not active ("quiet", "low confidence",
+                                           # "non-finite model output"), else ""
     peak: tuple[float, float] | None       # full-frame [0, 1] coordinates
     box: tuple[float, float, float, float] | None   # (x0, y0, x1, y1) in full-frame [0, 1]
     heatmap: np.ndarray                    # smoothed (S, S) in [0, 1], for drawing; the Localizer's
@@ -65,7 +66,10 @@ class Localizer:
     def update(self, heatmap: np.ndarray, confidence: float, level_db: float, t: float,
                view: tuple = (0.0, 0.0, 1.0, 1.0)) -> Localization:
         o = self.options
-        reason = ("quiet" if level_db < o.min_level_db else
+        # a non-finite map or confidence (a diverged model) is never shown, nor smoothed into later frames
+        broken = not (math.isfinite(confidence) and math.isfinite(level_db) and np.isfinite(heatmap).all())
+        reason = ("non-finite model output" if broken else
+                  "quiet" if level_db < o.min_level_db else
                   "low confidence" if confidence < o.min_confidence else "")
         # In the no-source state the map decays towards zero at the persistence rate.
         target = np.zeros_like(heatmap, dtype=np.float32) if reason else heatmap.astype(np.float32)

@@ -5,6 +5,9 @@ into arrays allocated up front and bumps two counters, so the callback never all
 buffer, never blocks and never logs. Readers check the counters before and after a copy (a
 seqlock), so a read that raced with a wrap-around is detected instead of returning torn audio.
 
+Non-finite samples (NaN, inf: a glitching driver, a caller's bad block) never enter: the writer
+zeroes them in place and counts them in `nonfinite`, so no reader, model or recording sees one.
+
 Sample positions are absolute: sample `i` is the i-th sample ever written. `index_at(t)` maps a
 `time.monotonic()` instant to a position using the (end position, end time) stamp of each block.
 """
@@ -24,6 +27,7 @@ class RingBuffer:
         self.capacity = int(capacity)
         self.sample_rate = float(sample_rate)
         self._data = np.zeros(self.capacity, np.float32)
+        self._bad = np.zeros(self.capacity, bool)             # scratch mask: the writer never allocates
         self._stamp_pos = np.zeros(max_blocks, np.int64)      # absolute position after each block
         self._stamp_time = np.zeros(max_blocks, np.float64)   # monotonic time of that block's last sample
         self._max_blocks = max_blocks
@@ -33,6 +37,7 @@ class RingBuffer:
         self._last_t = float("-inf")
         self.written = 0          # samples ever written (published after the copy)
         self.blocks = 0           # stamps ever written
+        self.nonfinite = 0        # NaN / inf samples written (stored as 0.0)
 
     # ---- writer (callback thread) -------------------------------------------------------------
     def write(self, samples: np.ndarray, t_end: float) -> None:
@@ -47,6 +52,8 @@ class RingBuffer:
         self._data[start:start + first] = samples[:first]
         if first < n:
             self._data[:n - first] = samples[first:]
+        self._zero_nonfinite(start, first)
+        self._zero_nonfinite(0, n - first)
         slot = self.blocks % self._max_blocks
         # Keep stamps non-decreasing (np.interp needs it): latency estimates jitter.
         if t_end < self._last_t:
@@ -56,6 +63,16 @@ class RingBuffer:
         self._stamp_time[slot] = t_end
         self.written += n                          # publish samples, then the stamp
         self.blocks += 1
+
+    def _zero_nonfinite(self, start: int, n: int) -> None:
+        if n <= 0:
+            return
+        data, bad = self._data[start:start + n], self._bad[:n]
+        np.isfinite(data, out=bad)
+        np.logical_not(bad, out=bad)
+        if bad.any():
+            self.nonfinite += int(np.count_nonzero(bad))
+            np.copyto(data, 0.0, where=bad)
 
     # ---- readers ------------------------------------------------------------------------------
     def oldest(self) -> int:

@@ -37,9 +37,10 @@ def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None, object_p
 
 
 def run_localize(args) -> int:
-    from ..atomic import atomic_path
+    from ..atomic import atomic_path, refuse_same_file
     from ..overlay import overlay_heatmap, peak_xy
     from .checkpoint import load_checkpoint
+    refuse_same_file({"--out": args.out, "--png": args.png})
     png_ext = Path(args.png).suffix.lower() if args.png else None
     if args.png:                     # checked first: a bad picture name must not leave the .npz alone
         import cv2

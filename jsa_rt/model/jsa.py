@@ -2,6 +2,18 @@
 
 The audio and visual halves are separate calls (`audio_branch`, `visual_branch`) so a live
 loop can refresh the audio at a lower rate than the video.
+
+Variants (`ModelConfig.variant`; method.md is the paper, "listen" is our documented deviation).
+The paper's JSA is sound-blind among several objects: its localisation map (the audio target
+slot's query against the image keys, `ca_av[:, 0]`) is trained toward the image's own target
+map `ia_vv` by the attention-matching loss, which no sound enters, and nothing in training makes
+it depend on which sound plays. The "listen" variant (1) adds `loc`, an EZ-VSL-style
+multiple-instance contrastive term on the map's own logits (losses.localisation_mil_loss): the
+sound must light up some location of its own image more than any location of the other images,
+so the map has to use the audio; (2) drops the matching term that pulls the map toward the
+sound-blind `ia_vv` (`match="audio_only"`; "reverse" and "off" are ablations); (3) uses the AUD
+map alone at inference (IQR weight 1.0), as the image's own map cannot know which object sounds.
+Architecture and weights are the same: only the losses and the IQR weight differ.
 """
 from __future__ import annotations
 
@@ -33,7 +45,9 @@ class JSA(AudioVisualModel):
         out.update(image_tokens=v, audio_tokens=a)
         return out
 
-    def loss(self, images, wave):
+    def loss(self, images, wave, frame_group: torch.Tensor | None = None):
+        """-> (total, {term: value}). `frame_group` (B,) long, optional (listen only): rows that
+        show the same frame with different sounds (see losses.localisation_mil_loss)."""
         cfg = self.cfg
         out = self(images, wave)
         img, aud = out["image"], out["audio"]
@@ -47,10 +61,15 @@ class JSA(AudioVisualModel):
             "recon": losses.reconstruction_loss(self.image_decoder(img.slots), out["image_tokens"])
                      + losses.reconstruction_loss(self.audio_decoder(aud.slots), out["audio_tokens"]),
             "div": losses.slot_divergence_loss(img.slots) + losses.slot_divergence_loss(aud.slots),
-            "match": losses.attention_matching_loss(out["ca_av"], out["ia_vv"], out["ca_va"], out["ia_aa"]),
+            "match": losses.attention_matching_loss(out["ca_av"], out["ia_vv"], out["ca_va"], out["ia_aa"],
+                                                    cfg.match),
         }
-        total = (terms["cotr"] + cfg.w_recon * terms["recon"] + cfg.w_div * terms["div"]
-                 + cfg.w_match * terms["match"])
+        if cfg.variant == "listen":
+            query, keys = losses.whole_batch(aud.query, img.keys)
+            groups = None if frame_group is None else losses.whole_batch(frame_group)[0]
+            terms["loc"] = losses.localisation_mil_loss(query, keys, self.slots.scale, cfg.tau_loc, groups)
+        weights = {"cotr": 1.0, "recon": cfg.w_recon, "div": cfg.w_div, "match": cfg.w_match, "loc": cfg.w_loc}
+        total = sum(weights[name] * value for name, value in terms.items())
         return total, terms
 
     # ---- inference ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The four JSA losses (method.md section 4) and EZ-VSL's multiple-instance contrastive loss.
+"""The four JSA losses (method.md section 4), EZ-VSL's multiple-instance contrastive loss and
+the listen variant's audio-conditioned localisation loss (model/jsa.py).
 
 Each is a plain function of tensors so tests can check it on hand-made cases.
 """
@@ -76,10 +77,20 @@ def contrastive_loss(image_slots, audio_slots, tau: float, k: int = 0) -> torch.
     return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
 
 
-def attention_matching_loss(ca_av, ia_vv, ca_va, ia_aa) -> torch.Tensor:
-    """Cross-modal target-slot maps follow the (detached) intra-modal ones."""
-    return (F.mse_loss(ca_av[:, 0], ia_vv[:, 0].detach())
-            + F.mse_loss(ca_va[:, 0], ia_aa[:, 0].detach()))
+def attention_matching_loss(ca_av, ia_vv, ca_va, ia_aa, mode: str = "both") -> torch.Tensor:
+    """Cross-modal target-slot maps follow the (detached) intra-modal ones (mode "both", the
+    paper). Ablations of the image-side term: "audio_only" drops it, "reverse" makes the image's
+    own map follow the detached localisation map instead; "off" drops both (returns 0)."""
+    if mode == "off":
+        return ca_av.new_zeros(())
+    audio_side = F.mse_loss(ca_va[:, 0], ia_aa[:, 0].detach())
+    if mode == "audio_only":
+        return audio_side
+    if mode == "reverse":
+        return F.mse_loss(ia_vv[:, 0], ca_av[:, 0].detach()) + audio_side
+    if mode == "both":
+        return F.mse_loss(ca_av[:, 0], ia_vv[:, 0].detach()) + audio_side
+    raise ValueError(f"unknown attention-matching mode {mode!r}")
 
 
 def slot_divergence_loss(slots: torch.Tensor) -> torch.Tensor:
@@ -98,4 +109,27 @@ def ezvsl_mil_loss(audio_emb: torch.Tensor, image_map: torch.Tensor, tau: float)
     v = F.normalize(image_map.float(), dim=-1)
     scores = torch.einsum("id,jnd->ijn", a, v).amax(dim=2) / tau      # (B audio, B image)
     labels = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)
+
+
+def localisation_mil_loss(audio_query: torch.Tensor, image_keys: torch.Tensor, scale: float,
+                          tau: float, frame_group: torch.Tensor | None = None) -> torch.Tensor:
+    """The listen variant's `loc` term: audio i's last queries (B,S,D) against image j's keys
+    (B,N,D). The logit at token n is the target-minus-off-target margin of the localisation map,
+    m_ijn = scale * (q_i0 - q_i1) . k_jn (softmax over two slots = sigmoid(m), so its argmax is
+    the map's peak); the pair's score is max_n m_ijn (MIL: a sound lights up some location of
+    its own image, more than any location of the other images). Symmetric cross-entropy
+    against the diagonal at temperature tau, in fp32.
+
+    `frame_group` (B,) marks rows showing the same frame (with different sounds): such an image
+    is identical, not a negative, and the other sound has its source in it too, so those
+    off-diagonal pairs are left out of both directions (otherwise their logits are equal and
+    the two rows ask for opposite orders)."""
+    with torch.autocast(audio_query.device.type, enabled=False):
+        margin = (audio_query[:, 0] - audio_query[:, 1]).float() * scale                  # (B, D)
+        scores = torch.einsum("id,jnd->ijn", margin, image_keys.float()).amax(dim=2) / tau  # (B audio, B image)
+    labels = torch.arange(scores.shape[0], device=scores.device)
+    if frame_group is not None:
+        same = (frame_group[:, None] == frame_group[None, :]) & (labels[:, None] != labels[None, :])
+        scores = scores.masked_fill(same, float("-inf"))
     return F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)

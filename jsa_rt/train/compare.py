@@ -5,7 +5,9 @@ Reads two per-sample CSVs written by `jsa-rt eval` on the same split, pairs thei
 and for each metric prints both values, the difference A - B with a 95 % paired-bootstrap
 interval, and a verdict: "A" or "B" when the interval excludes 0, "tie (n.s.)" otherwise.
 Metrics: cIoU@0.5, AUC, pointing game (samples with a box), retrieval R@1 in both directions,
-instance and class level (samples with a visible source). Writes JSON with --json.
+instance and class level (samples with a visible source), and on multi-source ("pair") splits
+`follows`, paired and resampled by frame (the CSV's `group`, whose rows all carry the frame's
+result). Writes JSON with --json.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import positive_int
+from ..cli import at_least
 from ..errors import InputError
 from . import metrics
 
@@ -53,12 +55,30 @@ def _per_sample(rows: list[dict], name: str) -> list[float | None]:
     return [None if x is None else float(x == 0) for x in rank]
 
 
+def _per_group(a_rows: list[dict], b_rows: list[dict], column: str) -> list[tuple[float, float]]:
+    """(A, B) once per group (frame) for a per-frame column repeated on each of its rows; rows are
+    paired by id, and a frame is compared when both runs scored it."""
+    pairs = {}
+    for ra, rb in zip(a_rows, b_rows):
+        if ra.get("group") and ra[column] not in ("", None) and rb[column] not in ("", None):
+            pairs.setdefault(ra["group"], (float(ra[column] == "True"), float(rb[column] == "True")))
+    return list(pairs.values())
+
+
 METRICS = {"ciou50": "cIoU@0.5", "auc": "AUC", "pointing": "pointing",
            "rank_a2i": "R@1 a2i", "rank_i2a": "R@1 i2a",
-           "class_rank_a2i": "R@1 a2i (class)", "class_rank_i2a": "R@1 i2a (class)"}
+           "class_rank_a2i": "R@1 a2i (class)", "class_rank_i2a": "R@1 i2a (class)",
+           "follows": "follows (frames)"}
+PER_GROUP = ("follows",)         # one score per frame, not per sample: pair splits only
+
+
+MIN_RESAMPLES = 1000      # a 95 % interval rests on its 2.5 % tails: 25 draws each at this count
 
 
 def compare(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 10000, seed: int = 0) -> dict:
+    if resamples < MIN_RESAMPLES:
+        raise InputError(f"{resamples} bootstrap resamples is too few for a 95 % interval: use at least "
+                         f"{MIN_RESAMPLES} (default 10000)")
     ids = sorted(set(rows_a) & set(rows_b))
     if not ids:
         raise InputError("the two CSVs share no sample id: evaluate both models on the same split")
@@ -67,6 +87,8 @@ def compare(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 1
            "metrics": {}, "not_compared": {}}
     for key in METRICS:
         column = {"ciou50": "ciou", "auc": "ciou"}.get(key, key)
+        if key in PER_GROUP and column not in a_rows[0] and column not in b_rows[0]:
+            continue                                    # not a pair split: nothing to say
         if column not in a_rows[0] or column not in b_rows[0]:
             out["not_compared"][key] = f"no {column} column in {'A' if column not in a_rows[0] else 'B'}"
             continue                                    # e.g. class ranks of an unlabelled set
@@ -78,8 +100,11 @@ def compare(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 1
                 out["not_compared"][key] = (f"different retrieval galleries ({len(gallery_a)} and "
                                             f"{len(gallery_b)} samples): evaluate both on the same samples")
                 continue
-        pairs = [(x, y) for x, y in zip(_per_sample(a_rows, key), _per_sample(b_rows, key))
-                 if x is not None and y is not None]
+        if key in PER_GROUP:
+            pairs = _per_group(a_rows, b_rows, column)
+        else:
+            pairs = [(x, y) for x, y in zip(_per_sample(a_rows, key), _per_sample(b_rows, key))
+                     if x is not None and y is not None]
         if not pairs:
             continue
         a, b = np.array(pairs).T
@@ -93,9 +118,17 @@ def markdown(result: dict, name_a: str, name_b: str) -> str:
     lines = [f"| metric | {name_a} | {name_b} | A - B | 95 % interval | better |", "|---|---|---|---|---|---|"]
     for key, m in result["metrics"].items():
         better = {"A": name_a, "B": name_b}.get(m["better"], m["better"])
-        lines.append(f"| {METRICS[key]} | {100 * m['a']:.1f} | {100 * m['b']:.1f} | {100 * m['diff']:+.1f} "
+        label = f"{METRICS[key]}, n={m['n']}" if key in PER_GROUP else METRICS[key]
+        lines.append(f"| {label} | {100 * m['a']:.1f} | {100 * m['b']:.1f} | {100 * m['diff']:+.1f} "
                      f"| [{100 * m['lo']:+.1f}, {100 * m['hi']:+.1f}] | {better} |")
     return "\n".join(lines) + "\n"
+
+
+def shown_metrics(results) -> list[str]:
+    """The metrics a table or plot of these comparisons lists: every per-sample one, and follows
+    where some split had frames to compare."""
+    results = list(results)
+    return [k for k in METRICS if k not in PER_GROUP or any(k in r["metrics"] for r in results)]
 
 
 def plot(panels: dict[str, dict], name_a: str, name_b: str, path: Path) -> None:
@@ -104,15 +137,16 @@ def plot(panels: dict[str, dict], name_a: str, name_b: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True, squeeze=False)
+    shown = shown_metrics(panels.values())
+    rows = {key: len(shown) - 1 - i for i, key in enumerate(shown)}             # same rows in every panel
     for ax, (title, result) in zip(axes[0], panels.items()):
-        rows = {key: len(METRICS) - 1 - i for i, key in enumerate(METRICS)}     # same rows in every panel
         for key, m in result["metrics"].items():
             y = rows[key]
             colour = {"A": "tab:green", "B": "tab:red"}.get(m["better"], "tab:gray")
             ax.errorbar(100 * m["diff"], y, xerr=[[100 * (m["diff"] - m["lo"])], [100 * (m["hi"] - m["diff"])]],
                         fmt="o", color=colour, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks([rows[k] for k in METRICS], list(METRICS.values()))
+        ax.set_yticks([rows[k] for k in shown], [METRICS[k] for k in shown])
         ax.set_title(f"{title} ({result['paired']} scenes)", fontsize=10)
         ax.set_xlabel(f"{name_a} - {name_b} (points)")
         ax.grid(axis="x", alpha=0.3)
@@ -131,7 +165,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("a", type=Path, help="per-sample CSV of model A (from jsa-rt eval)")
     p.add_argument("b", type=Path, help="per-sample CSV of model B, same split")
     p.add_argument("--names", nargs=2, metavar=("A", "B"), default=None, help="labels (default: the CSVs' folder names)")
-    p.add_argument("--resamples", type=positive_int, default=10000)
+    p.add_argument("--resamples", type=at_least(MIN_RESAMPLES, "fewer give intervals too rough to call a "
+                                                "winner"), default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the comparison here")
     p.add_argument("--png", type=Path, default=None, help="draw the differences and their intervals here")

@@ -10,7 +10,10 @@ Layouts (as the field's code expects them; no conversion needed):
 - `vggss`: a JSON list of `{"file", "class", "bbox": [[x0,y0,x1,y1], ...]}` in [0,1] with
   `frames/<file>.jpg` and `audio/<file>.wav`.
 - `scenes`: ours (make-scenes): the VGG-SS layout with `annotations/<split>.json`, which adds
-  `no_source` (scenes with no visible source carry no box).
+  `no_source` (scenes with no visible source carry no box). Multi-source splits (`pairs`, ...)
+  write one frame once per sounding object; their entries add `group` (shared by the scenes of
+  one frame), `candidates` ([{"class", "box"}] for every visible sounding-class object) and
+  `kind`, which land in `Sample.meta` (`group` None, `candidates` [] where absent).
 - `avsbench`: AVSBench S4 / MS3. The release nests folders differently between versions, so the
   reader indexes the tree once: frames under a `visual_frames` folder (`<vid>_<i>.png` or
   `<vid>.mp4_<i>.png`), masks under `gt_masks` (`<vid>_<i>.png`), audio `<vid>.wav`; the split
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import random
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -86,15 +90,29 @@ def read_pairs(root: Path, ids_file: Path | None = None) -> list[Sample]:
     return [Sample(i, root / "frames" / f"{i}.jpg", root / "audio" / f"{i}.wav") for i in ids]
 
 
+def check_box(box: list, where: str) -> list:
+    """A box must be four finite numbers with x0 < x1 and y0 < y1: a NaN box would score as a
+    hit and an inverted or empty one would vanish from the ground truth."""
+    try:
+        box = [float(v) for v in box]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or not (box[0] < box[2] and box[1] < box[3]):
+        raise InputError(f"{where}: box {box or '(not numbers)'} is not [x0, y0, x1, y1] with x0 < x1 and "
+                         f"y0 < y1 (finite numbers); fix or remove it")
+    return box
+
+
 def parse_flickr_xml(path: Path) -> list[list[int]]:
     """Boxes [xmin, ymin, xmax, ymax] in 256x256 pixels, one per annotator's <bbox>."""
     boxes = []
     for bbox in ET.parse(path).getroot().iter("bbox"):
         named = {c.tag.lower(): c.text for c in bbox}
         if all(k in named for k in ("xmin", "ymin", "xmax", "ymax")):
-            boxes.append([int(float(named[k])) for k in ("xmin", "ymin", "xmax", "ymax")])
+            box = [named[k] for k in ("xmin", "ymin", "xmax", "ymax")]
         else:   # the LVS/EZ-VSL reading: skip the first child, then four numbers
-            boxes.append([int(float(c.text)) for c in list(bbox)[1:5]])
+            box = [c.text for c in list(bbox)[1:5]]
+        boxes.append([int(v) for v in check_box(box, f"annotation {path}")])
     return boxes
 
 
@@ -123,7 +141,8 @@ def read_vggss(root: Path, annotations: Path) -> list[Sample]:
         for e in entries:
             no_source = bool(e.get("no_source", False))
             samples.append(Sample(str(e["file"]), root / "frames" / f"{e['file']}.jpg", root / "audio" / f"{e['file']}.wav",
-                                  "vggss", [list(map(float, b)) for b in e.get("bbox", [])], None, no_source,
+                                  "vggss", [check_box(b, f"annotations {annotations} entry {len(samples)} "
+                                                         f"({e['file']})") for b in e.get("bbox", [])], None, no_source,
                                   str(e.get("class", "")), {k: v for k, v in e.items() if k not in ("file", "bbox")}))
     except (AttributeError, KeyError, TypeError, ValueError):
         raise InputError(f"annotations {annotations} entry {len(samples)} is not like {{\"file\": ID, \"class\": NAME, "
@@ -139,7 +158,25 @@ def read_scenes(root: Path, split: str = "test", annotations: Path | None = None
     if not ann.is_file():
         have = sorted(p.stem for p in (root / "annotations").glob("*.json"))
         raise InputError(f"no split {split!r} in {root} (have: {', '.join(have) or 'none'}; make one with jsa-rt make-scenes)")
-    return read_vggss(root, ann)
+    samples = read_vggss(root, ann)
+    for s in samples:
+        _pair_fields(s, ann)
+    return samples
+
+
+def _pair_fields(s: Sample, ann: Path) -> None:
+    """Multi-source scenes: `group` as a string (None when single-source), `candidates` as
+    [{"class": str, "box": [x0, y0, x1, y1]}] ([] when absent)."""
+    group = s.meta.get("group")
+    s.meta["group"] = None if group in (None, "") else str(group)
+    try:
+        s.meta["candidates"] = [{"class": str(c.get("class", "")), "box": [float(v) for v in c["box"]]}
+                                for c in s.meta.get("candidates") or []]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise InputError(f"annotations {ann}: {s.id}'s candidates are not like [{{\"class\": NAME, "
+                         f"\"box\": [x0, y0, x1, y1]}}, ...]; fix the file") from None
+    if any(len(c["box"]) != 4 for c in s.meta["candidates"]):
+        raise InputError(f"annotations {ann}: {s.id} has a candidate box without 4 numbers; fix the file")
 
 
 def read_avsbench(root: Path, split: str = "test") -> list[Sample]:
@@ -195,15 +232,30 @@ def read_samples(fmt: str, root: Path, split: str = "test", annotations: Path | 
     raise InputError(f"unknown data format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def guess_format(root: Path) -> str:
+def guess_format(root: Path, annotations: Path | None = None) -> str:
+    """The layout of `root`, from its folders and, when given, the annotation file's content: a
+    JSON list of {"file": ...} entries is VGG-SS (or our scenes), never an id list."""
     root = Path(root)
-    if (root / "scenes.json").is_file() or (root / "annotations").is_dir() and any((root / "annotations").glob("*.json")):
+    scenes = (root / "scenes.json").is_file() or (root / "annotations").is_dir() and any((root / "annotations").glob("*.json"))
+    if annotations is not None and _holds_vggss_entries(Path(annotations)):
+        return "scenes" if scenes else "vggss"
+    if scenes:
         return "scenes"
     if (root / "Annotations").is_dir():
         return "flickr"
     if any(root.rglob("gt_masks")):
         return "avsbench"
     return "pairs"
+
+
+def _holds_vggss_entries(path: Path) -> bool:
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(entries, list) and any(isinstance(e, dict) for e in entries)   # a bad entry: read_vggss says which
 
 
 # ---- transforms ---------------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ every sample with metrics.py, and writes:
 - OUT.csv: one row per sample, OUT.md: a markdown table (x100, as papers report),
 - OUT.png: a grid of maps over images with the ground truth outlined.
 The last three go to --out-dir (default: beside OUT.json).
+
+Multi-source ("pair") splits, whose scenes carry a `group` (one frame written once per sounding
+object), add `pairs` to the JSON (`follows`: share of frames where every soundtrack puts the peak
+on its own object, `chance`, `never_moves`, `wrong_object`, ... see `pair_summary`), `ci95.follows`
+and `ci95.wrong_object`, the CSV columns `group`, `follows` (the frame's, on each of its rows,
+for `jsa-rt compare`) and `wrong_object`, and OUT_pairs.png: a few frames once per sound.
 """
 from __future__ import annotations
 
@@ -74,6 +80,26 @@ def scene_conditions(meta: dict) -> dict:
 IQR_ALPHAS = (0.4, 0.6)
 
 
+def other_candidate_boxes(sample) -> list:
+    """Boxes of the frame's other sounding-class objects: the candidates that are not the sounding
+    one (neither its class nor one of its boxes)."""
+    own = [list(map(float, b)) for b in sample.boxes]
+    return [c["box"] for c in sample.meta.get("candidates") or []
+            if c["class"] != sample.label and c["box"] not in own]
+
+
+def _picture_groups(samples, count: int = 6) -> set:
+    """`count` groups spread over the split, for the pair picture."""
+    sizes: dict = {}
+    for s in samples:
+        if s.meta.get("group") is not None:
+            sizes[s.meta["group"]] = sizes.get(s.meta["group"], 0) + 1
+    groups = [g for g, n in sizes.items() if n >= 2]
+    if not groups or not count:
+        return set()
+    return {groups[i] for i in np.linspace(0, len(groups) - 1, min(count, len(groups))).astype(int)}
+
+
 def _iqr_heatmaps(model, out: dict, alpha_used: float | None, object_prior) -> dict:
     """{alpha: heatmaps} for the IQR weights not already in out["heatmap"] (JSA with IQR only:
     EZ-VSL has one map, and OGL fuses another)."""
@@ -97,6 +123,8 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     show = set(np.linspace(0, len(dataset) - 1, min(grid, len(dataset))).astype(int).tolist()) if grid else set()
+    pictured = _picture_groups(dataset.samples) if grid else set()
+    pair_gts = {}                                  # id -> sounding object mask, scenes of a group
     rows, examples, errors = [], [], []
     slots_a, slots_v, slot_labels, retrieval_rows = [], [], [], []
     confidence, no_source = [], []
@@ -123,9 +151,16 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                 row = {"id": sample.id, "label": sample.label, "no_source": ns, "confidence": float(conf[j]),
                        "ciou": None, "pointing": None, "size": None, "gt_area": None,
                        **scene_conditions(sample.meta)}
+                group = sample.meta.get("group")
+                if group is not None:
+                    row.update(group=group, scene_kind=sample.meta.get("kind"))
                 if has_gt and gt.any():
                     row.update(ciou=metrics.ciou(m, gt, threshold), pointing=metrics.pointing_hit(m, gt),
                                size=metrics.size_bucket(gt), gt_area=float((gt > 0).mean()))
+                    if sample.meta.get("candidates"):
+                        row["wrong_object"] = metrics.wrong_object_hit(m, gt, other_candidate_boxes(sample))
+                    if group is not None:
+                        pair_gts[sample.id] = gt > 0
                     for a, maps in other_alphas.items():
                         other = metrics.eval_map(maps[j])
                         row[f"ciou_iqr{a}"] = metrics.ciou(other, gt, threshold)
@@ -145,8 +180,10 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                     slots_a.append(a_slot[j])
                     slots_v.append(v_slot[j])
                     slot_labels.append(sample.label)
-                if idx in show:
-                    examples.append({"image": _denormalise(batch["image"][j].numpy()), "map": m, "gt": gt, "row": row})
+                if idx in show or group in pictured:
+                    examples.append({"image": _denormalise(batch["image"][j].numpy()), "map": m, "gt": gt, "row": row,
+                                     "grid": idx in show, "group": group if group in pictured else None,
+                                     "others": other_candidate_boxes(sample)})
     bar.close()
 
     scored = [r for r in rows if r["ciou"] is not None]
@@ -178,6 +215,12 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
             for direction, rank in ranks.items():   # per-sample ranks: paired comparisons need them
                 for row, r in zip(retrieval_rows, rank):
                     row[f"{prefix}rank_{direction}"] = int(r)
+    pairs = [r for r in scored if r.get("group") is not None]
+    if pairs:
+        follows = metrics.follows_by_group([r["group"] for r in pairs], [r["pointing"] for r in pairs])
+        for r in pairs:                     # the frame's result on each of its rows: compare pairs on it
+            r["follows"] = follows.get(r["group"])
+        summary["pairs"] = pair_summary(pairs, pair_gts)
     summary["ci95"] = _intervals(scored, retrieval_rows)
     summary["by_size"] = {name: _group([r for r in scored if r["size"] == name]) for name, _, _ in metrics.SIZE_BUCKETS}
     by_condition = {factor: {level: _group([r for r in scored if r.get(factor) == level])
@@ -191,6 +234,39 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
     return summary, rows, examples
 
 
+def _mean(values) -> float | None:
+    values = list(values)
+    return float(np.mean(values)) if values else None
+
+
+def _follows_by_frame(rows: list[dict]) -> dict:
+    """{group: follows} from the rows' per-frame column (groups with one scored scene have none)."""
+    return {r["group"]: bool(r["follows"]) for r in rows if r.get("follows") is not None}
+
+
+def _pair_stats(rows: list[dict], gts: dict) -> dict:
+    groups = [r["group"] for r in rows]
+    return {"groups": len(_follows_by_frame(rows)), "scenes": len(rows),
+            "follows": _mean(_follows_by_frame(rows).values()),
+            "chance": _mean(metrics.follows_chance_by_group(groups, [r["gt_area"] for r in rows]).values()),
+            "never_moves": _mean(metrics.static_follows_by_group(groups, [gts[r["id"]] for r in rows]).values()),
+            "wrong_object": _mean(r["wrong_object"] for r in rows if "wrong_object" in r)}
+
+
+def pair_summary(rows: list[dict], gts: dict) -> dict:
+    """Multi-source scenes (rows with a `group` and their frame's `follows`; `gts`: id -> mask):
+    `follows` = share of frames (`groups`, those with >= 2 scored scenes) where every soundtrack
+    put the peak on its own object; `chance` = the same for independent uniformly random peaks;
+    `never_moves` = the best a map that never moves can do (frames whose sounding objects
+    overlap; 0 when disjoint); `wrong_object` = share of scenes whose peak missed the sounding
+    object but hit another candidate. Also `by_kind` (cutout, mosaic, coco, ...) when recorded."""
+    out = _pair_stats(rows, gts)
+    kinds = sorted({r["scene_kind"] for r in rows if r.get("scene_kind")})
+    if kinds:
+        out["by_kind"] = {k: _pair_stats([r for r in rows if r.get("scene_kind") == k], gts) for k in kinds}
+    return out
+
+
 def _intervals(scored: list[dict], retrieval_rows: list[dict]) -> dict:
     """Wilson 95 % intervals of the success fractions: how far the sample count lets a number move."""
     def interval(hits):
@@ -201,6 +277,10 @@ def _intervals(scored: list[dict], retrieval_rows: list[dict]) -> dict:
     for direction in ("a2i", "i2a"):
         out[f"r1_{direction}"] = interval([r[f"rank_{direction}"] == 0 for r in retrieval_rows
                                            if f"rank_{direction}" in r])
+    if any(r.get("group") is not None for r in scored):
+        out["follows"] = interval(list(_follows_by_frame(scored).values()))      # frames, not scenes
+        out["wrong_object"] = interval([bool(r["wrong_object"]) for r in scored
+                                        if r.get("group") is not None and "wrong_object" in r])
     return out
 
 
@@ -260,6 +340,14 @@ def markdown_table(summary: dict, title: str) -> str:
     lines.append(f"| detection rate (source scenes) | {pct(summary['detection_rate'])} |")
     if "avsbench" in summary:
         lines.append(f"| AVSBench mIoU / F-score | {pct(summary['avsbench']['miou'])} / {pct(summary['avsbench']['fscore'])} |")
+    pairs = summary.get("pairs")
+    if pairs:
+        lines.append(f"| follows: every sound's peak on its own object ({pairs['groups']} frames) / chance / "
+                     f"a map that never moves | {pct(pairs['follows'])} / {pct(pairs['chance'])} / {pct(pairs['never_moves'])} |")
+        lines.append(f"| peak on another candidate object ({pairs['scenes']} scenes) | {pct(pairs['wrong_object'])} |")
+        for kind, g in (pairs.get("by_kind") or {}).items():
+            lines.append(f"| {kind} frames (n={g['groups']}): follows / chance / another object | "
+                         f"{pct(g['follows'])} / {pct(g['chance'])} / {pct(g['wrong_object'])} |")
     ci = summary.get("ci95") or {}
     if ci:
         lines.append("| 95 % intervals (Wilson): " + ", ".join(k for k, v in ci.items() if v) + " | "
@@ -274,32 +362,74 @@ def markdown_table(summary: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_grid(path: Path, examples: list[dict]) -> None:
+def _figure(rows: int, cols: int):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import cv2
-    if not examples:
-        return
-    cols = min(4, len(examples))
-    rows = (len(examples) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, ex in zip(axes.ravel(), examples):
-        image = cv2.resize(ex["image"], (metrics.EVAL_SIZE,) * 2, interpolation=cv2.INTER_AREA)
-        ax.imshow(image)
-        ax.imshow(ex["map"], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        if ex["gt"].any():
-            ax.contour(ex["gt"] > 0, levels=[0.5], colors="white", linewidths=1.5)
-        r = ex["row"]
-        score = "no source" if r["no_source"] else (f"cIoU {r['ciou']:.2f}" if r["ciou"] is not None else "")
-        ax.set_title(f"{r['id'][:18]}\n{score} conf {r['confidence']:.2f}", fontsize=8)
+    return fig, axes
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     from ..atomic import atomic_path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+def _draw(ax, ex: dict, title: str) -> None:
+    """The frame at evaluation size, the map over it, the ground truth outlined in white."""
+    import cv2
+    image = cv2.resize(ex["image"], (metrics.EVAL_SIZE,) * 2, interpolation=cv2.INTER_AREA)
+    ax.imshow(image)
+    ax.imshow(ex["map"], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.autoscale(False)                                # boxes drawn later keep the frame's extent
+    if ex["gt"].any():
+        ax.contour(ex["gt"] > 0, levels=[0.5], colors="white", linewidths=1.5)
+    ax.set_title(title, fontsize=8)
+
+
+def write_grid(path: Path, examples: list[dict]) -> None:
+    if not examples:
+        return
+    cols = min(4, len(examples))
+    fig, axes = _figure((len(examples) + cols - 1) // cols, cols)
+    for ax, ex in zip(axes.ravel(), examples):
+        r = ex["row"]
+        score = "no source" if r["no_source"] else (f"cIoU {r['ciou']:.2f}" if r["ciou"] is not None else "")
+        _draw(ax, ex, f"{r['id'][:18]}\n{score} conf {r['confidence']:.2f}")
+    _save(fig, path)
+
+
+def write_pairs(path: Path, examples: list[dict]) -> None:
+    """One row per frame (group), its scenes side by side: each sound's map, the sounding object
+    outlined in white, the other candidates dashed grey, the peak green on the object, else red."""
+    frames: dict = {}
+    for ex in examples:
+        frames.setdefault(ex["group"], []).append(ex)
+    if not frames:
+        return
+    fig, axes = _figure(len(frames), max(len(scenes) for scenes in frames.values()))
+    size = metrics.EVAL_SIZE
+    for ax_row, (group, scenes) in zip(axes, frames.items()):
+        follows = scenes[0]["row"].get("follows")
+        for ax, ex in zip(ax_row, scenes):
+            r = ex["row"]
+            where = ("no box" if r["pointing"] is None else "on its object" if r["pointing"]
+                     else "on another object" if r.get("wrong_object") else "off")
+            _draw(ax, ex, f"{group[:14]} ({'follows' if follows else 'does not follow'})\n"
+                          f"sound {r['label'][:16]}: peak {where}")
+            for x0, y0, x1, y1 in ex["others"]:
+                ax.plot(np.array([x0, x1, x1, x0, x0]) * size, np.array([y0, y0, y1, y1, y0]) * size,
+                        "--", color="lightgrey", linewidth=1)
+            y, x = metrics.peak(ex["map"])
+            ax.plot(x, y, "x" if not r["pointing"] else "o", color="lime" if r["pointing"] else "red",
+                    markersize=9, markeredgewidth=2, fillstyle="none")
+    _save(fig, path)
 
 
 def torch_device(requested: str | None) -> str:
@@ -353,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     device = torch_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
-    fmt = args.format or guess_format(args.data)
+    fmt = args.format or guess_format(args.data, args.annotations)
     dataset = open_dataset(fmt, args.data, meta["config"], args.split, args.annotations)
     if args.limit:
         dataset.samples = dataset.samples[:args.limit]
@@ -381,7 +511,10 @@ def run(args: argparse.Namespace) -> int:
     write_csv(out_dir / f"{stem}.csv", rows)
     title = f"{meta['kind']} ({meta['config'].preset}) on {args.data.name} / {summary['split']}"
     _atomic_write(out_dir / f"{stem}.md", markdown_table(summary, title))
-    write_grid(out_dir / f"{stem}.png", examples)
+    write_grid(out_dir / f"{stem}.png", [e for e in examples if e["grid"]])
+    pairs = summary.get("pairs")
+    if pairs:
+        write_pairs(out_dir / f"{stem}_pairs.png", [e for e in examples if e["group"] is not None])
 
     def pct(x, key=None):
         ci = summary["ci95"].get(key) if key else None
@@ -394,6 +527,11 @@ def run(args: argparse.Namespace) -> int:
           f"i2a {pct(ret['i2a']['r1'], 'r1_i2a')}, false alarm {pct(summary['false_alarm'])} "
           f"(brackets: 95 % intervals); wrote {args.json} and {stem}.csv/.md/.png in {out_dir}; "
           f"next: jsa-rt compare {out_dir / f'{stem}.csv'} OTHER.csv (another model on the same split)")
+    if pairs:
+        print(f"pair scenes: follows {pct(pairs['follows'], 'follows')} of {pairs['groups']} frames (chance "
+              f"{pct(pairs['chance'])}, a map that never moves {pct(pairs['never_moves'])}); peak on another "
+              f"object {pct(pairs['wrong_object'], 'wrong_object')} of {pairs['scenes']} scenes"
+              + (f"; wrote {stem}_pairs.png" if args.grid else ""))
     return 0
 
 

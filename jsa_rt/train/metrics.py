@@ -18,6 +18,12 @@ numpy only (OpenCV for resizing a map that is not already 224x224). See method.m
 - Retrieval: cosine of the L2-normalised target slots; a query's rank counts every candidate
   scoring at least as high as the true pair (ties count against the model, so a constant
   embedding scores chance, not 100 %).
+- Multi-source ("pair") scenes: one frame with several objects of sounding classes, written once
+  per object with that object's sound (the scenes of one "group"). A group *follows* when every
+  soundtrack puts the peak on its own object (pointing hit on each scene). Its chance level is
+  the probability that independent uniform peaks all hit: the product of the sounding boxes'
+  area fractions. A map that never moves follows only where the boxes overlap (0 when they are
+  disjoint). *Wrong object*: the peak misses the sounding object but lands on another candidate.
 - Uncertainty: Wilson 95 % intervals for success fractions; two models on the same samples are
   compared with a paired bootstrap of their per-sample scores (`jsa-rt compare`).
 - False-alarm rate: the fraction of no-source scenes whose confidence is >= the threshold
@@ -111,9 +117,14 @@ def per_sample_auc(cious) -> np.ndarray:
     return np.sum((success[:, 1:] + success[:, :-1]) / 2 * np.diff(AUC_THRESHOLDS), axis=1)
 
 
+def peak(pred_map: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the map's first maximum."""
+    y, x = np.unravel_index(int(np.argmax(pred_map)), np.shape(pred_map))
+    return int(y), int(x)
+
+
 def pointing_hit(pred_map: np.ndarray, gt: np.ndarray) -> bool:
-    y, x = np.unravel_index(int(np.argmax(pred_map)), pred_map.shape)
-    return bool(gt[y, x] > 0)
+    return bool(gt[peak(pred_map)] > 0)
 
 
 def size_bucket(gt: np.ndarray) -> str:
@@ -123,6 +134,42 @@ def size_bucket(gt: np.ndarray) -> str:
         if lo <= area < hi:
             return name
     return SIZE_BUCKETS[-1][0]
+
+
+# ---- multi-source ("pair") scenes: one frame, one scene per sounding object ----------------------------
+def _by_group(groups, values) -> dict:
+    """{group: [values of its scenes]} for groups with at least two scenes (one scene cannot show
+    whether the map follows the sound); scenes without a group (None or "") are left out."""
+    out: dict = {}
+    for g, v in zip(groups, values):
+        if g not in (None, ""):
+            out.setdefault(g, []).append(v)
+    return {g: v for g, v in out.items() if len(v) >= 2}
+
+
+def follows_by_group(groups, hits) -> dict:
+    """{group: True when every scene of the group has its peak on its own object} from each scene's
+    group and pointing hit."""
+    return {g: all(map(bool, scene_hits)) for g, scene_hits in _by_group(groups, hits).items()}
+
+
+def follows_chance_by_group(groups, areas) -> dict:
+    """{group: probability that independent uniformly random peaks follow}: the product over its
+    scenes of the sounding object's area fraction (of the union of its boxes, as `gt_area`)."""
+    return {g: float(np.prod(a)) for g, a in _by_group(groups, areas).items()}
+
+
+def static_follows_by_group(groups, gts) -> dict:
+    """{group: whether a map that never moves could follow}: one pixel on every scene's object,
+    i.e. the sounding objects overlap. False for disjoint boxes, so such a map scores 0."""
+    return {g: bool(np.logical_and.reduce([np.asarray(m) > 0 for m in ms]).any())
+            for g, ms in _by_group(groups, gts).items()}
+
+
+def wrong_object_hit(pred_map: np.ndarray, gt: np.ndarray, other_boxes: list) -> bool:
+    """The peak misses the sounding object (`gt`) but lands on another candidate object's box
+    (normalised [x0, y0, x1, y1]): the map found an object, the wrong one."""
+    return bool(other_boxes) and not pointing_hit(pred_map, gt) and pointing_hit(pred_map, gt_map_vggss(other_boxes))
 
 
 # ---- AVSBench ------------------------------------------------------------------------------------------

@@ -251,9 +251,14 @@ def _overlap(a: tuple, b: tuple) -> float:
 
 def compose_image(rng: np.random.Generator, size: int, backgrounds: list[str],
                   target: ObjectSpec | None, target_area: float,
-                  distractors: list[ObjectSpec]) -> tuple[np.ndarray, list[Placed], str]:
-    """Returns (RGB float32 image, placed objects with the target first if any, background name)."""
-    canvas, bg_name = _background(rng, backgrounds, size)
+                  distractors: list[ObjectSpec], peers: list[ObjectSpec] = (),
+                  background: tuple[np.ndarray, str] | None = None) -> tuple[np.ndarray, list[Placed], str]:
+    """Returns (RGB float32 image, placed objects with the target first if any, background name).
+
+    `peers` are objects of other sounding classes shown as large as the target and clear of it
+    (role "peer"): the frame alone cannot tell which of them sounds. `background` replaces the
+    drawn background (a real photo, already size x size)."""
+    canvas, bg_name = (background[0].copy(), background[1]) if background else _background(rng, backgrounds, size)
     placed: list[Placed] = []
     target_obj = target_xy = target_alpha = None
     if target is not None:
@@ -263,6 +268,7 @@ def compose_image(rng: np.random.Generator, size: int, backgrounds: list[str],
         target_xy = (int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1)))
         target_alpha = _alpha_on_canvas(target_obj, *target_xy, size) > ALPHA_MIN
     target_box = _box_of(target_alpha) if target_alpha is not None else None
+    placed_peers = _place_peers(rng, size, peers, target_area, [target_box] if target_box else [])
 
     # Decide where each distractor goes before drawing: behind the target (kept mostly clear of it)
     # or in front (an occluder hiding at most a quarter of the target).
@@ -295,6 +301,9 @@ def compose_image(rng: np.random.Generator, size: int, backgrounds: list[str],
     for spec, obj, x, y in behind:
         mask = _paste(canvas, obj, x, y, rng)
         placed.append(Placed(spec.name, "distractor", _box_of(mask), mask, _box_area(mask)))
+    for spec, obj, x, y in placed_peers:
+        mask = _paste(canvas, obj, x, y, rng)
+        placed.append(Placed(spec.name, "peer", _box_of(mask), mask, _box_area(mask)))
     if target is not None:
         mask = _paste(canvas, target_obj, *target_xy, rng)
         placed.insert(0, Placed(target.name, "target", _box_of(mask), mask, _box_area(mask)))
@@ -302,6 +311,32 @@ def compose_image(rng: np.random.Generator, size: int, backgrounds: list[str],
         mask = _paste(canvas, obj, x, y, rng)
         placed.append(Placed(spec.name, "distractor", _box_of(mask), mask, _box_area(mask)))
     return _camera(canvas, rng), placed, bg_name
+
+
+def _place_peers(rng: np.random.Generator, size: int, peers: list[ObjectSpec], area: float,
+                 taken: list[tuple]) -> list[tuple]:
+    """Each peer about as large as the target, its box overlapping no other sounding object's
+    box by more than 10 % (shrunk until it fits)."""
+    out = []
+    taken = list(taken)
+    for spec in peers:
+        rgba, mirror_ok = load_object(spec, rng)
+        scale = rng.uniform(0.7, 1.3)
+        for _ in range(6):
+            obj = transform_object(rgba, mirror_ok, area * scale, size, rng)
+            h, w = obj.shape[:2]
+            for _ in range(30):
+                x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+                box = (x / size, y / size, (x + w) / size, (y + h) / size)
+                if all(_overlap(box, t) <= 0.1 and _overlap(t, box) <= 0.1 for t in taken):
+                    break
+            else:
+                scale *= 0.75
+                continue
+            break
+        taken.append(box)
+        out.append((spec, obj, x, y))
+    return out
 
 
 def _box_area(mask: np.ndarray) -> float:

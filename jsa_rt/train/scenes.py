@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +41,23 @@ import numpy as np
 from ..cli import non_negative_int, positive_float, positive_int, unit_interval
 from ..errors import InputError
 from .scene_audio import compose_audio, load_clip
+from .classmap import Photo, RealCatalog, build_real_catalog
 from .scene_catalog import Catalog, Stamp, build_catalog
 from .scene_image import ObjectSpec, compose_image
+from .scene_real import coco_frame, mosaic
 
-SPLITS = ("train", "val", "test", "test-unheard", "digits")
-DEFAULT_COUNTS = {"train": 3000, "val": 200, "test": 400, "test-unheard": 300, "digits": 300}
-SMALL_COUNTS = {"train": 24, "val": 8, "test": 12, "test-unheard": 10, "digits": 10}
+SPLITS = ("train", "val", "test", "test-unheard", "digits", "pairs", "pairs-unheard", "real", "real-pairs")
+# pair splits count frames: each frame is written once per visible sounding object
+DEFAULT_COUNTS = {"train": 3000, "val": 200, "test": 400, "test-unheard": 300, "digits": 300,
+                  "pairs": 150, "pairs-unheard": 120, "real": 300, "real-pairs": 150}
+SMALL_COUNTS = {"train": 24, "val": 8, "test": 12, "test-unheard": 10, "digits": 10,
+                "pairs": 4, "pairs-unheard": 4, "real": 6, "real-pairs": 4}
+PAIR_SPLITS = ("pairs", "pairs-unheard", "real-pairs")
+# What train and val frames are made of (kind: share). "peers": a Tux Paint cut-out scene whose
+# silent objects include 1-2 other sounding classes as large as the target, so only the sound
+# tells which one it is; real photos as mosaics, COCO scenes, and cut-outs pasted into photos.
+TRAIN_MIX = {"cutout": 0.1, "peers": 0.35, "mosaic": 0.3, "coco": 0.1, "photo-cutout": 0.15}
+TRAIN_ALL_SOUNDS = 0.3      # share of train multi-object frames also written with each other sound
 SAMPLE_RATE = 16000
 UNHEARD_FRACTION = 0.2
 HELD_OUT_SPEAKERS = 2
@@ -65,6 +76,9 @@ class SceneSpec:
     target: str | None            # class name ("digit_3" for digits); None: no visible source
     speaker: str | None           # FSDD speaker of a digit scene
     no_source: str | None         # None | "silence" | "offscreen"
+    kind: str = "cutout"          # cutout | peers | mosaic | coco | photo-cutout
+    peers: tuple[str, ...] = ()   # other sounding classes in view
+    all_sounds: bool = False      # write the frame once per sounding object (a group)
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class SplitPlan:
     unheard: tuple[str, ...]
     train_speakers: tuple[str, ...]
     heldout_speakers: tuple[str, ...]
+    real: dict = None                      # split -> real classes usable there (photos + recordings)
 
 
 def plan_classes(catalog: Catalog, seed: int) -> SplitPlan:
@@ -93,49 +108,125 @@ def plan_classes(catalog: Catalog, seed: int) -> SplitPlan:
 def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int,
                 no_source_fraction: float) -> list[SceneSpec]:
     digits = [f"digit_{d}" for d in range(10)] if plan.train_speakers else []
+    real = plan.real or {}
     specs = []
     for split_index, split in enumerate(SPLITS):
         n = counts.get(split, 0)
         if n <= 0:
             continue
-        if split == "test-unheard":
+        if split in ("test-unheard", "pairs-unheard"):
             pool, speakers = list(plan.unheard), list(plan.train_speakers)
         elif split == "digits":
             pool, speakers = digits, list(plan.heldout_speakers)
+        elif split in ("real", "real-pairs"):
+            pool, speakers = list(real.get("test", ())), []
+        elif split == "pairs":
+            pool, speakers = list(plan.seen), []
         else:
             pool, speakers = list(plan.seen) + digits, list(plan.train_speakers)
         if not pool or (split == "digits" and not speakers):
             continue
         rng = np.random.default_rng([seed, split_index, 1_000_000])
+        if split in PAIR_SPLITS:
+            specs += _plan_pairs(split, split_index, pool, n, seed, rng)
+            continue
         # class-balanced: every class the same number of times (+-1), in random order
         targets = [pool[i % len(pool)] for i in range(n)]
         targets = [targets[i] for i in rng.permutation(n)]
-        n_none = 0 if split == "train" else int(round(no_source_fraction * n))
+        n_none = 0 if split in ("train", "real") else int(round(no_source_fraction * n))
         none_at = set(rng.permutation(n)[:n_none].tolist())
+        # train and val: frames of several kinds (a stream of its own, so the draws above stay put)
+        mixed = split in ("train", "val") and bool(real.get(split))
+        kinds = np.random.default_rng([seed, split_index, 2_000_000])
         for i in range(n):
             target = None if i in none_at else targets[i]
             no_source = None if target else ("silence" if len(none_at) and rng.random() < 0.5 else "offscreen")
             speaker = speakers[int(rng.integers(len(speakers)))] if target and target.startswith("digit_") else None
-            specs.append(SceneSpec(f"{split}_{i:05d}", split, (seed, split_index, i), target, speaker, no_source))
+            kind, peers, all_sounds = "cutout", (), False
+            if split == "real":
+                kind = "coco" if kinds.random() < 0.35 else "mosaic"
+            elif mixed and target:
+                kind = str(kinds.choice(list(TRAIN_MIX), p=list(TRAIN_MIX.values())))
+                if kind in ("mosaic", "coco", "photo-cutout"):
+                    target = _real_target(real[split], kinds, kind)
+                    speaker = None
+                elif kind == "peers" and not target.startswith("digit_"):
+                    peers = _peer_classes(plan.seen, target, kinds, int(kinds.integers(1, 3)))
+                else:
+                    kind = "cutout"
+                all_sounds = kind in ("peers", "mosaic") and kinds.random() < TRAIN_ALL_SOUNDS
+            specs.append(SceneSpec(f"{split}_{i:05d}", split, (seed, split_index, i), target, speaker,
+                                   no_source, kind, peers, all_sounds))
     return specs
+
+
+def read_plan(manifest: Path, catalog: Catalog) -> SplitPlan:
+    """The class and speaker split of an existing scene set (its scenes.json): a copy of the data
+    made elsewhere (re-encoded, so recordings group differently) then trains on exactly the
+    classes and speakers the full set calls seen, and never on its unheard ones."""
+    try:
+        m = json.loads(Path(manifest).read_text())
+        names = {c.name for c in catalog.classes}
+        return SplitPlan(tuple(c for c in m["classes_seen"] if c in names),
+                         tuple(c for c in m["classes_unheard"] if c in names),
+                         tuple(m["digit_speakers_train"]), tuple(m["digit_speakers_heldout"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--plan {manifest}: not a make-scenes scenes.json ({exc})") from None
+
+
+# Real classes that Tux Paint stamps show too (cut-outs pasted into photos)
+def _real_target(classes: tuple[str, ...], rng: np.random.Generator, kind: str) -> str:
+    from .classmap import CLASS_MAP
+    if kind == "photo-cutout":
+        classes = tuple(c.name for c in CLASS_MAP if c.tux and c.name in classes) or classes
+    return classes[int(rng.integers(len(classes)))]
+
+
+def _peer_classes(pool, target: str, rng: np.random.Generator, count: int) -> tuple[str, ...]:
+    """`count` other classes of the pool, each with a sound of its own (never the target's)."""
+    others = [c for c in pool if c != target and not c.startswith("digit_")
+              and not (_CATALOG_SOUNDS.get(c) and _CATALOG_SOUNDS.get(c) == _CATALOG_SOUNDS.get(target))]
+    picked = rng.permutation(len(others))[:count]
+    return tuple(others[i] for i in sorted(picked))
+
+
+def _plan_pairs(split: str, split_index: int, pool: list[str], n: int, seed: int,
+                rng: np.random.Generator) -> list[SceneSpec]:
+    """n frames showing 2 (70 %) or 3 sounding objects of different classes; each frame is
+    written once per object (the group), with that object's sound."""
+    kind = "mosaic" if split == "real-pairs" else "peers"
+    specs = []
+    for i in range(n):
+        k = min(len(pool), 2 if rng.random() < 0.7 else 3)
+        chosen = [pool[j] for j in rng.permutation(len(pool))[:k]]
+        if kind == "peers":      # classes playing the same recording cannot both be in view
+            chosen = [chosen[0]] + list(_peer_classes(pool, chosen[0], rng, k - 1))
+        specs.append(SceneSpec(f"{split}_{i:05d}", split, (seed, split_index, i), chosen[0], None, None,
+                               kind, tuple(chosen[1:]), True))
+    return specs
+
+
+# class -> sound identity, for picking peers with a sound of their own (set with the catalogue)
+_CATALOG_SOUNDS: dict[str, str] = {}
 
 
 # ---- one scene (runs in a worker process) -----------------------------------------------------
 _CATALOG: Catalog | None = None
+_REAL: RealCatalog | None = None
 _PLAN: SplitPlan | None = None
 _OPTIONS: dict = {}
 
 
-def _init_worker(catalog: Catalog, plan: SplitPlan, options: dict) -> None:
-    global _CATALOG, _PLAN, _OPTIONS
+def _init_worker(catalog: Catalog, real: RealCatalog | None, plan: SplitPlan, options: dict) -> None:
+    global _CATALOG, _REAL, _PLAN, _OPTIONS
     import cv2
     cv2.setNumThreads(1)
-    _CATALOG, _PLAN, _OPTIONS = catalog, plan, options
+    _CATALOG, _REAL, _PLAN, _OPTIONS = catalog, real, plan, options
 
 
 def _visible_pool(split: str) -> tuple[list[str], list[str]]:
     """(classes whose images may appear as distractors, classes that may sound off-screen)."""
-    if split == "test-unheard":
+    if split in ("test-unheard", "pairs-unheard"):
         return list(_PLAN.seen) + list(_PLAN.unheard), list(_PLAN.seen) + list(_PLAN.unheard)
     return list(_PLAN.seen), list(_PLAN.seen)
 
@@ -194,8 +285,16 @@ def _target_clips(name: str, speaker: str | None, rng: np.random.Generator, spli
     return [load_clip(_CATALOG.class_by_name(name).sound, rate)]
 
 
-def make_scene(spec: SceneSpec) -> dict:
-    """Compose, write frames/<id>.jpg and audio/<id>.wav, return the annotation entry."""
+def make_scene(spec: SceneSpec) -> list[dict]:
+    """Compose and write one frame and its soundtrack(s); returns their annotation entries
+    (one, or one per sounding object in view for a group)."""
+    if spec.kind == "cutout":
+        return [_cutout_scene(spec)]
+    return _multi_scene(spec)
+
+
+def _cutout_scene(spec: SceneSpec) -> dict:
+    """The single-source cut-out scene (the format-2 benchmark's test splits, unchanged)."""
     rng = np.random.default_rng(list(spec.seed))
     size, n = _OPTIONS["image_size"], int(round(_OPTIONS["seconds"] * SAMPLE_RATE))
     out = Path(_OPTIONS["out"])
@@ -248,6 +347,174 @@ def make_scene(spec: SceneSpec) -> dict:
     }
 
 
+# ---- frames with several sounding candidates, and frames of real photos --------------------------
+def _box(b) -> list[float]:
+    return [round(float(v), 5) for v in b]
+
+
+def _real_clips(name: str, split: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """1-3 recordings of a real class from the split's own pool (never another split's)."""
+    pool = _REAL.classes[name].recordings_in(split if split in ("train", "val") else "test")
+    chosen = rng.permutation(len(pool))[: int(rng.integers(1, 4))]
+    return [load_clip(pool[i].path, SAMPLE_RATE) for i in chosen]
+
+
+def _real_of_tux(name: str) -> str | None:
+    from .classmap import CLASS_MAP
+    known = set().union(*(_PLAN.real or {}).values())
+    return next((c.name for c in CLASS_MAP if name in c.tux and c.name in known), None) if _REAL else None
+
+
+def _clips_for(name: str, spec: SceneSpec, rng: np.random.Generator) -> list[np.ndarray]:
+    pool = _photo_pool(spec.split)
+    if _REAL and name in _REAL.classes and _REAL.classes[name].recordings_in(pool):
+        return _real_clips(name, spec.split, rng)
+    real = _real_of_tux(name)
+    if spec.split == "train" and real and _REAL.classes[real].recordings_in(pool) and rng.random() < 0.5:
+        return _real_clips(real, spec.split, rng)      # a dog stamp may bark like any dog
+    return _target_clips(name, spec.speaker, rng, spec.split)
+
+
+def _photo_pool(split: str) -> str:
+    return split if split in ("train", "val") else "test"
+
+
+def _mosaic_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
+    """Tiles: the target class, the planned peers, then other real classes (silent candidates)
+    or silent photos. Returns (image, [(class or '', box)], background name)."""
+    pool = _photo_pool(spec.split)
+    names = [spec.target, *spec.peers]
+    count = max(len(names), int(rng.choice([2, 3, 4], p=[0.4, 0.3, 0.3])))
+    usable = [c for c in (_PLAN.real or {}).get(pool, ()) if c not in names]
+    photos, classes = [], []
+    for name in names:
+        options = _REAL.classes[name].photos_in(pool)
+        photos.append(options[int(rng.integers(len(options)))])
+        classes.append(name)
+    for _ in range(count - len(names)):
+        if usable and rng.random() < 0.7:
+            name = usable.pop(int(rng.integers(len(usable))))
+            options = _REAL.classes[name].photos_in(pool)
+            photos.append(options[int(rng.integers(len(options)))])
+            classes.append(name)
+        else:
+            silent = [p for p in _REAL.silent_photos if p.split == pool]
+            photos.append(silent[int(rng.integers(len(silent)))])
+            classes.append("")
+    image, boxes = mosaic(rng, size, photos)
+    return image, list(zip(classes, boxes)), f"mosaic:{count}"
+
+
+def _coco_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
+    pool = _photo_pool(spec.split)
+    options = [(img, i) for img in _REAL.coco if img.split == pool
+               for i, (name, box) in enumerate(img.objects)
+               if name == spec.target and any(p.path == img.path and p.box == box
+                                              for p in _REAL.classes[name].photos)]
+    if not options:
+        return None
+    image, focus = options[int(rng.integers(len(options)))]
+    frame, objects = coco_frame(rng, size, image, focus)
+    known = set().union(*(_PLAN.real or {}).values())          # never a left-out (unheard) class
+    objects = [(n if n in known else "", b) for n, b in objects]
+    if not any(n == spec.target for n, _ in objects):
+        return None
+    return frame, objects, f"coco:{Path(image.path).stem}"
+
+
+def _cutout_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
+    """Cut-outs: the target and its peers as large as each other, 0-2 small silent objects; on a
+    real photo for "photo-cutout". Returns (image, [(class, box)], background name, category)."""
+    target_name = spec.target
+    # a real class shown as a Tux Paint stamp; a peers frame's target is a Tux class already (and
+    # may be unheard in pairs-unheard: none of its real class's stamps is seen then)
+    if _REAL and spec.kind == "photo-cutout" and spec.target in _REAL.classes:
+        tux = [t for t in _REAL.classes[spec.target].tux if t in _PLAN.seen]
+        target_name = tux[int(rng.integers(len(tux)))]
+    target, category = _object_for(target_name, rng)
+    peers = [_object_for(p, rng)[0] for p in spec.peers]
+    k = 1 + len(peers)
+    area = rng.uniform(*{1: (0.15, 0.45), 2: (0.1, 0.3)}.get(k, (0.07, 0.2)))
+    names = {target_name, *spec.peers}
+    distractors = _pick_distractors(rng, spec, category, names, int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2])))
+    background = None
+    if spec.kind == "photo-cutout":
+        pool = _photo_pool(spec.split)
+        photos = [p for p in _REAL.silent_photos if p.split == pool] + \
+                 [Photo(c.path, c.split) for c in _REAL.coco if c.split == pool]
+        photo = photos[int(rng.integers(len(photos)))]
+        from .scene_real import _fill, photo_crop
+        background = (_fill(photo_crop(photo, rng), size, size, rng), f"photo:{Path(photo.path).stem}")
+    image, placed, bg = compose_image(rng, size, _CATALOG.backgrounds, target, area, distractors, peers, background)
+    objects = []
+    for p in placed:
+        if p.role == "target":
+            objects.append((spec.target, p.box))
+        elif p.role == "peer":
+            objects.append((p.name, p.box))
+        else:
+            objects.append(("", p.box))
+    return image, objects, bg, category
+
+
+def _multi_scene(spec: SceneSpec) -> list[dict]:
+    rng = np.random.default_rng(list(spec.seed))
+    size, n = _OPTIONS["image_size"], int(round(_OPTIONS["seconds"] * SAMPLE_RATE))
+    out = Path(_OPTIONS["out"])
+    made = None
+    category, kind = "real", spec.kind
+    if spec.kind == "coco":
+        made = _coco_frame(spec, rng, size)
+    if spec.kind == "mosaic" or (spec.kind == "coco" and made is None):
+        made, kind = _mosaic_frame(spec, rng, size), "mosaic"       # no COCO photo of the class here
+    if made is None:
+        image, objects, background, category = _cutout_frame(spec, rng, size)
+    else:
+        image, objects, background = made
+    sounding = [spec.target] + [p for p in spec.peers]
+    if spec.all_sounds and spec.kind == "mosaic" and spec.split == "train":
+        sounding = [c for c, _ in objects if c]                 # every real tile, each with its sound
+    candidates = [{"class": c, "box": _box(b)} for c, b in objects if c]
+    quality = int(rng.integers(75, 96))
+    from PIL import Image
+    import io
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    entries = []
+    for k, name in enumerate(sounding if spec.all_sounds else sounding[:1]):
+        audio_rng = np.random.default_rng([*spec.seed, 7, k])
+        offscreen_clips = None
+        offscreen_name = None
+        if audio_rng.random() < 0.3:
+            if _REAL and _REAL.offscreen:
+                pool = [r for r in _REAL.offscreen if r.split == _photo_pool(spec.split)]
+                rec = pool[int(audio_rng.integers(len(pool)))]
+                offscreen_clips, offscreen_name = [load_clip(rec.path, SAMPLE_RATE)], Path(rec.path).stem
+        clips = _clips_for(name, spec, audio_rng)
+        wave, audio_info = compose_audio(audio_rng, n, SAMPLE_RATE, clips, name == "person", offscreen_clips)
+        scene_id = f"{spec.id}_{k}" if spec.all_sounds else spec.id
+        _write_bytes(out / "frames" / f"{scene_id}.jpg", buf.getvalue())
+        _write_wav(out / "audio" / f"{scene_id}.wav", wave)
+        boxes = [_box(b) for c, b in objects if c == name]
+        entries.append({
+            "file": scene_id, "class": name, "bbox": boxes, "no_source": False,
+            "distractor_boxes": [_box(b) for c, b in objects if c != name],
+            "distractor_classes": [c for c, _ in objects if c != name],
+            "category": category, "speaker": None,
+            "target_area": round(max((b[2] - b[0]) * (b[3] - b[1]) for b in boxes), 5) if boxes else 0.0,
+            "offscreen_class": offscreen_name, "background": background, "audio": audio_info,
+            "kind": kind, "candidates": candidates, "group": spec.id if spec.all_sounds else None,
+        })
+    return entries
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+
 def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
     from PIL import Image
     tmp = path.with_suffix(".tmp.jpg")
@@ -272,7 +539,7 @@ def _write_text(path: Path, text: str) -> None:
 def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, source: Path | None = None,
              fsdd: Path | None = None, backgrounds: Path | None = None, image_size: int = 256,
              seconds: float = 5.0, workers: int = 2, no_source_fraction: float = 0.1,
-             progress: bool = True) -> dict:
+             progress: bool = True, real_data: Path | None = None, plan_from: Path | None = None) -> dict:
     """Generate the scene set under `out`; returns the manifest (also written as scenes.json)."""
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
     out = Path(out)
@@ -280,7 +547,17 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
             and not (out / "frames").is_dir():
         raise InputError(f"{out} is not empty and holds no scene set: choose a new folder")
     catalog = build_catalog(source, fsdd, backgrounds)
-    plan = plan_classes(catalog, seed)
+    plan = plan_classes(catalog, seed) if plan_from is None else read_plan(plan_from, catalog)
+    # only seen Tux classes lend their recording to a real class, and a real class that is (or
+    # shows) an unheard Tux class is left out: the unheard classes are never seen nor heard
+    real = build_real_catalog(real_data, {c.name: c.sound for c in catalog.classes if c.name in plan.seen})
+    if not any(c.photos for c in real.classes.values()):
+        real = None                         # no real photos here: cut-out scenes only
+    blocked = set(plan.unheard)
+    allowed = {n for n, c in real.classes.items() if n not in blocked and not blocked & set(c.tux)} if real else set()
+    plan = replace(plan, real={s: tuple(n for n in real.usable(s) if n in allowed)
+                               for s in ("train", "val", "test")} if real else {})
+    _CATALOG_SOUNDS.update({c.name: c.sound_key for c in catalog.classes})
     specs = plan_scenes(plan, counts, seed, no_source_fraction)
     for sub in ("frames", "audio", "annotations", "splits"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -290,21 +567,21 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
     started = time.monotonic()
     bar = _progress(len(specs), progress)
     if workers <= 1:
-        _init_worker(catalog, plan, options)
-        for entry in map(make_scene, specs):
-            entries.append(entry)
+        _init_worker(catalog, real, plan, options)
+        for made in map(make_scene, specs):
+            entries.append(made)
             bar.update(1)
     else:
         import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers, _init_worker, (catalog, plan, options)) as pool:
-            for entry in pool.imap(make_scene, specs, chunksize=4):
-                entries.append(entry)
+        with mp.get_context("spawn").Pool(workers, _init_worker, (catalog, real, plan, options)) as pool:
+            for made in pool.imap(make_scene, specs, chunksize=4):
+                entries.append(made)
                 bar.update(1)
     bar.close()
 
     by_split: dict[str, list[dict]] = {}
-    for spec, entry in zip(specs, entries):
-        by_split.setdefault(spec.split, []).append(entry)
+    for spec, made in zip(specs, entries):
+        by_split.setdefault(spec.split, []).extend(made)
     stats = {}
     for split, items in by_split.items():
         _write_text(out / "annotations" / f"{split}.json", json.dumps(items, indent=1, sort_keys=True))
@@ -316,6 +593,9 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
             "classes": len({e["class"] for e in items if not e["no_source"]}),
             "target_area_quantiles_10_50_90": [round(float(q), 3) for q in np.quantile(areas, [0.1, 0.5, 0.9])] if areas.size else [],
             "target_area_at_least_0.25": round(float((areas >= 0.25).mean()), 3) if areas.size else None,
+            "kinds": {k: sum(e.get("kind", "cutout") == k for e in items)
+                      for k in sorted({e.get("kind", "cutout") for e in items})},
+            "groups": len({e["group"] for e in items if e.get("group")}),
         }
     manifest = {
         "format": "vggss-scenes", "version": FORMAT_VERSION, "seed": seed,
@@ -324,6 +604,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
         "classes_seen": list(plan.seen), "classes_unheard": list(plan.unheard),
         "digit_speakers_train": list(plan.train_speakers), "digit_speakers_heldout": list(plan.heldout_speakers),
         "skipped_classes": dict(sorted(catalog.skipped.items())),
+        "real_sources": real.summary() if real else {}, "real_missing": real.missing if real else ["all"],
         "splits": stats,
         "layout": {"frames": "frames/<id>.jpg", "audio": "audio/<id>.wav",
                    "annotations": "annotations/<split>.json", "ids": "splits/<split>.txt"},
@@ -385,16 +666,28 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-source-fraction", type=unit_interval, default=0.1,
                    help="fraction of evaluation scenes without a visible source (default 0.1)")
     p.add_argument("--workers", type=non_negative_int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--plan", type=Path, default=None, metavar="SCENES_JSON",
+                   help="take the seen/unheard classes and digit speakers from another set's scenes.json "
+                        "(a re-encoded copy of the data then keeps the full set's split)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     counts = parse_counts(args.counts, SMALL_COUNTS if args.small else DEFAULT_COUNTS)
     m = generate(args.out, args.seed, counts, args.source, args.fsdd, args.backgrounds, args.image_size,
-                 args.seconds, args.workers, args.no_source_fraction, progress=not args.quiet)
+                 args.seconds, args.workers, args.no_source_fraction, progress=not args.quiet,
+                 plan_from=args.plan)
     for split, s in m["splits"].items():
+        groups = f", {s['groups']} frames with one soundtrack per object" if s.get("groups") else ""
         print(f"  {split:13s} {s['n']:5d} scenes, {s['classes']:3d} classes, {s['no_source']:3d} without source, "
-              f"target area p10/p50/p90 {s['target_area_quantiles_10_50_90']}")
+              f"target area p10/p50/p90 {s['target_area_quantiles_10_50_90']}; "
+              f"kinds {', '.join(f'{k} {v}' for k, v in s['kinds'].items())}{groups}")
+    if m["real_sources"]:
+        print("  real sources (photos / source recordings, train-val-test):")
+        for name, by in m["real_sources"].items():
+            print(f"    {name:10s} " + "  ".join(f"{sp} {v['photos']}/{v['sources']}" for sp, v in by.items()))
+    if m["real_missing"]:
+        print(f"  real data missing (left out): {', '.join(m['real_missing'])}")
     total = sum(m["counts"].values())
     print(f"made {total} scenes in {args.out} ({m['elapsed_s']} s; {len(m['classes_seen'])} seen + "
           f"{len(m['classes_unheard'])} unheard classes, held-out speakers {', '.join(m['digit_speakers_heldout']) or 'none'}); "

@@ -7,6 +7,7 @@ CSV + JSON logs. Multi-GPU / multi-node through torchrun (DDP; gloo on CPU, nccl
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from ..cli import non_negative_float, non_negative_int, positive_int
-from ..config import PRESETS, TRAIN_PRESETS, TrainConfig, get_preset
+from ..config import MATCH_MODES, PRESETS, TRAIN_PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset, with_variant
 from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters
 from ..model.checkpoint import atomic_torch_save, save_checkpoint
@@ -32,6 +33,12 @@ def add_parser(sub):
     p = sub.add_parser("train", help="train JSA or EZ-VSL")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset: paper | edge | tiny (default edge)")
     p.add_argument("--model", default=None, choices=["jsa", "ezvsl"], help="default jsa")
+    p.add_argument("--variant", default=None, choices=list(VARIANTS),
+                   help="jsa only: paper (the published losses) or listen (+ an audio-conditioned "
+                        "localisation loss, no image-side matching, IQR weight 1; see model/jsa.py). "
+                        "Default: the preset's / --init checkpoint's; --resume keeps the run's")
+    p.add_argument("--match", default=None, choices=MATCH_MODES,
+                   help="jsa only, ablations: which attention-matching terms train (default: the variant's)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights (a .pt or a shipped name such as edge-jsa): "
                         "fine-tuning on your data; its preset and model kind are used")
@@ -73,6 +80,7 @@ def resolve_configs(args, init_config=None):
     ({"model": {...}, "train": {...}}) -> flags."""
     model_cfg = init_config or get_preset(args.preset or "edge")
     train_cfg = TRAIN_PRESETS.get(model_cfg.preset, TrainConfig())
+    overrides = {}
     if args.config:
         try:
             overrides = json.loads(Path(args.config).read_text())
@@ -90,14 +98,44 @@ def resolve_configs(args, init_config=None):
             if unknown:
                 raise InputError(f"{args.config}: unknown {section} setting(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(known)}")
+    variant_flags = {"variant": args.variant, "match": args.match}
+    if getattr(args, "model", None) == "ezvsl" and any(variant_flags.values()):
+        raise InputError("--variant and --match apply to --model jsa only")
+    try:
+        # the variant's defaults (match, IQR weight) first, then the JSON settings, then the flags
+        variant = args.variant or overrides.get("model", {}).get("variant")
+        model_cfg = with_variant(model_cfg, variant) if variant else model_cfg
         model_cfg = model_cfg.with_overrides(**overrides.get("model", {}))
-        train_cfg = replace(train_cfg, **overrides.get("train", {}))
+        model_cfg = model_cfg.with_overrides(**{k: v for k, v in variant_flags.items() if v is not None})
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if getattr(args, "resume", False) and not any(variant_flags.values()):
+        model_cfg = _keep_run_variant(args, model_cfg)
+    train_cfg = replace(train_cfg, **overrides.get("train", {}))
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "weight_decay": args.weight_decay, "num_workers": args.workers, "seed": args.seed}
     train_cfg = replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
     if args.no_amp:
         train_cfg = replace(train_cfg, amp=False)
     return model_cfg, train_cfg
+
+
+VARIANT_FIELDS = ("variant", "match", "w_loc", "tau_loc", "iqr_alpha")
+
+
+def run_folder(args, model_cfg) -> Path:
+    return Path(args.out or f"runs/{model_cfg.preset}-{args.model}")
+
+
+def _keep_run_variant(args, model_cfg):
+    """--resume without --variant/--match: the run's last.pt keeps its variant settings (a run
+    does not change its loss halfway). A missing or damaged file is reported by run()."""
+    try:
+        ckpt = torch.load(run_folder(args, model_cfg) / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+        stored = ModelConfig.from_dict(ckpt["config"])
+    except Exception:
+        return model_cfg
+    return model_cfg.with_overrides(**{k: getattr(stored, k) for k in VARIANT_FIELDS})
 
 
 def seed_everything(seed: int) -> None:
@@ -264,6 +302,11 @@ def initial_model(args):
 
 
 def run(args) -> int:
+    with contextlib.ExitStack() as held:            # holds the run folder's lock until the end
+        return _run(args, held)
+
+
+def _run(args, held: contextlib.ExitStack) -> int:
     init_model, init_config = initial_model(args)
     args.model = args.model or "jsa"
     model_cfg, train_cfg = resolve_configs(args, init_config)
@@ -273,8 +316,10 @@ def run(args) -> int:
         device_obj = torch.device("cuda", dist_info.local_rank)
     else:
         device_obj = torch.device(device)
-    out = Path(args.out or f"runs/{model_cfg.preset}-{args.model}")
+    out = run_folder(args, model_cfg)
     out.mkdir(parents=True, exist_ok=True)
+    if dist_info.main:
+        held.enter_context(_claim_run_folder(out, args.resume))
     seed_everything(train_cfg.seed + dist_info.rank)
 
     train_ds = make_dataset(args, model_cfg, args.train_split, True, args.max_train_items)
@@ -290,6 +335,7 @@ def run(args) -> int:
 
     if init_model is not None:
         model = init_model.train().to(device_obj)
+        model.cfg = model_cfg          # --variant / --match may change the losses of the --init model
         if dist_info.main:
             print(f"starting from the weights of {args.init}")
     else:
@@ -340,6 +386,7 @@ def run(args) -> int:
             save(last_path, states)
 
     def save(path, rng_states):
+        _check_finite_weights(model, path, state["step"])
         atomic_torch_save({
             "format": "jsa-rt", "format_version": 1, "kind": model.kind,
             "config": model_cfg.to_dict(), "state_dict": model.state_dict(),
@@ -349,15 +396,14 @@ def run(args) -> int:
             "extra": {"model": args.model, "data": str(args.data)},
         }, path)
 
-    log_path = out / "log.csv"
-    log_new = not log_path.exists() or not args.resume
-    if not log_new and dist_info.main:
-        # steps logged after the checkpoint are trained again: drop them instead of repeating them
-        rows = log_path.read_text().splitlines()
-        kept = rows[:1] + [r for r in rows[1:] if int(r.split(",", 1)[0]) <= state["step"]]
-        log_path.write_text("\n".join(kept) + "\n")
-    log_file = open(log_path, "w" if log_new else "a", newline="") if dist_info.main else None
+    log_file, has_header = _open_log(out / "log.csv", state["step"] if args.resume else None) \
+        if dist_info.main else (None, False)
     log = csv.writer(log_file) if log_file else None
+
+    def log_row(row):
+        log.writerow(row)
+        log_file.flush()
+        os.fsync(log_file.fileno())          # a SIGKILL or power cut loses at most this row
     term_names = None
     stop = False
     try:
@@ -384,8 +430,14 @@ def run(args) -> int:
                     total, terms = train_model(images, wave)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
-                if train_cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                # the norm of all gradients (clipped when asked): a NaN / inf anywhere shows in it
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf"))
+                bad = "loss" if not torch.isfinite(total.detach()) else \
+                    "gradients" if not torch.isfinite(grad_norm) else ""
+                if dist_info.any_rank(bool(bad)):      # before the step: the weights stay finite
+                    raise InputError(_diverged(bad or "loss or gradients (on another process)",
+                                               state["step"] + 1, epoch, batch.get("id", []), out))
                 optimizer.step()
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
@@ -395,9 +447,9 @@ def run(args) -> int:
                 if log:
                     if term_names is None:
                         term_names = list(values)
-                        if log_new:
-                            log.writerow(["step", "epoch", *term_names, "samples_per_s"])
-                    log.writerow([state["step"], epoch, *[f"{values[k]:.6f}" for k in term_names], f"{rate:.2f}"])
+                        if not has_header:
+                            log_row(["step", "epoch", *term_names, "samples_per_s"])
+                    log_row([state["step"], epoch, *[f"{values[k]:.6f}" for k in term_names], f"{rate:.2f}"])
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"it/s": f"{rate:.1f}"})
                 bar.update(1)
                 if state["step"] % args.save_every == 0:
@@ -419,6 +471,7 @@ def run(args) -> int:
                 score = (record["val"].get("pointing") or 0.0) + (record["val"].get("ciou50") or 0.0)
                 if state["best"] is None or score > state["best"]["score"]:
                     state["best"] = {"score": score, "epoch": state["epoch"]}
+                    _check_finite_weights(model, out / "best.pt", state["step"])
                     save_checkpoint(out / "best.pt", model, extra={"val": record["val"], "epoch": state["epoch"]})
             state["history"].append(record)
             checkpoint()
@@ -432,11 +485,73 @@ def run(args) -> int:
         dist_info.close()
     if dist_info.main:
         final = out / "final.pt"
+        _check_finite_weights(model, final, state["step"])
         save_checkpoint(final, model, extra={"steps": state["step"], "epochs": state["epoch"]})
         best = out / "best.pt" if (out / "best.pt").exists() else final
         print(f"trained {state['step']} steps -> {final} (best on val: {best}); next: "
               f"jsa-rt eval --checkpoint {best} --data {args.data} --split test --json {out}/test.json")
     return 0
+
+
+RUN_FILES = ("last.pt", "log.csv", "history.json", "best.pt", "final.pt")
+
+
+def _claim_run_folder(out: Path, resume: bool):
+    """An exclusive lock on OUT/.lock while this run lives (the OS drops it when the process
+    ends, even by SIGKILL), and no second run mixed into a folder that holds one (unless
+    --resume). Returns the lock's open file."""
+    import fcntl
+    lock = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        pid = lock.read().strip()
+        lock.close()
+        raise InputError(f"{out} is in use by another training run{f' (pid {pid})' if pid else ''}: wait for "
+                         f"it to end, or choose another --out") from None
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not resume:
+        lock.close()
+        raise InputError(f"{out} already holds a training run ({', '.join(found)}): add --resume to continue "
+                         f"it, or choose another --out")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _open_log(path: Path, resume_step: int | None):
+    """log.csv for appending, and whether it already has its header. A new run starts it empty;
+    --resume keeps the header and the rows up to the checkpoint's step (later ones are trained
+    again), and drops a row cut short by a kill."""
+    kept = []
+    if resume_step is not None and path.is_file():
+        lines = path.read_text(errors="replace").splitlines()
+        if lines and lines[0].startswith("step,"):
+            width = len(lines[0].split(","))
+            kept = lines[:1] + [r for r in lines[1:] if len(r.split(",")) == width
+                                and r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= resume_step]
+    from ..atomic import write_text
+    write_text(path, "".join(f"{r}\n" for r in kept))
+    return open(path, "a", newline=""), bool(kept)
+
+
+def _diverged(what: str, step: int, epoch: int, ids: list, out: Path) -> str:
+    """The one-line error for a non-finite loss or gradient (nothing of that step is saved)."""
+    items = ", ".join(map(str, ids[:4])) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+    return (f"training diverged at step {step} (epoch {epoch + 1}): non-finite {what}"
+            f"{f' on the batch of {items}' if items else ''}; stopped before that update (any checkpoint "
+            f"in {out} is from an earlier, finite step): lower --lr, or check those files")
+
+
+def _check_finite_weights(model, path: Path, step: int) -> None:
+    """A model with NaN / inf weights is never saved."""
+    bad = [name for name, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InputError(f"the weights are not finite after step {step} ({bad[0]}"
+                         f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): not saving {path}; lower --lr")
 
 
 class LossModule(torch.nn.Module):
