@@ -156,10 +156,6 @@ def with_variant(cfg: ModelConfig, variant: str) -> ModelConfig:
     return cfg if cfg.variant == variant else cfg.with_overrides(variant=variant, **VARIANTS[variant])
 
 
-def listen_config(cfg: ModelConfig) -> ModelConfig:
-    return with_variant(cfg, "listen")
-
-
 def get_preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]

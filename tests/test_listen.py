@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from jsa_rt.config import ModelConfig, get_preset, listen_config, with_variant
+from jsa_rt.config import ModelConfig, get_preset, with_variant
 from jsa_rt.errors import InputError
 from jsa_rt.model import build_model, losses
 from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint
@@ -24,15 +24,13 @@ def cross_entropy_np(logits: np.ndarray) -> float:
     return float(np.mean(rows))
 
 
-def loc_loss_loop(q: np.ndarray, k: np.ndarray, scale: float, tau: float, groups=None) -> float:
+def loc_loss_loop(q: np.ndarray, k: np.ndarray, scale: float, tau: float) -> float:
     """The definition, one pair at a time: s_ij = max_n scale * (q_i0 - q_i1) . k_jn."""
     b = len(q)
     s = np.empty((b, b))
     for i in range(b):
         for j in range(b):
             s[i, j] = max(scale * float(np.dot(q[i, 0] - q[i, 1], k[j, n])) for n in range(k.shape[1])) / tau
-            if groups is not None and i != j and groups[i] == groups[j]:
-                s[i, j] = -np.inf
     return cross_entropy_np(s) + cross_entropy_np(s.T)
 
 
@@ -68,22 +66,6 @@ def test_loc_loss_equals_the_loop_and_its_margin_is_the_maps_logit():
     target_share = torch.softmax(torch.matmul(q, k.transpose(1, 2)) * scale, dim=1)[:, 0]
     assert torch.allclose(torch.sigmoid(margin), target_share, atol=1e-6)
     assert torch.equal(margin.argmax(1), slot_attention_map(q, k, scale, 1e-8)[:, 0].argmax(1))
-
-
-def test_rows_sharing_a_frame_are_not_negatives_of_each_other():
-    """Two sounds on one identical frame: their image scores are equal whatever the model does,
-    so kept as negatives they cap the loss at log 2; `frame_group` leaves them out."""
-    g = torch.Generator().manual_seed(4)
-    q, k = torch.randn(3, 2, 4, generator=g), torch.randn(3, 5, 4, generator=g)
-    k[1] = k[0]                                                    # rows 0, 1: the same frame
-    groups = torch.tensor([7, 7, 9])
-    got = losses.localisation_mil_loss(q, k, 1.0, 1.0, frame_group=groups)
-    assert got.item() == pytest.approx(loc_loss_loop(q.numpy(), k.numpy(), 1.0, 1.0, groups.tolist()), rel=1e-5)
-    assert got.item() != pytest.approx(losses.localisation_mil_loss(q, k, 1.0, 1.0).item(), rel=1e-3)
-    # one frame, two sounds, nothing else: no negative left, no loss (and no NaN)
-    pair = losses.localisation_mil_loss(q[:2], k[:2], 1.0, 1.0, frame_group=groups[:2])
-    assert pair.item() == 0.0
-    assert losses.localisation_mil_loss(q[:2] * 50, k[:2], 1.0, 1.0).item() >= math.log(2) - 1e-6
 
 
 def test_loc_loss_is_fp32_under_autocast():
@@ -122,10 +104,10 @@ def test_matching_modes():
 def test_variant_config_defaults_and_validation():
     tiny = get_preset("tiny")
     assert (tiny.variant, tiny.match, tiny.iqr_alpha) == ("paper", "both", 0.4)
-    listen = listen_config(tiny)
+    listen = with_variant(tiny, "listen")
     assert (listen.variant, listen.match, listen.iqr_alpha) == ("listen", "audio_only", 1.0)
     tuned = listen.with_overrides(iqr_alpha=0.8)
-    assert listen_config(tuned) is tuned                          # already listen: settings kept
+    assert with_variant(tuned, "listen") is tuned                          # already listen: settings kept
     assert with_variant(listen, "paper") == tiny
     with pytest.raises(ValueError, match="unknown model variant 'loud'"):
         tiny.with_overrides(variant="loud")
@@ -139,7 +121,7 @@ def test_variant_config_defaults_and_validation():
 
 
 def test_variant_round_trips_through_a_checkpoint(tmp_path):
-    cfg = listen_config(get_preset("tiny")).with_overrides(match="reverse", tau_loc=0.5, w_loc=2.0)
+    cfg = with_variant(get_preset("tiny"), "listen").with_overrides(match="reverse", tau_loc=0.5, w_loc=2.0)
     model = build_model(cfg, pretrained=False)
     save_checkpoint(tmp_path / "listen.pt", model)
     loaded, meta = load_checkpoint(tmp_path / "listen.pt")
@@ -181,7 +163,7 @@ def test_paper_variant_loss_is_unchanged(monkeypatch):
 
 
 def test_listen_loss_terms_and_gradient_to_the_audio_encoder():
-    cfg = listen_config(get_preset("tiny"))
+    cfg = with_variant(get_preset("tiny"), "listen")
     torch.manual_seed(0)
     model = build_model(cfg, pretrained=False).train()
     images, wave = tiny_batch(cfg)
@@ -207,7 +189,7 @@ def test_listen_loss_terms_and_gradient_to_the_audio_encoder():
 
 
 def test_listen_matching_does_not_pull_the_localisation_map(monkeypatch):
-    cfg = listen_config(get_preset("tiny"))
+    cfg = with_variant(get_preset("tiny"), "listen")
     torch.manual_seed(0)
     model = build_model(cfg, pretrained=False).train()
     images, wave = tiny_batch(cfg)
@@ -257,7 +239,7 @@ def test_train_cli_variant_flags(tmp_path):
 
 
 def test_resume_keeps_the_runs_variant(tmp_path):
-    stored = listen_config(get_preset("tiny")).with_overrides(match="reverse", iqr_alpha=0.9)
+    stored = with_variant(get_preset("tiny"), "listen").with_overrides(match="reverse", iqr_alpha=0.9)
     torch.save({"config": stored.to_dict()}, tmp_path / "last.pt")
     out = ("--preset", "tiny", "--out", str(tmp_path))
     assert parse(*out, "--resume") == stored
@@ -274,7 +256,7 @@ def test_listen_model_exports_to_onnx_and_matches_torch(tmp_path):
     torch.set_num_threads(2)
     model = contrast_model("tiny")
     paper_model = contrast_model("tiny")
-    model.cfg = listen_config(model.cfg)
+    model.cfg = with_variant(model.cfg, "listen")
     path = oe.export_all(model, tmp_path / "listen.onnx", graphs=("full",), model_name="listen",
                          log=lambda *_: None)["full"]
     backend = OrtBackend(path, device="cpu")

@@ -232,13 +232,15 @@ def test_a_diverging_run_stops_naming_the_step_and_saves_nothing_non_finite(scen
 def test_non_finite_weights_are_never_saved(tmp_path):
     from jsa_rt.errors import InputError
     from jsa_rt.model import build_model
-    from jsa_rt.train.trainer import _check_finite_weights
+    from jsa_rt.model.checkpoint import save_checkpoint
     model = build_model("tiny", pretrained=False)
-    _check_finite_weights(model, tmp_path / "final.pt", 3)
+    save_checkpoint(tmp_path / "final.pt", model)
+    good = (tmp_path / "final.pt").read_bytes()
     with torch.no_grad():
         next(model.parameters())[0] = float("nan")
-    with pytest.raises(InputError, match="not finite after step 3 .*not saving .*final.pt"):
-        _check_finite_weights(model, tmp_path / "final.pt", 3)
+    with pytest.raises(InputError, match="not finite .*not saving .*final.pt"):
+        save_checkpoint(tmp_path / "final.pt", model)
+    assert (tmp_path / "final.pt").read_bytes() == good          # the last good file is intact
 
 
 def test_listen_variant_trains_logs_loc_and_resumes_as_listen(scenes, tmp_path):

@@ -440,7 +440,7 @@ class Pipeline:
                     "frame": frame.index,
                     "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
                     "box": [round(v, 4) for v in loc.box] if loc.active else None,
-                    "confidence": round(r.confidence, 4) if math.isfinite(r.confidence) else None,
+                    "confidence": round(r.confidence, 4),          # the log writes a non-finite one as null
                     "level_db": round(r.level_db, 1),
                     "state": "source" if loc.active else f"no source ({loc.reason})",
                     "latency_ms": round(latency_ms, 2),

@@ -25,8 +25,18 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         torch.save(obj, f)
 
 
+def check_finite_weights(model, path) -> None:
+    """A model with NaN / inf weights (a diverged run) is never saved: the last good file stays."""
+    bad = [name for name, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        from ..errors import InputError
+        raise InputError(f"the weights are not finite ({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): "
+                         f"not saving {path}; lower --lr")
+
+
 def save_checkpoint(path, model, extra: dict | None = None, half: bool = False) -> None:
     """`half` stores float weights as fp16 (shipped models); they load back as fp32."""
+    check_finite_weights(model, path)
     state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
              for k, v in model.state_dict().items()}
     atomic_torch_save({

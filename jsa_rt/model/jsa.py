@@ -45,9 +45,7 @@ class JSA(AudioVisualModel):
         out.update(image_tokens=v, audio_tokens=a)
         return out
 
-    def loss(self, images, wave, frame_group: torch.Tensor | None = None):
-        """-> (total, {term: value}). `frame_group` (B,) long, optional (listen only): rows that
-        show the same frame with different sounds (see losses.localisation_mil_loss)."""
+    def loss(self, images, wave):
         cfg = self.cfg
         out = self(images, wave)
         img, aud = out["image"], out["audio"]
@@ -66,8 +64,7 @@ class JSA(AudioVisualModel):
         }
         if cfg.variant == "listen":
             query, keys = losses.whole_batch(aud.query, img.keys)
-            groups = None if frame_group is None else losses.whole_batch(frame_group)[0]
-            terms["loc"] = losses.localisation_mil_loss(query, keys, self.slots.scale, cfg.tau_loc, groups)
+            terms["loc"] = losses.localisation_mil_loss(query, keys, self.slots.scale, cfg.tau_loc)
         weights = {"cotr": 1.0, "recon": cfg.w_recon, "div": cfg.w_div, "match": cfg.w_match, "loc": cfg.w_loc}
         total = sum(weights[name] * value for name, value in terms.items())
         return total, terms

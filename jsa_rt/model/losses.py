@@ -113,23 +113,17 @@ def ezvsl_mil_loss(audio_emb: torch.Tensor, image_map: torch.Tensor, tau: float)
 
 
 def localisation_mil_loss(audio_query: torch.Tensor, image_keys: torch.Tensor, scale: float,
-                          tau: float, frame_group: torch.Tensor | None = None) -> torch.Tensor:
+                          tau: float) -> torch.Tensor:
     """The listen variant's `loc` term: audio i's last queries (B,S,D) against image j's keys
     (B,N,D). The logit at token n is the target-minus-off-target margin of the localisation map,
     m_ijn = scale * (q_i0 - q_i1) . k_jn (softmax over two slots = sigmoid(m), so its argmax is
     the map's peak); the pair's score is max_n m_ijn (MIL: a sound lights up some location of
     its own image, more than any location of the other images). Symmetric cross-entropy
-    against the diagonal at temperature tau, in fp32.
-
-    `frame_group` (B,) marks rows showing the same frame (with different sounds): such an image
-    is identical, not a negative, and the other sound has its source in it too, so those
-    off-diagonal pairs are left out of both directions (otherwise their logits are equal and
-    the two rows ask for opposite orders)."""
+    against the diagonal at temperature tau, in fp32. (Two sounds of one frame in a batch would
+    be false negatives of each other; with shuffled batches that is about one pair in seven
+    batches of 64, so it is not worth a mask.)"""
     with torch.autocast(audio_query.device.type, enabled=False):
         margin = (audio_query[:, 0] - audio_query[:, 1]).float() * scale                  # (B, D)
         scores = torch.einsum("id,jnd->ijn", margin, image_keys.float()).amax(dim=2) / tau  # (B audio, B image)
     labels = torch.arange(scores.shape[0], device=scores.device)
-    if frame_group is not None:
-        same = (frame_group[:, None] == frame_group[None, :]) & (labels[:, None] != labels[None, :])
-        scores = scores.masked_fill(same, float("-inf"))
     return F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)

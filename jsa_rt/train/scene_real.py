@@ -39,7 +39,7 @@ def photo_crop(photo: Photo, rng: np.random.Generator, margin: float = 0.15) -> 
     return img[b:max(d, b + 1), a:max(c, a + 1)]
 
 
-def _fill(img: np.ndarray, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+def fill_tile(img: np.ndarray, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     """Centre-crop to the tile's aspect (a little random zoom and shift), then resize."""
     ih, iw = img.shape[:2]
     aspect = w / h
@@ -78,7 +78,7 @@ def mosaic(rng: np.random.Generator, size: int, photos: list[Photo]) -> tuple[np
         x0, y0, x1, y1 = rects[order[i]]
         a, b, c, d = (int(round(v * size)) for v in (x0, y0, x1, y1))
         a2, b2 = a + (gutter if a else 0), b + (gutter if b else 0)
-        canvas[b2:d, a2:c] = _fill(photo_crop(photo, rng), c - a2, d - b2, rng)
+        canvas[b2:d, a2:c] = fill_tile(photo_crop(photo, rng), c - a2, d - b2, rng)
         boxes[i] = (a2 / size, b2 / size, c / size, d / size)
     return _camera(canvas, rng), boxes
 

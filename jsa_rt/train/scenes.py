@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import non_negative_int, positive_float, positive_int, unit_interval
+from ..atomic import write_bytes, write_text
 from ..errors import InputError
 from .scene_audio import compose_audio, load_clip
 from .classmap import Photo, RealCatalog, build_real_catalog
@@ -105,8 +106,11 @@ def plan_classes(catalog: Catalog, seed: int) -> SplitPlan:
     return SplitPlan(tuple(seen), tuple(unheard), tuple(sorted(speakers[held:])), tuple(sorted(speakers[:held])))
 
 
-def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int,
-                no_source_fraction: float) -> list[SceneSpec]:
+def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int, no_source_fraction: float,
+                sound_of: dict[str, str] | None = None) -> list[SceneSpec]:
+    """`sound_of`: class -> recording identity (Catalog's sound keys), so two classes playing one
+    recording are never both in view."""
+    sound_of = sound_of or {}
     digits = [f"digit_{d}" for d in range(10)] if plan.train_speakers else []
     real = plan.real or {}
     specs = []
@@ -128,7 +132,7 @@ def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int,
             continue
         rng = np.random.default_rng([seed, split_index, 1_000_000])
         if split in PAIR_SPLITS:
-            specs += _plan_pairs(split, split_index, pool, n, seed, rng)
+            specs += _plan_pairs(split, split_index, pool, n, seed, rng, sound_of)
             continue
         # class-balanced: every class the same number of times (+-1), in random order
         targets = [pool[i % len(pool)] for i in range(n)]
@@ -151,7 +155,7 @@ def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int,
                     target = _real_target(real[split], kinds, kind)
                     speaker = None
                 elif kind == "peers" and not target.startswith("digit_"):
-                    peers = _peer_classes(plan.seen, target, kinds, int(kinds.integers(1, 3)))
+                    peers = _peer_classes(plan.seen, target, kinds, int(kinds.integers(1, 3)), sound_of)
                 else:
                     kind = "cutout"
                 all_sounds = kind in ("peers", "mosaic") and kinds.random() < TRAIN_ALL_SOUNDS
@@ -182,16 +186,17 @@ def _real_target(classes: tuple[str, ...], rng: np.random.Generator, kind: str) 
     return classes[int(rng.integers(len(classes)))]
 
 
-def _peer_classes(pool, target: str, rng: np.random.Generator, count: int) -> tuple[str, ...]:
+def _peer_classes(pool, target: str, rng: np.random.Generator, count: int,
+                  sound_of: dict[str, str]) -> tuple[str, ...]:
     """`count` other classes of the pool, each with a sound of its own (never the target's)."""
     others = [c for c in pool if c != target and not c.startswith("digit_")
-              and not (_CATALOG_SOUNDS.get(c) and _CATALOG_SOUNDS.get(c) == _CATALOG_SOUNDS.get(target))]
+              and not (sound_of.get(c) and sound_of.get(c) == sound_of.get(target))]
     picked = rng.permutation(len(others))[:count]
     return tuple(others[i] for i in sorted(picked))
 
 
 def _plan_pairs(split: str, split_index: int, pool: list[str], n: int, seed: int,
-                rng: np.random.Generator) -> list[SceneSpec]:
+                rng: np.random.Generator, sound_of: dict[str, str]) -> list[SceneSpec]:
     """n frames showing 2 (70 %) or 3 sounding objects of different classes; each frame is
     written once per object (the group), with that object's sound."""
     kind = "mosaic" if split == "real-pairs" else "peers"
@@ -200,14 +205,10 @@ def _plan_pairs(split: str, split_index: int, pool: list[str], n: int, seed: int
         k = min(len(pool), 2 if rng.random() < 0.7 else 3)
         chosen = [pool[j] for j in rng.permutation(len(pool))[:k]]
         if kind == "peers":      # classes playing the same recording cannot both be in view
-            chosen = [chosen[0]] + list(_peer_classes(pool, chosen[0], rng, k - 1))
+            chosen = [chosen[0]] + list(_peer_classes(pool, chosen[0], rng, k - 1, sound_of))
         specs.append(SceneSpec(f"{split}_{i:05d}", split, (seed, split_index, i), chosen[0], None, None,
                                kind, tuple(chosen[1:]), True))
     return specs
-
-
-# class -> sound identity, for picking peers with a sound of their own (set with the catalogue)
-_CATALOG_SOUNDS: dict[str, str] = {}
 
 
 # ---- one scene (runs in a worker process) -----------------------------------------------------
@@ -324,7 +325,7 @@ def _cutout_scene(spec: SceneSpec) -> dict:
                                      bool(spec.target and spec.target.startswith("digit_")), offscreen_clips)
 
     quality = int(rng.integers(75, 96))
-    _write_jpeg(out / "frames" / f"{spec.id}.jpg", image, quality)
+    write_bytes(out / "frames" / f"{spec.id}.jpg", _jpeg_bytes(image, quality))
     _write_wav(out / "audio" / f"{spec.id}.wav", wave)
 
     def box(p):
@@ -443,8 +444,8 @@ def _cutout_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
         photos = [p for p in _REAL.silent_photos if p.split == pool] + \
                  [Photo(c.path, c.split) for c in _REAL.coco if c.split == pool]
         photo = photos[int(rng.integers(len(photos)))]
-        from .scene_real import _fill, photo_crop
-        background = (_fill(photo_crop(photo, rng), size, size, rng), f"photo:{Path(photo.path).stem}")
+        from .scene_real import fill_tile, photo_crop
+        background = (fill_tile(photo_crop(photo, rng), size, size, rng), f"photo:{Path(photo.path).stem}")
     image, placed, bg = compose_image(rng, size, _CATALOG.backgrounds, target, area, distractors, peers, background)
     objects = []
     for p in placed:
@@ -475,11 +476,7 @@ def _multi_scene(spec: SceneSpec) -> list[dict]:
     if spec.all_sounds and spec.kind == "mosaic" and spec.split == "train":
         sounding = [c for c, _ in objects if c]                 # every real tile, each with its sound
     candidates = [{"class": c, "box": _box(b)} for c, b in objects if c]
-    quality = int(rng.integers(75, 96))
-    from PIL import Image
-    import io
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    jpeg = _jpeg_bytes(image, int(rng.integers(75, 96)))
     entries = []
     for k, name in enumerate(sounding if spec.all_sounds else sounding[:1]):
         audio_rng = np.random.default_rng([*spec.seed, 7, k])
@@ -493,7 +490,7 @@ def _multi_scene(spec: SceneSpec) -> list[dict]:
         clips = _clips_for(name, spec, audio_rng)
         wave, audio_info = compose_audio(audio_rng, n, SAMPLE_RATE, clips, name == "person", offscreen_clips)
         scene_id = f"{spec.id}_{k}" if spec.all_sounds else spec.id
-        _write_bytes(out / "frames" / f"{scene_id}.jpg", buf.getvalue())
+        write_bytes(out / "frames" / f"{scene_id}.jpg", jpeg)
         _write_wav(out / "audio" / f"{scene_id}.wav", wave)
         boxes = [_box(b) for c, b in objects if c == name]
         entries.append({
@@ -508,30 +505,19 @@ def _multi_scene(spec: SceneSpec) -> list[dict]:
     return entries
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-
-def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
+def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+    """A float [0, 1] RGB frame as JPEG (encoded once, written once per soundtrack of a group)."""
+    import io
     from PIL import Image
-    tmp = path.with_suffix(".tmp.jpg")
-    Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp, quality=quality)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _write_wav(path: Path, wave: np.ndarray) -> None:
     import soundfile as sf
     tmp = path.with_suffix(".tmp.wav")
     sf.write(str(tmp), wave, SAMPLE_RATE, subtype="PCM_16")
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -557,8 +543,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
     allowed = {n for n, c in real.classes.items() if n not in blocked and not blocked & set(c.tux)} if real else set()
     plan = replace(plan, real={s: tuple(n for n in real.usable(s) if n in allowed)
                                for s in ("train", "val", "test")} if real else {})
-    _CATALOG_SOUNDS.update({c.name: c.sound_key for c in catalog.classes})
-    specs = plan_scenes(plan, counts, seed, no_source_fraction)
+    specs = plan_scenes(plan, counts, seed, no_source_fraction, {c.name: c.sound_key for c in catalog.classes})
     for sub in ("frames", "audio", "annotations", "splits"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     options = {"out": str(out), "image_size": image_size, "seconds": seconds}
@@ -584,8 +569,8 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
         by_split.setdefault(spec.split, []).extend(made)
     stats = {}
     for split, items in by_split.items():
-        _write_text(out / "annotations" / f"{split}.json", json.dumps(items, indent=1, sort_keys=True))
-        _write_text(out / "splits" / f"{split}.txt", "".join(e["file"] + "\n" for e in items))
+        write_text(out / "annotations" / f"{split}.json", json.dumps(items, indent=1, sort_keys=True))
+        write_text(out / "splits" / f"{split}.txt", "".join(e["file"] + "\n" for e in items))
         areas = np.array([e["target_area"] for e in items if not e["no_source"]])
         stats[split] = {
             "n": len(items),
@@ -609,7 +594,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
         "layout": {"frames": "frames/<id>.jpg", "audio": "audio/<id>.wav",
                    "annotations": "annotations/<split>.json", "ids": "splits/<split>.txt"},
     }
-    _write_text(out / "scenes.json", json.dumps(manifest, indent=1, sort_keys=True))
+    write_text(out / "scenes.json", json.dumps(manifest, indent=1, sort_keys=True))
     manifest["elapsed_s"] = round(time.monotonic() - started, 1)
     return manifest
 

@@ -24,7 +24,7 @@ from ..cli import non_negative_float, non_negative_int, positive_int
 from ..config import MATCH_MODES, PRESETS, TRAIN_PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset, with_variant
 from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters
-from ..model.checkpoint import atomic_torch_save, save_checkpoint
+from ..model.checkpoint import atomic_torch_save, check_finite_weights, save_checkpoint
 from .evaluate import torch_device
 
 
@@ -386,7 +386,7 @@ def _run(args, held: contextlib.ExitStack) -> int:
             save(last_path, states)
 
     def save(path, rng_states):
-        _check_finite_weights(model, path, state["step"])
+        check_finite_weights(model, path)
         atomic_torch_save({
             "format": "jsa-rt", "format_version": 1, "kind": model.kind,
             "config": model_cfg.to_dict(), "state_dict": model.state_dict(),
@@ -471,7 +471,6 @@ def _run(args, held: contextlib.ExitStack) -> int:
                 score = (record["val"].get("pointing") or 0.0) + (record["val"].get("ciou50") or 0.0)
                 if state["best"] is None or score > state["best"]["score"]:
                     state["best"] = {"score": score, "epoch": state["epoch"]}
-                    _check_finite_weights(model, out / "best.pt", state["step"])
                     save_checkpoint(out / "best.pt", model, extra={"val": record["val"], "epoch": state["epoch"]})
             state["history"].append(record)
             checkpoint()
@@ -485,7 +484,6 @@ def _run(args, held: contextlib.ExitStack) -> int:
         dist_info.close()
     if dist_info.main:
         final = out / "final.pt"
-        _check_finite_weights(model, final, state["step"])
         save_checkpoint(final, model, extra={"steps": state["step"], "epochs": state["epoch"]})
         best = out / "best.pt" if (out / "best.pt").exists() else final
         print(f"trained {state['step']} steps -> {final} (best on val: {best}); next: "
@@ -544,14 +542,6 @@ def _diverged(what: str, step: int, epoch: int, ids: list, out: Path) -> str:
     return (f"training diverged at step {step} (epoch {epoch + 1}): non-finite {what}"
             f"{f' on the batch of {items}' if items else ''}; stopped before that update (any checkpoint "
             f"in {out} is from an earlier, finite step): lower --lr, or check those files")
-
-
-def _check_finite_weights(model, path: Path, step: int) -> None:
-    """A model with NaN / inf weights is never saved."""
-    bad = [name for name, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise InputError(f"the weights are not finite after step {step} ({bad[0]}"
-                         f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): not saving {path}; lower --lr")
 
 
 class LossModule(torch.nn.Module):
