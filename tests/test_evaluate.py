@@ -195,6 +195,14 @@ def test_scenes_reader_carries_groups_and_candidates(tmp_path):
     assert pair[-1].meta["group"] is None and pair[-1].meta["candidates"] == []
     old = open_dataset("scenes", make_fixture(tmp_path / "d"), CFG, split="test").samples   # no pair keys
     assert all(s.meta["group"] is None and s.meta["candidates"] == [] and "kind" not in s.meta for s in old)
+    # a candidate box is checked like any ground-truth box: NaN or inverted is a one-line error
+    from jsa_rt.errors import InputError
+    root = tmp_path / "p"
+    entries = json.loads((root / "annotations" / "pairs.json").read_text())
+    entries[1]["candidates"][0]["box"] = [0.5, float("nan"), 0.2, 0.9]
+    (root / "annotations" / "pairs.json").write_text(json.dumps(entries))
+    with pytest.raises(InputError, match=f"{entries[1]['file']}'s candidate: box .* x0 < x1"):
+        open_dataset("scenes", root, CFG, split="pairs")
 
 
 def test_follows_a_map_that_follows_the_sound_and_one_that_never_moves(tmp_path):

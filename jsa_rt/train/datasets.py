@@ -170,13 +170,12 @@ def _pair_fields(s: Sample, ann: Path) -> None:
     group = s.meta.get("group")
     s.meta["group"] = None if group in (None, "") else str(group)
     try:
-        s.meta["candidates"] = [{"class": str(c.get("class", "")), "box": [float(v) for v in c["box"]]}
+        s.meta["candidates"] = [{"class": str(c.get("class", "")),
+                                 "box": check_box(c["box"], f"annotations {ann}: {s.id}'s candidate")}
                                 for c in s.meta.get("candidates") or []]
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError):
         raise InputError(f"annotations {ann}: {s.id}'s candidates are not like [{{\"class\": NAME, "
                          f"\"box\": [x0, y0, x1, y1]}}, ...]; fix the file") from None
-    if any(len(c["box"]) != 4 for c in s.meta["candidates"]):
-        raise InputError(f"annotations {ann}: {s.id} has a candidate box without 4 numbers; fix the file")
 
 
 def read_avsbench(root: Path, split: str = "test") -> list[Sample]:
