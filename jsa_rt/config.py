@@ -5,6 +5,7 @@ This module imports nothing heavy (no torch), so the live runtime can read confi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 
@@ -15,6 +16,36 @@ VARIANTS: dict[str, dict] = {
     "listen": {"match": "audio_only", "iqr_alpha": 1.0},
 }
 MATCH_MODES = ("both", "audio_only", "reverse", "off")
+
+
+def _check_numbers(obj, rules: dict[str, tuple]) -> None:
+    """ValueError (one line, naming the setting) for a value of the wrong type or outside its range.
+    rules: {field: (kind, low, high)}, kind "int" or "float"; low/high inclusive, None = open."""
+    what = type(obj).__name__.replace("Config", "").lower()      # "model" / "train"
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.type == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{what} setting {f.name} must be true or false, got {value!r}")
+            continue
+        if f.name not in rules:
+            continue
+        kind, low, high = rules[f.name]
+        if kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            shown = "a whole number"
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            shown = "a finite number"
+        if ok and ((low is not None and value < low) or (high is not None and value > high)):
+            ok = False
+        if not ok:
+            bounds = (f"in [{low}, {high}]" if low is not None and high is not None
+                      else "> 0" if low == _POSITIVE else f">= {low}" if low is not None else f"<= {high}")
+            raise ValueError(f"{what} setting {f.name} must be {shown} {bounds}, got {value!r}")
+
+
+_POSITIVE = 1e-300                   # "> 0" for floats; ints use 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +93,13 @@ class ModelConfig:
     tau_loc: float = 1.0             # its temperature; the margins are attention logits already
 
     def __post_init__(self):
+        _check_numbers(self, _MODEL_RULES)
+        if self.image_size % self.image_stride:
+            raise ValueError(f"model setting image_size {self.image_size} must be a multiple of "
+                             f"image_stride {self.image_stride}")
+        if self.num_slots < 2:
+            raise ValueError(f"model setting num_slots must be at least 2 (target and off-target), "
+                             f"got {self.num_slots}")
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown model variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.match not in MATCH_MODES:
@@ -115,8 +153,26 @@ class TrainConfig:
     amp: bool = True                 # mixed precision on GPU only
     grad_clip: float = 0.0           # max gradient norm; 0 = no clipping
 
+    def __post_init__(self):
+        _check_numbers(self, {"lr": ("float", 0, None), "weight_decay": ("float", 0, None),
+                              "batch_size": ("int", 1, None), "epochs": ("int", 1, None),
+                              "seed": ("int", 0, None), "num_workers": ("int", 0, None),
+                              "grad_clip": ("float", 0, None)})
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_MODEL_RULES = {
+    **{k: ("int", 1, None) for k in ("image_size", "image_stride", "sample_rate", "n_fft", "hop_length", "dim",
+                                     "num_slots", "iterations", "mlp_hidden", "decoder_hidden", "knn_k",
+                                     "knn_reference_batch")},
+    **{k: ("float", _POSITIVE, None) for k in ("audio_seconds", "log_offset", "log_scale", "attn_eps", "tau",
+                                               "tau_loc", "gamma")},
+    **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc")},
+    "token_mask_prob": ("float", 0, 1), "iqr_alpha": ("float", 0, 1),
+    "no_source_confidence": ("float", -1, 1),          # a cosine
+}
 
 
 PRESETS: dict[str, ModelConfig] = {

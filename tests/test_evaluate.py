@@ -474,3 +474,24 @@ def test_eval_guesses_vggss_from_the_annotation_file(tmp_path, tiny_checkpoint, 
     assert summary["n"] == len(entries) and summary["skipped"] == 0
     from jsa_rt.train.datasets import guess_format
     assert guess_format(data, vggss) == "vggss" and guess_format(data, data / "test.csv") == "pairs"
+
+
+def test_compare_refuses_rows_that_are_different_scenes_under_one_id(tmp_path, capsys):
+    """Issue 16.8: a set made again into the same folder gave its ids to different scenes, and
+    `compare` paired the old run's rows with the new run's without a word."""
+    from jsa_rt.cli import main
+    from jsa_rt.errors import InputError
+    from jsa_rt.train import compare
+    head = "id,label,no_source,ciou,pointing\n"
+    (tmp_path / "a.csv").write_text(head + "s0,dog,False,0.5,True\ns1,cat,False,0.1,False\ns2,,True,,\n")
+    (tmp_path / "b.csv").write_text(head + "s0,dog,False,0.4,True\ns1,cow,False,0.2,False\ns2,,True,,\n")
+    (tmp_path / "c.csv").write_text(head + "s0,dog,False,0.4,True\ns1,cat,False,0.2,False\ns2,car,False,0.3,True\n")
+    a, b, c = (compare.read_rows(tmp_path / f"{n}.csv") for n in "abc")
+    with pytest.raises(InputError, match=r"sample 's1' is a different scene.*label 'cat' in A, 'cow' in B"):
+        compare.compare(a, b)
+    with pytest.raises(InputError, match=r"sample 's2' is a different scene.*label"):
+        compare.compare(a, c)
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "'s1'" in err and "Traceback" not in err, err
+    assert compare.compare(b, b)["paired"] == 3                            # the same scenes still pair

@@ -380,3 +380,73 @@ def test_output_and_log_json_naming_one_file_is_refused_before_the_model_loads(m
         with pytest.raises(JsaError, match="--output and --log-json both name"):
             Pipeline(opts, lambda: loaded.append(1) or FakeBackend()).run()
     assert not loaded and list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_recording_is_one_line_and_leaves_no_partial_files(media, tmp_path, monkeypatch):
+    """Issue 16.7: a full disk in `live --output` gave a traceback and left hidden .partial-* files."""
+    import errno
+    import soundfile as sf
+    from jsa_rt.errors import JsaError
+    writes = []
+
+    def full(self, data):
+        writes.append(len(data))
+        if len(writes) >= 3:                                  # a few blocks went in, then the disk filled
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    out = tmp_path / "run.mp4"
+    pipe = Pipeline(LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False,
+                                headless=True, quiet=True, output=str(out)), lambda: FakeBackend())
+    with pytest.raises(JsaError) as err:
+        pipe.run()
+    message = str(err.value)
+    assert "the disk is full" in message and str(out) in message and "\n" not in message, message
+    assert list(tmp_path.iterdir()) == []                   # neither run.mp4 nor .run.partial-*
+
+
+def test_a_full_disk_while_finishing_the_recording_removes_its_partial_files(tmp_path, monkeypatch):
+    import errno
+    from jsa_rt.errors import InputError
+    rec = VideoRecorder(tmp_path / "r.mp4", fps=10, audio_rate=16000)
+    rec.write(np.zeros((48, 64, 3), np.uint8), 0.0)
+    rec.write_audio(np.zeros(160, np.float32))
+    assert list(tmp_path.glob(".r.partial-*"))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(InputError, match=r"r.mp4: the disk is full"):
+        rec.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["run.avi", "run.png", "run"])
+def test_an_output_not_named_mp4_is_refused_before_the_model_loads(media, tmp_path, name):
+    """Issue 16: `--output run.avi` wrote an MP4 inside a .avi (and .png, a video)."""
+    from jsa_rt.errors import JsaError
+    loaded = []
+    opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False, headless=True,
+                       quiet=True, output=str(tmp_path / name))
+    with pytest.raises(JsaError, match=r"records MP4 video only.*give a .mp4 name, e.g. .*run.mp4"):
+        Pipeline(opts, lambda: loaded.append(1) or FakeBackend()).run()
+    assert not loaded and list(tmp_path.iterdir()) == []
+
+
+def test_log_json_never_writes_through_a_symbolic_link(media, tmp_path):
+    """Issue 16: a --log-json that is a link (to a file the user owns) truncated the file it points to."""
+    from jsa_rt.errors import InputError, JsaError
+    from jsa_rt.live.outputs import JsonLog
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me\n")
+    link = tmp_path / "run.jsonl"
+    link.symlink_to(victim)
+    loaded = []
+    opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False, headless=True,
+                       quiet=True, log_json=str(link))
+    with pytest.raises(JsaError, match=r"--log-json .*run.jsonl is a symbolic link .*refusing to write through"):
+        Pipeline(opts, lambda: loaded.append(1) or FakeBackend()).run()
+    assert not loaded
+    log = JsonLog(link)                                     # a link made after the start-up check
+    with pytest.raises(InputError, match="symbolic link"):
+        log.write({"t": 0.0})
+    assert victim.read_text() == "keep me\n" and link.is_symlink()

@@ -113,7 +113,7 @@ def test_localize_writes_maps_and_picture(tiny_checkpoint, tmp_path, capsys):
         assert np.allclose(maps[key], direct[key][0].numpy(), atol=1e-6), key
 
     picture = cv2.imread(str(png))
-    assert picture is not None and picture.shape == (size, size, 3)
+    assert picture is not None and picture.shape == (*rgb.shape[:2], 3)       # the image's own size
 
 
 def test_alpha_option_changes_the_fusion(tiny_checkpoint, tmp_path):
@@ -283,3 +283,20 @@ def test_out_and_png_naming_one_file_is_refused(tiny_checkpoint, tmp_path, capsy
                         "--out", same, "--png", png) == 2
         assert_one_line_error(capsys, "--out and --png both name", "different file names")
     assert not same.exists()
+
+
+@pytest.mark.parametrize("h, w, shown", [(60, 160, (60, 160)), (900, 3000, (384, 1280))])
+def test_localize_picture_keeps_the_images_own_aspect(tiny_checkpoint, tmp_path, generated_pair, h, w, shown):
+    """Issue 16: the --png was the model's square input, a wide photo squeezed."""
+    _, audio = generated_pair
+    wide = tmp_path / "wide.png"
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, : w // 2] = 255                                   # left half white: visible in the overlay
+    assert cv2.imwrite(str(wide), rgb)
+    png = tmp_path / "overlay.png"
+    assert localize("--checkpoint", tiny_checkpoint, "--image", wide, "--audio", audio,
+                    "--out", tmp_path / "m.npz", "--png", png) == 0
+    picture = cv2.imread(str(png))
+    assert picture.shape == (*shown, 3)
+    left, right = picture[:, : shown[1] // 2 - 4].mean(), picture[:, shown[1] // 2 + 4:].mean()
+    assert left > right + 40                                 # the picture is the photo, not stretched

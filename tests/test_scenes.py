@@ -312,3 +312,44 @@ def test_train_and_val_mix_never_show_or_play_an_unheard_class(real_sets):
                     *(c["class"] for c in e.get("candidates", ()))}
             assert not used & unheard, (e["file"], used & unheard)
     assert {"mosaic", "peers"} <= kinds
+
+
+def test_an_existing_scene_set_is_refused_unless_force_which_empties_it(tmp_path, capsys):
+    """Issue 16.8: writing a set over another left its old files while its ids named different scenes."""
+    from jsa_rt.cli import main
+    out = tmp_path / "set"
+    counts = ",".join(f"{s}={3 if s == 'test' else 0}" for s in scenes.SPLITS)
+    small = ["make-scenes", "--out", str(out), "--counts", counts, "--quiet", "--workers", "0", "--seconds", "1"]
+    assert main(small + ["--seed", "1"]) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    stale = out / "frames" / "stale-from-an-older-set.jpg"
+    stale.write_bytes(b"old")
+    assert main(small + ["--seed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already holds a scene set" in err and "--force" in err, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p != stale} == before   # untouched
+    assert main(small + ["--seed", "2", "--force"]) == 0
+    assert not stale.exists()                              # --force emptied frames/ first
+    ids = (out / "splits" / "test.txt").read_text().split()
+    assert sorted(p.stem for p in (out / "frames").iterdir()) == sorted(ids)
+    assert sorted(p.stem for p in (out / "audio").iterdir()) == sorted(ids)
+
+
+def test_a_full_disk_while_making_scenes_is_one_line_and_leaves_no_temp_sound(tmp_path, monkeypatch):
+    """Issue 16.7: libsndfile's own error on a full disk was a traceback, and its .tmp.wav stayed."""
+    import os
+    from jsa_rt.errors import InputError
+
+    def full(path, *args, **kwargs):
+        Path(path).write_bytes(b"RIFF")                        # part of it went in, then the disk filled
+        raise RuntimeError("Error opening 'x.tmp.wav': System error.")
+
+    class NoRoom:
+        f_bavail, f_frsize = 0, 4096
+    monkeypatch.setattr(sf, "write", full)
+    monkeypatch.setattr(os, "statvfs", lambda path: NoRoom())
+    out = tmp_path / "set"
+    with pytest.raises(InputError, match=r"set: the disk is full.*--force"):
+        scenes.generate(out, seed=1, counts={"test": 2}, seconds=1.0, workers=0, progress=False)
+    assert not list((out / "audio").glob("*.tmp.wav"))

@@ -301,3 +301,23 @@ def test_two_runs_never_share_one_folder(scenes, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already holds a training run (last.pt, log.csv" in err[0] and "--resume" in err[0]
     assert (tmp_path / "final.pt").read_bytes() == before
+
+
+def test_training_files_are_never_written_through_symbolic_links(tmp_path):
+    """Issue 16: a run folder's .lock (truncated for the pid) and log.csv (appended to) followed a
+    link to whatever file it named."""
+    from jsa_rt.errors import InputError
+    from jsa_rt.train.trainer import _claim_run_folder, _open_log
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(InputError, match=r"lock file .*\.lock is a symbolic link .*refusing to write through"):
+        _claim_run_folder(run, resume=False)
+    (run / ".lock").unlink()
+    (run / "log.csv").symlink_to(victim)
+    log, has_header = _open_log(run / "log.csv", resume_step=None)    # replaces the link with a new log
+    log.write("step,loss\n")
+    log.close()
+    assert victim.read_text() == "keep me\n" and not (run / "log.csv").is_symlink()

@@ -93,7 +93,7 @@ mkdir -p "$DST/coco128/labels" && cp -rn "$SRC/coco128/labels/." "$DST/coco128/l
 echo "pack: recordings (Tux Paint, UrbanSound8K, 0 A.D., FSDD), re-encoded small"
 encode_audio
 echo "pack: the full data's class split (.carry/plan.json): the copy trains exactly those classes"
-[ -f .carry/plan.json ] || { .venv/bin/jsa-rt make-scenes --out /tmp/jsa-plan --quiet \
+[ -f .carry/plan.json ] || { .venv/bin/jsa-rt make-scenes --out /tmp/jsa-plan --force --quiet \
     --counts train=1,val=0,test=0,test-unheard=0,digits=0,pairs=0,pairs-unheard=0,real=0,real-pairs=0 >/dev/null \
     && cp /tmp/jsa-plan/scenes.json .carry/plan.json; }
 echo "pack: wheels and weights"

@@ -155,14 +155,24 @@ def run_live(args) -> int:
 # ---- demo ---------------------------------------------------------------------------------------
 def add_demo_parser(sub):
     p = sub.add_parser("demo", help="run the live pipeline on a clip built from real data",
-                       description="Builds a short clip (Tux Paint stamps on photos, with their sounds), "
-                                   "runs the live pipeline on it as if it were a camera and a "
-                                   "microphone, writes an annotated mp4 and scores the peaks.")
+                       description="Builds a short clip (Tux Paint stamps on photos, with their sounds; or "
+                                   "with --scene real, real photos side by side and held-out real "
+                                   "recordings, the sound switching between them), runs the live "
+                                   "pipeline on it as if it were a camera and a microphone, writes an "
+                                   "annotated mp4 and scores the peaks: the hit rate, and the follow "
+                                   "rate once each switch of the sound's source has settled.")
     p.add_argument("--out", default="jsa-rt-demo", help="output folder (default ./jsa-rt-demo)")
     p.add_argument("--data", default=None,
-                   help="data folder with tuxpaint-stamps/ and backgrounds/ (default $JSA_DATA or "
-                        "../shared/data, else /usr/share/tuxpaint/stamps)")
-    p.add_argument("--segments", type=positive_int, default=4, help="scenes in the clip (default 4)")
+                   help="data folder with tuxpaint-stamps/ and backgrounds/ (--scene real: caltech101/, "
+                        "coco128/, urbansound8k/, 0ad/) (default $JSA_DATA or ../shared/data, else "
+                        "/usr/share/tuxpaint/stamps)")
+    p.add_argument("--scene", choices=("stamps", "real"), default="stamps",
+                   help="stamps: a Tux Paint stamp sounding on a photo, a new scene per segment (default); "
+                        "real: 2-3 real photos side by side (class map test split: caltech101/, coco128/) "
+                        "while the sound switches between held-out real recordings of them "
+                        "(urbansound8k/, 0ad/) every segment, with a second of silence between")
+    p.add_argument("--segments", type=positive_int, default=4,
+                   help="scenes in the clip; with --scene real, sound turns (default 4)")
     p.add_argument("--segment-seconds", type=positive_float, default=4.0, help="length of each scene (default 4)")
     p.add_argument("--fps", type=positive_float, default=30.0, help="clip frame rate (default 30)")
     p.add_argument("--seed", type=int, default=0)

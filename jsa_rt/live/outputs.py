@@ -8,6 +8,7 @@ renders fewer frames than the camera delivers.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -75,11 +76,17 @@ class Window:
 
 def check_writable(flag: str, path: str | Path) -> None:
     """A one-line error now, not a traceback after the run, for an output path that cannot be written."""
+    from ..atomic import refuse_symlink
     from ..errors import InputError
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'out'}"
                          f"{'.mp4' if flag == '--output' else '.jsonl'}")
+    if flag == "--output" and path.suffix.lower() != ".mp4":
+        raise InputError(f"{flag} {path}: jsa-rt records MP4 video only (a {path.suffix or 'nameless'} file "
+                         f"would hold an MP4 inside); give a .mp4 name, e.g. {path.with_suffix('.mp4')}")
+    if flag == "--log-json":
+        refuse_symlink(path, flag)             # the log is written in place: never through a link
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -119,8 +126,22 @@ class VideoRecorder:
             self._audio = sf.SoundFile(str(self._audio_tmp), "w", samplerate=int(self.audio_rate),
                                        channels=1, subtype="PCM_16")
 
+    def _full_disk_stops(self, exc: Exception) -> None:
+        """A full disk (or quota): drop the partial files and say so in one line; else nothing."""
+        from ..atomic import disk_full, disk_full_error
+        if disk_full(exc, self.path.parent):
+            self.abandon()
+            raise disk_full_error(self.path) from None
+
     def write(self, image: np.ndarray, t_media: float) -> int:
         """Add a frame shown at `t_media` seconds; returns how many video frames that took."""
+        try:
+            return self._write(image, t_media)
+        except Exception as exc:
+            self._full_disk_stops(exc)
+            raise
+
+    def _write(self, image: np.ndarray, t_media: float) -> int:
         if self._writer is None:
             self._open(image)
             self._t0 = t_media
@@ -155,11 +176,22 @@ class VideoRecorder:
         """Append sound (mono float at `audio_rate`); whatever exceeds `audio_room()` is dropped."""
         samples = samples[:self.audio_room()]
         if samples.size:
-            self._audio.write(np.clip(samples, -1.0, 1.0))
+            try:
+                self._audio.write(np.clip(samples, -1.0, 1.0))
+            except Exception as exc:
+                self._full_disk_stops(exc)
+                raise
             self.audio_samples += samples.size
 
     def close(self) -> str:
         """Finish the file; returns a short description (path, frames, with or without sound)."""
+        try:
+            return self._close()
+        except Exception as exc:
+            self._full_disk_stops(exc)
+            raise
+
+    def _close(self) -> str:
         if self._writer is None:
             return f"{self.path}: nothing recorded"
         self._writer.release()
@@ -184,6 +216,9 @@ class VideoRecorder:
             done = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
             if done.returncode == 0:
                 os.replace(muxed, self._video_tmp)
+            elif "No space left on device" in done.stderr or "Disk quota exceeded" in done.stderr:
+                muxed.unlink(missing_ok=True)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(muxed))
             else:
                 with_audio = False
                 note = f" (ffmpeg could not add the sound: {done.stderr.strip().splitlines()[-1:]})"
@@ -195,13 +230,18 @@ class VideoRecorder:
         return f"{self.path} ({self.frames_written} frames{', with sound' if with_audio else ''}){note}"
 
     def abandon(self) -> None:
-        """Drop the temporary files (used when the run failed before producing anything)."""
-        if self._writer is not None:
-            self._writer.release()
-        if self._audio is not None:
-            self._audio.close()
+        """Drop the temporary files (a run that failed before producing anything, or a full disk)."""
+        for close in (getattr(self._writer, "release", None), getattr(self._audio, "close", None)):
+            try:
+                if close is not None:
+                    close()
+            except Exception:
+                pass                        # e.g. a full disk: the file goes anyway
+        self._writer = self._audio = None
+        self.frames_written = self.audio_samples = 0
         self._video_tmp.unlink(missing_ok=True)
         self._audio_tmp.unlink(missing_ok=True)
+        self.path.with_name(self._video_tmp.stem + ".av.mp4").unlink(missing_ok=True)
 
 
 class JsonLog:
@@ -217,15 +257,22 @@ class JsonLog:
     def write(self, record: dict) -> None:
         if self._file is None:
             try:
+                from ..atomic import open_no_follow
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "w", encoding="utf-8")
+                self._file = open_no_follow(self.path, "w", "--log-json", encoding="utf-8")
             except OSError as exc:
                 from ..errors import InputError
                 raise InputError(f"cannot write --log-json {self.path}: {exc.strerror}; "
                                  f"choose a folder you can write to") from None
         # strict JSON: a NaN or inf (never meant to get here) is written as null, not as bare NaN
-        self._file.write(json.dumps(_finite(record), separators=(",", ":"), allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(_finite(record), separators=(",", ":"), allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            from ..atomic import disk_full, disk_full_error
+            if disk_full(exc):
+                raise disk_full_error(self.path) from None
+            raise
         self.lines += 1
 
     def close(self) -> str | None:

@@ -67,7 +67,7 @@ class Localizer:
                view: tuple = (0.0, 0.0, 1.0, 1.0)) -> Localization:
         o = self.options
         # a non-finite map or confidence (a diverged model) is never shown, nor smoothed into later frames
-        broken = not (math.isfinite(confidence) and math.isfinite(level_db) and math.isfinite(float(heatmap.sum())))
+        broken = not (math.isfinite(confidence) and math.isfinite(level_db) and math.isfinite(float(heatmap.sum(dtype=np.float64))))
         reason = ("non-finite model output" if broken else
                   "quiet" if level_db < o.min_level_db else
                   "low confidence" if confidence < o.min_confidence else "")

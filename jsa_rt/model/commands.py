@@ -36,6 +36,20 @@ def localize_pair(model, rgb: np.ndarray, wave: np.ndarray, alpha=None, object_p
     return {k: v[0].float().numpy() for k, v in out.items()}
 
 
+PICTURE_MAX_SIDE = 1280
+
+
+def picture_size(rgb: np.ndarray, max_side: int = PICTURE_MAX_SIDE) -> np.ndarray:
+    """The image for `localize --png`: its own aspect (the model saw it squeezed to a square, and
+    its map covers the whole frame, so the map stretches back with it), at most `max_side` wide or high."""
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return rgb
+    import cv2
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def run_localize(args) -> int:
     from ..atomic import atomic_path, refuse_same_file
     from ..overlay import overlay_heatmap, peak_xy
@@ -59,7 +73,7 @@ def run_localize(args) -> int:
     picture = None
     if args.png:
         ok, picture = cv2.imencode(png_ext, np.ascontiguousarray(
-            overlay_heatmap(resize_image(rgb, cfg.image_size), maps["heatmap"])[..., ::-1]))
+            overlay_heatmap(picture_size(rgb), maps["heatmap"])[..., ::-1]))
         if not ok:
             raise InputError(f"cannot encode {args.png} (use a .png or .jpg name)")
     out = Path(args.out)

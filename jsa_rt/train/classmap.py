@@ -22,8 +22,9 @@ from pathlib import Path
 REAL_SPLITS = ("train", "val", "test")
 TEST_SHARE, VAL_SHARE = 0.2, 0.1          # of source recordings / photos, by stable hash
 
-URBANSOUND_CLASSES = ("air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
-                      "engine_idling", "gun_shot", "jackhammer", "siren", "street_music")
+URBANSOUND_CLASSES = (                     # by classID, as in the file names
+    "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
+    "engine_idling", "gun_shot", "jackhammer", "siren", "street_music")
 COCO_NAMES = {0: "person", 2: "car", 14: "bird", 15: "cat", 16: "dog", 17: "horse", 18: "sheep",
               19: "cow", 20: "elephant"}
 
@@ -35,15 +36,15 @@ class ClassSources:
     caltech: tuple[str, ...] = ()          # caltech101/<folder>/*.jpg: object-centred photos
     coco: tuple[int, ...] = ()             # COCO category ids boxed in coco128/labels
     tux: tuple[str, ...] = ()              # Tux Paint sounding classes showing the same thing
-    urbansound: tuple[int, ...] = ()       # UrbanSound8K classIDs
+    urbansound: tuple[str, ...] = ()       # UrbanSound8K class names (URBANSOUND_CLASSES)
     zeroad: tuple[str, ...] = ()           # globs under 0ad/
 
 
 CLASS_MAP: tuple[ClassSources, ...] = (
-    ClassSources("dog", caltech=("dalmatian",), coco=(16,), tux=("dog",), urbansound=(3,),
+    ClassSources("dog", caltech=("dalmatian",), coco=(16,), tux=("dog",), urbansound=("dog_bark",),
                  zeroad=("voice/global/civ_dog_bark.ogg",)),
-    ClassSources("car", caltech=("car_side",), coco=(2,), urbansound=(1, 5)),
-    ClassSources("person", caltech=("Faces_easy",), coco=(0,), urbansound=(2,),
+    ClassSources("car", caltech=("car_side",), coco=(2,), urbansound=("car_horn", "engine_idling")),
+    ClassSources("person", caltech=("Faces_easy",), coco=(0,), urbansound=("children_playing",),
                  zeroad=("voice/*/civ/civ_male_*.ogg", "voice/*/civ/civ_female_*.ogg")),
     ClassSources("rooster", caltech=("rooster",), tux=("rooster", "hen"),
                  zeroad=("actor/fauna/animal/chicken*.ogg",)),
@@ -56,11 +57,11 @@ CLASS_MAP: tuple[ClassSources, ...] = (
     ClassSources("sheep", tux=("sheep", "sheep_lamb"),
                  zeroad=("actor/fauna/animal/sheep*.ogg",)),
     ClassSources("pig", tux=("pig", "pig_golden"), zeroad=("actor/fauna/animal/pig*.ogg",)),
-    ClassSources("gun", caltech=("revolver",), urbansound=(6,)),
+    ClassSources("gun", caltech=("revolver",), urbansound=("gun_shot",)),
     ClassSources("dolphin", caltech=("dolphin",), tux=("dolphin",)),
 )
 # Sounds with no picture: off-screen sounds in the real scenes.
-OFFSCREEN_URBANSOUND = (0, 4, 7, 8, 9)
+OFFSCREEN_URBANSOUND = ("air_conditioner", "drilling", "jackhammer", "siren", "street_music")
 # Photos of things that do not sound here: silent tiles and backgrounds.
 SILENT_CALTECH = ("Motorbikes", "airplanes", "helicopter", "accordion", "electric_guitar",
                   "grand_piano", "saxophone", "euphonium", "mandolin", "metronome", "gramophone",
@@ -198,10 +199,10 @@ def build_real_catalog(data_root: Path | None = None,
             for name, box in image.objects:
                 if name and name in _coco_names(spec) and _big_enough(image.path, box):
                     c.photos.append(Photo(image.path, image.split, box))
-        for class_id in spec.urbansound:
-            got = us.get(class_id, [])
+        for us_class in spec.urbansound:
+            got = us.get(URBANSOUND_CLASSES.index(us_class), [])
             if us_root.is_dir() and not got:
-                missing.append(f"urbansound8k class {class_id}")
+                missing.append(f"urbansound8k {us_class}")
             c.recordings += got
         for pattern in spec.zeroad:
             paths = sorted(zeroad.glob(pattern))
@@ -216,7 +217,7 @@ def build_real_catalog(data_root: Path | None = None,
         classes[spec.name] = c
     silent = [Photo(str(p), split_of(f"caltech:{folder}/{p.name}"))
               for folder in SILENT_CALTECH for p in sorted((caltech / folder).glob("*.jpg"))]
-    offscreen = [r for class_id in OFFSCREEN_URBANSOUND for r in us.get(class_id, [])]
+    offscreen = [r for name in OFFSCREEN_URBANSOUND for r in us.get(URBANSOUND_CLASSES.index(name), [])]
     return RealCatalog(classes, silent, offscreen, coco, sorted(set(missing)))
 
 

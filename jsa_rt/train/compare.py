@@ -72,6 +72,22 @@ METRICS = {"ciou50": "cIoU@0.5", "auc": "AUC", "pointing": "pointing",
 PER_GROUP = ("follows",)         # one score per frame, not per sample: pair splits only
 
 
+# what `eval` writes about the scene itself (not the model): a paired row must agree on all of them
+SCENE_COLUMNS = ("label", "no_source", "group", "scene_kind", "background", "distractors", "offscreen", "snr")
+
+
+def check_same_scenes(rows_a: dict[str, dict], rows_b: dict[str, dict], ids: list[str]) -> None:
+    """One line naming the first id whose scene columns differ: the CSVs come from different sets
+    (e.g. one made again with make-scenes into the same folder), and pairing by id would compare
+    unrelated scenes."""
+    for i in ids:
+        ra, rb = rows_a[i], rows_b[i]
+        for column in SCENE_COLUMNS:
+            if column in ra and column in rb and ra[column] != rb[column]:
+                raise InputError(f"sample {i!r} is a different scene in the two CSVs ({column} {ra[column]!r} in A, "
+                                 f"{rb[column]!r} in B): evaluate both models on the same scene set")
+
+
 MIN_RESAMPLES = 1000      # a 95 % interval rests on its 2.5 % tails: 25 draws each at this count
 
 
@@ -82,6 +98,7 @@ def compare(rows_a: dict[str, dict], rows_b: dict[str, dict], resamples: int = 1
     ids = sorted(set(rows_a) & set(rows_b))
     if not ids:
         raise InputError("the two CSVs share no sample id: evaluate both models on the same split")
+    check_same_scenes(rows_a, rows_b, ids)
     a_rows, b_rows = [rows_a[i] for i in ids], [rows_b[i] for i in ids]
     out = {"paired": len(ids), "only_a": len(set(rows_a) - set(rows_b)), "only_b": len(set(rows_b) - set(rows_a)),
            "metrics": {}, "not_compared": {}}

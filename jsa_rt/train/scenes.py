@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import non_negative_int, positive_float, positive_int, unit_interval
-from ..atomic import write_bytes, write_text
+from ..atomic import disk_full, write_bytes, write_text
 from ..errors import InputError
 from .scene_audio import compose_audio, load_clip
 from .classmap import Photo, RealCatalog, build_real_catalog
@@ -355,7 +355,7 @@ def _box(b) -> list[float]:
 
 def _real_clips(name: str, split: str, rng: np.random.Generator) -> list[np.ndarray]:
     """1-3 recordings of a real class from the split's own pool (never another split's)."""
-    pool = _REAL.classes[name].recordings_in(split if split in ("train", "val") else "test")
+    pool = _REAL.classes[name].recordings_in(_real_split(split))
     chosen = rng.permutation(len(pool))[: int(rng.integers(1, 4))]
     return [load_clip(pool[i].path, SAMPLE_RATE) for i in chosen]
 
@@ -367,7 +367,7 @@ def _real_of_tux(name: str) -> str | None:
 
 
 def _clips_for(name: str, spec: SceneSpec, rng: np.random.Generator) -> list[np.ndarray]:
-    pool = _photo_pool(spec.split)
+    pool = _real_split(spec.split)
     if _REAL and name in _REAL.classes and _REAL.classes[name].recordings_in(pool):
         return _real_clips(name, spec.split, rng)
     real = _real_of_tux(name)
@@ -376,14 +376,16 @@ def _clips_for(name: str, spec: SceneSpec, rng: np.random.Generator) -> list[np.
     return _target_clips(name, spec.speaker, rng, spec.split)
 
 
-def _photo_pool(split: str) -> str:
+def _real_split(split: str) -> str:
+    """The class map's split whose photos and recordings a scene split uses (every test-like
+    split draws on held-out material)."""
     return split if split in ("train", "val") else "test"
 
 
 def _mosaic_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
     """Tiles: the target class, the planned peers, then other real classes (silent candidates)
     or silent photos. Returns (image, [(class or '', box)], background name)."""
-    pool = _photo_pool(spec.split)
+    pool = _real_split(spec.split)
     names = [spec.target, *spec.peers]
     count = max(len(names), int(rng.choice([2, 3, 4], p=[0.4, 0.3, 0.3])))
     usable = [c for c in (_PLAN.real or {}).get(pool, ()) if c not in names]
@@ -407,7 +409,7 @@ def _mosaic_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
 
 
 def _coco_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
-    pool = _photo_pool(spec.split)
+    pool = _real_split(spec.split)
     options = [(img, i) for img in _REAL.coco if img.split == pool
                for i, (name, box) in enumerate(img.objects)
                if name == spec.target and any(p.path == img.path and p.box == box
@@ -440,21 +442,14 @@ def _cutout_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
     distractors = _pick_distractors(rng, spec, category, names, int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2])))
     background = None
     if spec.kind == "photo-cutout":
-        pool = _photo_pool(spec.split)
+        pool = _real_split(spec.split)
         photos = [p for p in _REAL.silent_photos if p.split == pool] + \
                  [Photo(c.path, c.split) for c in _REAL.coco if c.split == pool]
         photo = photos[int(rng.integers(len(photos)))]
         from .scene_real import fill_tile, photo_crop
         background = (fill_tile(photo_crop(photo, rng), size, size, rng), f"photo:{Path(photo.path).stem}")
     image, placed, bg = compose_image(rng, size, _CATALOG.backgrounds, target, area, distractors, peers, background)
-    objects = []
-    for p in placed:
-        if p.role == "target":
-            objects.append((spec.target, p.box))
-        elif p.role == "peer":
-            objects.append((p.name, p.box))
-        else:
-            objects.append(("", p.box))
+    objects = [({"target": spec.target, "peer": p.name}.get(p.role, ""), p.box) for p in placed]
     return image, objects, bg, category
 
 
@@ -472,7 +467,7 @@ def _multi_scene(spec: SceneSpec) -> list[dict]:
         image, objects, background, category = _cutout_frame(spec, rng, size)
     else:
         image, objects, background = made
-    sounding = [spec.target] + [p for p in spec.peers]
+    sounding = [spec.target, *spec.peers]
     if spec.all_sounds and spec.kind == "mosaic" and spec.split == "train":
         sounding = [c for c, _ in objects if c]                 # every real tile, each with its sound
     candidates = [{"class": c, "box": _box(b)} for c, b in objects if c]
@@ -480,13 +475,11 @@ def _multi_scene(spec: SceneSpec) -> list[dict]:
     entries = []
     for k, name in enumerate(sounding if spec.all_sounds else sounding[:1]):
         audio_rng = np.random.default_rng([*spec.seed, 7, k])
-        offscreen_clips = None
-        offscreen_name = None
-        if audio_rng.random() < 0.3:
-            if _REAL and _REAL.offscreen:
-                pool = [r for r in _REAL.offscreen if r.split == _photo_pool(spec.split)]
-                rec = pool[int(audio_rng.integers(len(pool)))]
-                offscreen_clips, offscreen_name = [load_clip(rec.path, SAMPLE_RATE)], Path(rec.path).stem
+        offscreen_clips = offscreen_name = None
+        if audio_rng.random() < 0.3 and _REAL and _REAL.offscreen:      # a sound with no picture
+            pool = [r for r in _REAL.offscreen if r.split == _real_split(spec.split)]
+            rec = pool[int(audio_rng.integers(len(pool)))]
+            offscreen_clips, offscreen_name = [load_clip(rec.path, SAMPLE_RATE)], Path(rec.path).stem
         clips = _clips_for(name, spec, audio_rng)
         wave, audio_info = compose_audio(audio_rng, n, SAMPLE_RATE, clips, name == "person", offscreen_clips)
         scene_id = f"{spec.id}_{k}" if spec.all_sounds else spec.id
@@ -522,16 +515,43 @@ def _write_wav(path: Path, wave: np.ndarray) -> None:
 
 
 # ---- the whole set ------------------------------------------------------------------------------
+SET_FOLDERS = ("frames", "audio", "annotations", "splits")
+
+
+def _empty_set(out: Path) -> None:
+    """Removes a scene set's folders and manifest (what --force replaces); nothing else in `out`."""
+    import shutil
+    try:
+        (out / "scenes.json").unlink(missing_ok=True)
+        for sub in SET_FOLDERS:
+            if (out / sub).is_dir() and not (out / sub).is_symlink():
+                shutil.rmtree(out / sub)
+            else:
+                (out / sub).unlink(missing_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot empty the old scene set in {out}: {exc.strerror or exc}; "
+                         f"remove it yourself or choose a new folder") from None
+
+
 def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, source: Path | None = None,
              fsdd: Path | None = None, backgrounds: Path | None = None, image_size: int = 256,
              seconds: float = 5.0, workers: int = 2, no_source_fraction: float = 0.1,
-             progress: bool = True, real_data: Path | None = None, plan_from: Path | None = None) -> dict:
-    """Generate the scene set under `out`; returns the manifest (also written as scenes.json)."""
+             progress: bool = True, real_data: Path | None = None, plan_from: Path | None = None,
+             force: bool = False) -> dict:
+    """Generate the scene set under `out`; returns the manifest (also written as scenes.json).
+
+    An `out` that already holds a scene set is refused unless `force`, which empties it first:
+    writing over it would leave its old files while its ids named different scenes."""
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "scenes.json").exists() \
-            and not (out / "frames").is_dir():
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; choose a folder for the scene set")
+    existing = [n for n in (*SET_FOLDERS, "scenes.json") if (out / n).exists()] if out.is_dir() else []
+    if out.exists() and any(out.iterdir()) and not existing:
         raise InputError(f"{out} is not empty and holds no scene set: choose a new folder")
+    if existing and not force:
+        raise InputError(f"{out} already holds a scene set ({', '.join(existing)}): its ids would name different "
+                         f"scenes; choose a new folder, or pass --force to empty it and write a new set")
     catalog = build_catalog(source, fsdd, backgrounds)
     plan = plan_classes(catalog, seed) if plan_from is None else read_plan(plan_from, catalog)
     # only seen Tux classes lend their recording to a real class, and a real class that is (or
@@ -544,25 +564,37 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
     plan = replace(plan, real={s: tuple(n for n in real.usable(s) if n in allowed)
                                for s in ("train", "val", "test")} if real else {})
     specs = plan_scenes(plan, counts, seed, no_source_fraction, {c.name: c.sound_key for c in catalog.classes})
-    for sub in ("frames", "audio", "annotations", "splits"):
+    if existing:                            # --force, and the new set is ready to be made: empty the old one
+        _empty_set(out)
+    for sub in SET_FOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
     options = {"out": str(out), "image_size": image_size, "seconds": seconds}
 
     entries: list[dict] = []
     started = time.monotonic()
     bar = _progress(len(specs), progress)
-    if workers <= 1:
-        _init_worker(catalog, real, plan, options)
-        for made in map(make_scene, specs):
-            entries.append(made)
-            bar.update(1)
-    else:
-        import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers, _init_worker, (catalog, real, plan, options)) as pool:
-            for made in pool.imap(make_scene, specs, chunksize=4):
+    try:
+        if workers <= 1:
+            _init_worker(catalog, real, plan, options)
+            for made in map(make_scene, specs):
                 entries.append(made)
                 bar.update(1)
-    bar.close()
+        else:
+            import multiprocessing as mp
+            with mp.get_context("spawn").Pool(workers, _init_worker, (catalog, real, plan, options)) as pool:
+                for made in pool.imap(make_scene, specs, chunksize=4):
+                    entries.append(made)
+                    bar.update(1)
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and disk_full(exc, out)       # before the temp files free room
+        for tmp in (out / "audio").glob("*.tmp.wav"):                    # a sound cut off mid-write
+            tmp.unlink(missing_ok=True)
+        if full:
+            raise InputError(f"cannot write the scene set in {out}: the disk is full (or your quota is used up); "
+                             f"free some space and run again with --force") from None
+        raise
+    finally:
+        bar.close()
 
     by_split: dict[str, list[dict]] = {}
     for spec, made in zip(specs, entries):
@@ -655,13 +687,16 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="take the seen/unheard classes and digit speakers from another set's scenes.json "
                         "(a re-encoded copy of the data then keeps the full set's split)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="--out already holds a scene set: empty its frames/, audio/, annotations/ and splits/ "
+                        "and write a new one (without it, an existing set is refused)")
 
 
 def run(args: argparse.Namespace) -> int:
     counts = parse_counts(args.counts, SMALL_COUNTS if args.small else DEFAULT_COUNTS)
     m = generate(args.out, args.seed, counts, args.source, args.fsdd, args.backgrounds, args.image_size,
                  args.seconds, args.workers, args.no_source_fraction, progress=not args.quiet,
-                 plan_from=args.plan)
+                 plan_from=args.plan, force=args.force)
     for split, s in m["splits"].items():
         groups = f", {s['groups']} frames with one soundtrack per object" if s.get("groups") else ""
         print(f"  {split:13s} {s['n']:5d} scenes, {s['classes']:3d} classes, {s['no_source']:3d} without source, "
