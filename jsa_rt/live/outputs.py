@@ -76,9 +76,17 @@ class Window:
 
 def check_writable(flag: str, path: str | Path) -> None:
     """A one-line error now, not a traceback after the run, for an output path that cannot be written."""
-    from ..atomic import refuse_symlink
     from ..errors import InputError
     path = Path(path)
+    try:
+        _check_writable(flag, path)
+    except OSError as exc:             # e.g. a name too long for the file system
+        raise InputError(f"{flag} {path}: {exc.strerror}; give another file name") from None
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    from ..atomic import refuse_symlink
+    from ..errors import InputError
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder: give a file name, e.g. {path / 'out'}"
                          f"{'.mp4' if flag == '--output' else '.jsonl'}")
