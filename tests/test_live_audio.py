@@ -86,6 +86,34 @@ class _LappedDuringCopy(np.ndarray):
         super().__setitem__(key, value)
 
 
+def test_ring_read_window_slides_to_the_newest_audio_when_the_writer_laps_it():
+    """A source faster than real time (the platform's ALSA file mic) or a stalled reader: the
+    window the reader chose is overwritten before its copy. It gets the newest whole window,
+    not a window whose lost part reads as silence (which `read_padded` would give)."""
+    ring = RingBuffer(capacity=1000, sample_rate=100)
+    ring.write(np.arange(1000, dtype=np.float32), t_end=0.0)
+    real_read, laps = ring.read, []
+
+    def lapped_once(start, stop, out=None):
+        if not laps:                                # the writer runs between choice and copy
+            laps.append(start)
+            ring.write(np.full(900, -1.0, np.float32), t_end=1.0)
+        return real_read(start, stop, out)
+
+    ring.read = lapped_once
+    got, end = ring.read_window(1000, 200)
+    assert laps == [800] and end == ring.oldest() + 200 <= ring.written
+    np.testing.assert_array_equal(got, np.full(200, -1.0, np.float32))
+    # an intact window is read where asked; before the first sample it is silence
+    ring.read = real_read
+    got, end = ring.read_window(ring.written, 300)
+    assert end == ring.written
+    fresh = RingBuffer(capacity=1000, sample_rate=100)
+    fresh.write(np.ones(50, np.float32), t_end=0.0)
+    got, end = fresh.read_window(50, 200)
+    assert end == 50 and not got[:150].any() and (got[150:] == 1.0).all()
+
+
 def test_ring_read_detects_a_writer_that_laps_it_during_the_copy():
     ring = RingBuffer(capacity=1000, sample_rate=100)
     ring.write(np.arange(1000, dtype=np.float32), t_end=0.0)
@@ -273,6 +301,29 @@ def test_microphone_capture_through_the_file_backed_alsa_device(tmp_path):
     assert out[:3] == ["16000", "True", "True"]
     assert float(out[3]) == pytest.approx(20 * np.log10(0.25 / np.sqrt(2)), abs=0.5)
     assert int(out[4]) == 500
+
+
+def test_a_microphone_that_delivers_nothing_is_a_one_line_error(monkeypatch):
+    """A stream that opens but never calls back (a muted or grabbed device): an error naming it,
+    instead of a run that reports a silent room forever."""
+    from jsa_rt.errors import DeviceError
+    from jsa_rt.live import audio as audio_module
+
+    class SilentStream:
+        def start(self): ...
+        def stop(self): ...
+        def close(self): ...
+
+    sd = FakeSoundDevice("Dead Mic")
+    sd.InputStream = lambda **kw: SilentStream()
+    monkeypatch.setattr(audio_module, "import_sounddevice", lambda: sd)
+    mic = audio_module.MicSource("default", 16000, 1.0)
+    mic.start()
+    with pytest.raises(DeviceError, match=r"mic 'Dead Mic' delivered no audio in 0.2 s.*--mic") as err:
+        mic.wait_started(0.2)
+    assert "\n" not in str(err.value)
+    mic.ring.write(np.zeros(10, np.float32), t_end=0.0)   # once a block arrived it returns at once
+    mic.wait_started(0.0)
 
 
 def test_a_stereo_only_microphone_records_both_channels(monkeypatch):

@@ -25,6 +25,7 @@ from .video import VIDEO_SUFFIXES
 
 LEVEL_WINDOW_S = 0.5          # the level meter and the no-source gate look at the last half second
 SILENCE_DB = -120.0           # what digital silence reads as (instead of -inf)
+MIC_START_TIMEOUT_S = 5.0     # a microphone that delivers nothing for this long is an error
 RECORD_SECONDS = 20.0         # ring capacity beyond the model window: room for the recorder to drain
 COMMON_RATES = (16000, 22050, 32000, 44100, 48000, 8000)
 
@@ -134,6 +135,9 @@ class AudioSource:
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
+    def wait_started(self, timeout: float) -> None:
+        """Return once the first audio has arrived (a file has it from the start)."""
+
     def available(self) -> int:
         raise NotImplementedError
 
@@ -148,6 +152,10 @@ class AudioSource:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop); silence where none exist (before the start, or overwritten)."""
         raise NotImplementedError
+
+    def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
+        """The `n` samples ending at `stop`, and that end (a ring buffer may slide it forward)."""
+        return self.read(stop - n, stop), stop
 
 
 class MicSource(AudioSource):
@@ -197,6 +205,16 @@ class MicSource(AudioSource):
             raise DeviceError(f"cannot open {self.name} at {self.rate} Hz: {exc} (busy or no "
                               f"permission? add yourself to the 'audio' group); {describe_inputs(self.sd)}") from None
 
+    def wait_started(self, timeout: float) -> None:
+        # Frames that ran before the first block would read pure silence ("quiet"), and a mic
+        # that never delivers would look like a silent room forever: both are worth knowing.
+        deadline = time.monotonic() + timeout
+        while self.ring.written == 0:
+            if time.monotonic() > deadline:
+                raise DeviceError(f"{self.name} delivered no audio in {timeout:g} s (muted, or held by "
+                                  f"another program?); check it with `arecord -l`, or pick another --mic")
+            time.sleep(0.005)
+
     def stop(self) -> None:
         if self._stream is not None:
             try:
@@ -221,6 +239,9 @@ class MicSource(AudioSource):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.ring.read_padded(start, stop)
+
+    def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
+        return self.ring.read_window(stop, n)
 
 
 class FileAudioSource(AudioSource):
@@ -323,8 +344,7 @@ class AudioWindow:
         return min(end, self.source.available())
 
     def read(self, t_capture: float, t_media: float) -> AudioChunk:
-        end = self.position(t_capture, t_media)
-        native = self.source.read(end - self.window, end)
+        native, end = self.source.read_window(self.position(t_capture, t_media), self.window)
         level_n = min(native.size, int(LEVEL_WINDOW_S * self.source.rate))
         level = rms_dbfs(native[native.size - level_n:])
         wave = resample(native, self.source.rate, self.model_rate)

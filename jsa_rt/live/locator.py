@@ -62,6 +62,9 @@ class PushedAudio(AudioSource):
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.ring.read_padded(start, stop)
 
+    def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
+        return self.ring.read_window(stop, n)
+
 
 @dataclass
 class Where:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..atomic import refuse_same_file
 from ..errors import JsaError
-from .audio import AudioSource, AudioWindow, open_audio
+from .audio import MIC_START_TIMEOUT_S, AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
 from .outputs import JsonLog, VideoRecorder, Window, check_writable, window_problem
 from .preprocess import bearing_deg, model_input
@@ -213,6 +213,7 @@ class Pipeline:
         self._threads.append(out)
         try:
             self.audio.start()
+            self.audio.wait_started(MIC_START_TIMEOUT_S)
         except BaseException:
             self._shutdown_sources()
             raise

@@ -110,6 +110,24 @@ class RingBuffer:
                 continue
         return out
 
+    def read_window(self, stop: int, n: int, tries: int = 8) -> tuple[np.ndarray, int]:
+        """The `n` samples ending at `stop` (silence before position 0), and the end actually used.
+
+        If the writer has overwritten part of them (a reader that stalled, or a source that
+        delivers faster than real time), the window slides forward to the newest whole window
+        and the copy is retried: audio that was lost never reaches the model as silence.
+        """
+        out = np.zeros(n, np.float32)
+        for _ in range(tries):
+            stop = min(max(stop, self.oldest() + n), self.written)
+            start = max(stop - n, 0)
+            try:
+                self.read(start, stop, out[n - (stop - start):])
+                return out, stop
+            except Overwritten:
+                continue
+        return self.read_padded(stop - n, stop), stop
+
     def stamps(self) -> tuple[np.ndarray, np.ndarray]:
         """(positions, times) of the retained blocks, oldest first."""
         blocks = self.blocks
