@@ -113,6 +113,22 @@ def test_end_to_end_video_file_camera_and_alsa_microphone_fake_backend(media):
     assert 7 <= summary["refreshes"] <= 10
 
 
+def test_a_fast_source_is_recorded_at_the_capped_rate_over_the_same_duration(media, tmp_path):
+    """A 60 fps source: every frame is processed (not paced), the recording runs at 30 fps
+    (each recorded frame is encoded; past the processing rate they would only repeat)."""
+    import cv2
+    write_red_square_clip(tmp_path / "fast.mp4", frames=60, fps=60)
+    out = tmp_path / "rec.mp4"
+    opts = LiveOptions(camera=str(tmp_path / "fast.mp4"), mic=f"file://{media['tone']}", paced=False,
+                       headless=True, quiet=True, output=str(out))
+    summary = Pipeline(opts, lambda: FakeBackend()).run()
+    assert summary.frames == 60
+    cap = cv2.VideoCapture(str(out))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    assert fps == pytest.approx(30.0) and 29 <= count_frames(out) <= 31
+
+
 def test_end_to_end_with_the_onnxruntime_backend(media, tiny_onnx):
     summary, log, mp4 = run_e2e(media, "ort", tiny_onnx)
     assert summary["frames"] == 30 and len(log) == 30 and count_frames(mp4) == 30

@@ -8,7 +8,7 @@ import pytest
 
 from jsa_rt.errors import DeviceError, InputError
 from jsa_rt.live.handoff import Closed, LatestSlot
-from jsa_rt.live.video import VideoSource, opencv_has_gstreamer, parse_video_uri
+from jsa_rt.live.video import VideoSource, fit_within, fitted_size, opencv_has_gstreamer, parse_video_uri
 
 from live_helpers import write_red_square_clip
 
@@ -79,6 +79,27 @@ def test_unpaced_file_delivers_every_frame_once_in_order(clip):
         assert f.image.shape == (120, 160, 3)
         assert f.t_media == pytest.approx(f.index / 20)
     assert [f.index for f in seen] == list(range(20)) and src.dropped == 0 and src.join(2.0)
+
+
+def test_large_frames_are_shrunk_at_capture_keeping_their_aspect(tmp_path):
+    """A 4K source would cost more to draw and record than the model does: frames arrive with
+    the longer side at max_side (never enlarged, never distorted), the red square where it was."""
+    import numpy as np
+    boxes = write_red_square_clip(tmp_path / "wide.mp4", frames=4, fps=20, size=(640, 360), side=90)
+    src = VideoSource(str(tmp_path / "wide.mp4"), paced=False, max_side=320)
+    assert src.source_size == (640, 360) and src.frame_size == (320, 180)
+    src.start()
+    seen = drain(src)
+    assert len(seen) == 4 and all(f.image.shape == (180, 320, 3) for f in seen)
+    red = seen[-1].image[..., 2].astype(int) - seen[-1].image[..., 1]
+    ys, xs = np.nonzero(red > 80)
+    x0, y0, x1, y1 = boxes[-1]
+    assert abs(xs.mean() / 320 - (x0 + x1) / 2) < 0.02 and abs(ys.mean() / 180 - (y0 + y1) / 2) < 0.02
+    # smaller sources and 0 are kept as they are
+    assert fitted_size(160, 120, 320) == (160, 120) and fitted_size(3840, 2160, 0) == (3840, 2160)
+    assert fitted_size(2160, 3840, 1280) == (720, 1280)
+    small = np.zeros((120, 160, 3), np.uint8)
+    assert fit_within(small, 320) is small
 
 
 def test_paced_file_keeps_only_the_newest_frame_for_a_slow_reader(clip):

@@ -249,6 +249,14 @@ def test_peak_note_when_a_rate_beats_the_measured_peak():
     assert len(notes) == 1 and "190 %" in notes[0] and "image_encoder" in notes[0]
 
 
+def test_bench_dir_names_a_report_after_its_checkpoint_else_its_preset():
+    from jsa_rt.runtime.profiling_cli import report_model_name
+    assert report_model_name({"settings": {"preset": "edge", "checkpoint": "edge-jsa"}}) == "edge-jsa"
+    assert report_model_name({"settings": {"preset": "edge", "checkpoint": "/runs/a/best.pt"}}) == "best"
+    assert report_model_name({"settings": {"preset": "edge", "checkpoint": "m/edge-jsa.visual.onnx"}}) == "edge-jsa"
+    assert report_model_name({"settings": {"preset": "paper", "checkpoint": None}}) == "paper"
+
+
 def test_cli_bad_input_fails_fast_with_one_line(tmp_path):
     """Bad numbers, names and paths stop before any measurement, in one line, no traceback."""
     cases = [
@@ -436,10 +444,18 @@ def test_pipeline_mode_on_tiny(tmp_path):
     video, audio = _write_clip(tmp_path)
     out = tmp_path / "pipe.json"
     res = run_tool("pipeline", "--camera", f"file://{video}", "--mic", f"file://{audio}",
-                   "--duration", 3, "--backend", backend, "--preset", "tiny", "--json", out)
+                   "--duration", 3, "--backend", backend, "--preset", "tiny", "--json", out,
+                   "--max-side", 80, "--bench-dir", tmp_path / "bench")
     assert res.returncode == 0, res.stderr[-2000:]
     report = profiling.load_report(str(out))
     assert report["mode"] == "pipeline" and list(report["backends"]) == [backend]
+    # the frames were shrunk at capture, and the report says so; it carries the host's speed
+    settings = report["settings"]
+    assert settings["source_size"] == [160, 120] and settings["frame_size"] == [80, 60]
+    assert settings["max_side"] == 80 and report["peak"]["fp32_gflops"] > 0.5
+    assert "Measured fp32 matmul peak" in (tmp_path / "pipe.md").read_text()
+    # --bench-dir names the report after what was measured (random tiny weights: the preset)
+    assert (tmp_path / "bench" / f"profile_pipeline_{report['machine']}_tiny.json").is_file()
     entry = report["backends"][backend]
     counters = entry["pipeline"]
     assert counters["frames"] >= 20 and counters["fps"] > 5          # a 15 fps clip, paced

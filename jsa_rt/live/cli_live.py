@@ -9,13 +9,15 @@ import argparse
 import shlex
 import sys
 
-from ..cli import non_negative_float, positive_float, positive_int, unit_interval
+from ..cli import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from ..config import PRESETS
 from ..errors import JsaError
+from .pipeline import LiveOptions
 from .preprocess import CROP_MODES
 from .render import COLORMAPS, RenderOptions
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+LIVE_DEFAULTS = LiveOptions()
 
 
 def load_backend_factory(backend: str, model: str | None, preset: str | None, device: str | None,
@@ -92,6 +94,10 @@ def add_live_parser(sub):
     g.add_argument("--input-width", type=positive_int, default=None)
     g.add_argument("--input-height", type=positive_int, default=None)
     g.add_argument("--input-rate", type=positive_float, default=None, help="camera frame rate (files: playback rate)")
+    g.add_argument("--max-side", type=non_negative_int, default=LIVE_DEFAULTS.max_side, metavar="PX",
+                   help="shrink larger frames right after capture so the longer side is at most PX: "
+                        "the model sees a few hundred pixels, and drawing and recording 4K costs more "
+                        f"than the model (default {LIVE_DEFAULTS.max_side}; 0 keeps the source's size)")
     g.add_argument("--hfov", type=float, default=None, metavar="DEG",
                    help="the camera's horizontal field of view: --log-json then gives the source's "
                         "bearing (azimuth, elevation in degrees)")
@@ -121,7 +127,6 @@ def default_mic(camera: str) -> str:
 
 
 def live_options(args):
-    from .pipeline import LiveOptions
     if args.audio_hop <= 0:
         raise JsaError(f"--audio-hop must be positive (got {args.audio_hop:g})")
     if args.hfov is not None and not 0 < args.hfov < 180:
@@ -131,7 +136,7 @@ def live_options(args):
     return LiveOptions(
         camera=args.camera, mic=default_mic(args.camera) if args.mic is None else args.mic,
         input_width=args.input_width, input_height=args.input_height,
-        input_rate=args.input_rate, loop=args.loop, reconnect=args.reconnect, paced=not args.no_pace,
+        input_rate=args.input_rate, max_side=args.max_side, loop=args.loop, reconnect=args.reconnect, paced=not args.no_pace,
         audio_window=args.audio_window, audio_hop=args.audio_hop, av_offset_ms=args.av_offset_ms,
         crop=args.crop, hfov_deg=args.hfov, render=render_options(args), output=args.output, headless=args.headless,
         duration=args.duration, log_json=args.log_json)

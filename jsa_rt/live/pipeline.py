@@ -45,6 +45,7 @@ class LiveOptions:
     input_width: int | None = None
     input_height: int | None = None
     input_rate: float | None = None
+    max_side: int = 1280                  # frames larger than this (longer side, px) are shrunk at capture; 0 keeps them
     loop: bool = False
     reconnect: bool = False
     paced: bool = True                    # files play in real time; False: every frame, as fast as possible
@@ -55,6 +56,7 @@ class LiveOptions:
     hfov_deg: float | None = None         # camera's horizontal field of view: logs the source's bearing
     render: RenderOptions = field(default_factory=RenderOptions)
     output: str | None = None
+    record_max_fps: float = 30.0          # recordings run at the source's rate, up to this (a 120 fps camera: 30)
     headless: bool = False
     duration: float | None = None
     log_json: str | None = None
@@ -172,7 +174,7 @@ class Pipeline:
                 check_writable(flag, path)
         # Open the camera first: a bad URI or a missing device fails fast, before a model loads.
         self.video = VideoSource(o.camera, o.input_width, o.input_height, o.input_rate,
-                                 loop=o.loop, reconnect=o.reconnect, paced=o.paced)
+                                 loop=o.loop, reconnect=o.reconnect, paced=o.paced, max_side=o.max_side)
         infer = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         infer.start()
         self._threads.append(infer)
@@ -197,7 +199,10 @@ class Pipeline:
                 self.audio.speed = self.video.fps / self.video.media_fps     # --input-rate on a file
             self.window = AudioWindow(self.audio, cfg.sample_rate, cfg.num_samples, window_s, o.av_offset_ms)
             if o.output:
-                self.recorder = VideoRecorder(o.output, self.video.media_fps, audio_rate=self.audio.rate)
+                # Every recorded frame is encoded, repeats included: at a 120 fps source's rate the
+                # encoder alone would outrun the CPU, and frames past the processing rate only repeat.
+                self.recorder = VideoRecorder(o.output, min(self.video.media_fps, o.record_max_fps),
+                                              audio_rate=self.audio.rate)
             if o.log_json:
                 self.log = JsonLog(o.log_json)
         except BaseException:

@@ -150,15 +150,32 @@ def _open(spec: VideoSpec, width: int | None, height: int | None, rate: float | 
     return cap
 
 
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) shrunk (never enlarged) so the longer side is at most `max_side`; 0: as is."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The image shrunk to `fitted_size` (area interpolation: no aliasing on a 4K frame)."""
+    import cv2
+    h, w = image.shape[:2]
+    size = fitted_size(w, h, max_side)
+    return image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 class VideoSource:
     """Opens the source now (so errors come before any thread starts), grabs on `start()`."""
 
     def __init__(self, uri: str, width: int | None = None, height: int | None = None,
                  rate: float | None = None, loop: bool = False, reconnect: bool = False,
-                 paced: bool = True):
+                 paced: bool = True, max_side: int = 0):
         import cv2
         self.spec = parse_video_uri(uri)
         self.width, self.height, self.rate = width, height, rate
+        self.max_side = max_side          # larger frames are shrunk on this thread, right after decoding
         self.loop, self.reconnect = loop, reconnect
         self.is_file = self.spec.kind == "file"
         self.paced = paced or not self.is_file          # live sources are real time anyway
@@ -172,6 +189,10 @@ class VideoSource:
         # plays), so media time, its sound and recordings stay in step
         self.media_fps = native if self.is_file else self.fps
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.is_file else 0
+        # (width, height) as decoded (0 where the backend does not say) and as processed
+        self.source_size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        w, h = (width, height) if self.is_file and width and height else self.source_size
+        self.frame_size = fitted_size(w, h, max_side) if w and h else (w, h)
         # Files not paced are processed exactly once per frame; everything else is latest-wins.
         self.frames = LatestSlot(lossless=self.is_file and not self.paced)
         self.grabbed = 0
@@ -239,6 +260,9 @@ class VideoSource:
                     break
                 if self.is_file and self.width and self.height:
                     image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                # The model sees a few hundred pixels; drawing and encoding a 4K frame costs more
+                # than the model, so every later stage gets the shrunk frame.
+                image = fit_within(image, self.max_side)
                 if self.is_file:
                     # A frame's own timestamp keeps a variable-frame-rate file (a phone's) in step
                     # with its sound; a loop replays the file, so there the index keeps one clock

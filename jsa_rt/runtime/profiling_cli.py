@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..errors import JsaError
 from . import profiling
@@ -53,6 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--output", default=None, help="also record the annotated video (costs CPU)")
     pipe.add_argument("--target-fps", type=float, default=None,
                       help="video rate to judge against (default: the camera's rate)")
+    pipe.add_argument("--max-side", type=int, default=None,
+                      help="as live --max-side: shrink larger frames at capture (0 keeps them)")
     _outputs(pipe)
 
     check = modes.add_parser("check", help="apply --fail-if guards to a saved report")
@@ -62,7 +65,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_out", help="write the report here (+ .md and .png beside it)")
-    p.add_argument("--bench-dir", help="write DIR/profile_<mode>_<machine>_<preset>.json/.md/.png")
+    p.add_argument("--bench-dir", help="write DIR/profile_<mode>_<machine>_<model>.json/.md/.png (<model>: the "
+                        "checkpoint's name, else the preset)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--fail-if", dest="mode_fail_if", action="append", default=[], metavar="EXPR",
                    help="guard, e.g. 'p95_ms>50', 'over_budget_fraction>0.01', "
@@ -107,7 +111,8 @@ def run(args) -> int:
             report = profile_pipeline(camera=args.camera, mic=mic, duration=args.duration,
                                       backend=args.backend, checkpoint=args.checkpoint,
                                       preset=args.preset, output=args.output,
-                                      target_fps=args.target_fps, progress=_progress)
+                                      target_fps=args.target_fps, max_side=args.max_side,
+                                      progress=_progress)
         else:
             raise JsaError("choose a mode: model, pipeline, check, or --compare A.json B.json "
                            "(see --help)")
@@ -146,14 +151,22 @@ def _check_outputs(args) -> None:
         raise JsaError(f"--bench-dir {args.bench_dir} is a file; give a folder")
 
 
+def report_model_name(report: dict) -> str:
+    """What a report measured, for its file name: a named checkpoint (edge-jsa, or a file's
+    stem) else the preset of random weights; two models of one preset never share a name."""
+    checkpoint = report["settings"].get("checkpoint")
+    if checkpoint:
+        return Path(checkpoint).name.split(".")[0]
+    return report["settings"].get("preset") or "model"
+
+
 def _write(report: dict, args) -> list[str]:
     paths = []
     if args.json_out:
         paths.append(args.json_out)
     if args.bench_dir:
-        preset = report["settings"].get("preset") or "model"
         paths.append(os.path.join(args.bench_dir,
-                                  f"profile_{report['mode']}_{report['machine']}_{preset}.json"))
+                                  f"profile_{report['mode']}_{report['machine']}_{report_model_name(report)}.json"))
     written = []
     for path in paths:
         stem = path[:-5] if path.endswith(".json") else path

@@ -112,6 +112,42 @@ def environment() -> dict:
     }
 
 
+_NUMPY_GEMM = """
+import sys, time, numpy as np
+n, repeats = int(sys.argv[1]), int(sys.argv[2])
+a = np.random.rand(n, n).astype(np.float32); b = a.copy(); a @ b
+best = float("inf")
+for _ in range(repeats):
+    t0 = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t0)
+print(2.0 * n ** 3 / best / 1e9)
+"""
+
+
+def numpy_matmul_gflops(n: int, repeats: int, threads: int) -> float | None:
+    """numpy's BLAS picks its thread count at import, so measure it in a child process with the
+    same thread count as torch (None if that fails)."""
+    env = dict(os.environ, **{v: str(threads) for v in
+                              ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    try:
+        out = subprocess.run([sys.executable, "-c", _NUMPY_GEMM, str(n), str(repeats)], env=env,
+                             capture_output=True, text=True, timeout=120, check=True)
+        return float(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def cpu_matmul_peak(n: int = 1024, repeats: int = 10) -> dict:
+    """This host's fp32 GEMM throughput on all cores, without torch (numpy's BLAS and
+    onnxruntime's MLAS, the better): a shared VM's speed changes from day to day, and a report
+    that carries it can be compared with one from another day."""
+    from .profiling_ort import ort_matmul_gflops
+    cores = os.cpu_count() or 1
+    rates = {"numpy": numpy_matmul_gflops(n, repeats, cores), "onnxruntime": ort_matmul_gflops(n, repeats, cores)}
+    best = max((g for g in rates.values() if g), default=None)
+    return {"fp32_gflops": best, "threads": cores, "size": n, "device": "cpu", "by_library": rates,
+            "method": f"best of {repeats} fp32 {n}x{n} GEMMs (numpy, onnxruntime) on all {cores} cores"}
+
+
 class CpuContention:
     """How much CPU other processes used while we measured, in cores (0 = we had the machine).
 

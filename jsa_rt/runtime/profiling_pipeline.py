@@ -27,7 +27,7 @@ import time
 
 from ..errors import JsaError
 from . import profiling
-from .profiling_env import CpuContention, environment
+from .profiling_env import CpuContention, cpu_matmul_peak, environment
 
 
 class TimedBackend:
@@ -199,9 +199,11 @@ def _check_inputs(duration: float, warmup_s: float, preset: str | None,
 def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str = "auto",
                      checkpoint: str | None = None, preset: str | None = None,
                      output: str | None = None, warmup_s: float = 1.0,
-                     target_fps: float | None = None, progress=print) -> dict:
+                     target_fps: float | None = None, max_side: int | None = None,
+                     progress=print) -> dict:
     """Run the live pipeline for `duration` s and report it; `target_fps` (default: the camera's
-    rate) sets the frame budget of `video_rate`."""
+    rate) sets the frame budget of `video_rate`; `max_side` as `jsa-rt live --max-side`
+    (default: live's)."""
     try:
         from ..live.pipeline import LiveOptions, Pipeline
     except ImportError as e:
@@ -217,6 +219,10 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     records: list[tuple[float, dict]] = []
     options = LiveOptions(camera=camera, mic=mic, headless=True, duration=duration, quiet=True,
                           output=output)
+    if max_side is not None:
+        options.max_side = max_side
+    progress("measuring this host's fp32 matmul peak (a shared machine's speed varies by the day)")
+    peak = cpu_matmul_peak()
     pipeline = Pipeline(options, factory, on_frame=lambda r: records.append((time.monotonic(), r)))
     contention = CpuContention()
     progress(f"running the live pipeline for {duration:g} s ({camera} + {mic}, backend {backend})")
@@ -276,6 +282,8 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
         "preset": preset or tb.config.preset, "checkpoint": checkpoint, "backend": tb.name,
         "camera": camera, "mic": mic, "duration_s": duration, "warmup_s": warmup_s,
         "output": output, "source_fps": source_fps, "target_fps": float(target),
+        "source_size": list(pipeline.video.source_size), "frame_size": list(pipeline.video.frame_size),
+        "max_side": options.max_side,
         "frame_budget_ms": 1000.0 / target,
         "threads": backend_threads(tb.inner, device), "audio_hop_s": options.audio_hop})
     entry = profiling.backend_entry(
@@ -291,6 +299,7 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
         "the stages split each frame's capture-to-render age exactly (each rounded to 0.01 ms)"
         if "stages_ms" in kept[0] else "inference plus the rest of each frame's age"))
     report["backends"][tb.name] = entry
+    report["peak"] = peak
     report["notes"] = [
         "total = capture-to-render frame age of each rendered frame; the stages up to `render` "
         "add up to it frame by frame (display and video encoding happen after it)",

@@ -11,8 +11,6 @@ Imported only on the torch path (it imports torch at the top).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig
 from ..model import maps as model_maps
+from .profiling_env import numpy_matmul_gflops
 from .profiling_ort import ort_matmul_gflops
 
 
@@ -210,25 +209,3 @@ def matmul_peak(device: str, size: int | None = None, repeats: int = 10) -> dict
                       f"{cores} cores; single thread {best[1]:.1f} GFLOP/s"}
 
 
-_NUMPY_GEMM = """
-import sys, time, numpy as np
-n, repeats = int(sys.argv[1]), int(sys.argv[2])
-a = np.random.rand(n, n).astype(np.float32); b = a.copy(); a @ b
-best = float("inf")
-for _ in range(repeats):
-    t0 = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t0)
-print(2.0 * n ** 3 / best / 1e9)
-"""
-
-
-def numpy_matmul_gflops(n: int, repeats: int, threads: int) -> float | None:
-    """numpy's BLAS picks its thread count at import, so measure it in a child process with the
-    same thread count as torch (None if that fails)."""
-    env = dict(os.environ, **{v: str(threads) for v in
-                              ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
-    try:
-        out = subprocess.run([sys.executable, "-c", _NUMPY_GEMM, str(n), str(repeats)], env=env,
-                             capture_output=True, text=True, timeout=120, check=True)
-        return float(out.stdout.strip())
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
