@@ -39,6 +39,8 @@ COMMANDS = {
                 "latency reports per backend and stage, or of the live pipeline (= tools/profile.py)"),
     "export-onnx": ("jsa_rt.export.onnx_export", "add_parser", "run",
                     "export a checkpoint to ONNX (raw frame + waveform in, heatmap out)"),
+    "export-triton": ("jsa_rt.export.triton_repo", "add_parser", "run",
+                      "write a Triton Inference Server model repository (audio + visual, dynamic batching)"),
     "build-engine": ("jsa_rt.export.tensorrt_build", "add_parser", "run",
                      "build a TensorRT engine (--fp16) from a checkpoint or ONNX file"),
 }

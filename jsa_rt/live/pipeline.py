@@ -45,7 +45,7 @@ class LiveOptions:
     input_width: int | None = None
     input_height: int | None = None
     input_rate: float | None = None
-    max_side: int = 1280                  # frames larger than this (longer side, px) are shrunk at capture; 0 keeps them
+    max_side: int = 640                   # frames larger than this (longer side, px) are shrunk at capture; 0 keeps them
     loop: bool = False
     reconnect: bool = False
     paced: bool = True                    # files play in real time; False: every frame, as fast as possible
