@@ -35,7 +35,7 @@ COMMANDS = {
              "evaluate a checkpoint: cIoU, AUC, pointing game, retrieval, false alarms"),
     "compare": ("jsa_rt.train.compare", "add_parser", "run",
                 "is model A better than B on the same samples? paired bootstrap of two eval CSVs"),
-    "profile": ("jsa_rt.runtime.profiling_cli", "add_parser", "run",
+    "profile": ("jsa_rt.profile.cli", "add_parser", "run",
                 "latency reports per backend and stage, or of the live pipeline (= tools/profile.py)"),
     "export-onnx": ("jsa_rt.export.onnx_export", "add_parser", "run",
                     "export a checkpoint to ONNX (raw frame + waveform in, heatmap out)"),
@@ -44,31 +44,6 @@ COMMANDS = {
     "build-engine": ("jsa_rt.export.tensorrt_build", "add_parser", "run",
                      "build a TensorRT engine (--fp16) from a checkpoint or ONNX file"),
 }
-
-
-# ---- argparse types for numeric options: a bad value is a one-line usage error ---------------------
-def _number(kind, ok, rule: str):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; use {rule}") from None
-        if not math.isfinite(value) or not ok(value):      # nan passes every comparison test
-            raise argparse.ArgumentTypeError(f"got {text}; use {rule}")
-        return value
-    return parse
-
-
-positive_int = _number(int, lambda v: v > 0, "a whole number >= 1")
-non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0")
-positive_float = _number(float, lambda v: v > 0, "a number > 0")
-non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
-unit_interval = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
-
-
-def at_least(low: int, why: str = ""):
-    """A whole number >= `low` (`why` says why smaller is refused)."""
-    return _number(int, lambda v: v >= low, f"a whole number >= {low}" + (f" ({why})" if why else ""))
 
 
 def _check_parsed(args: argparse.Namespace) -> None:

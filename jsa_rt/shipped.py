@@ -7,7 +7,7 @@ from pathlib import Path
 from .errors import CheckpointError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = ("edge-jsa", "edge-ezvsl", "paper-jsa")
+SHIPPED = ("edge-jsa", "edge-jsa-listen", "edge-ezvsl", "paper-jsa")
 DEFAULT_MODEL = "edge-jsa"
 
 

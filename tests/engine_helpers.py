@@ -20,7 +20,7 @@ def contrast_model(preset: str, seed: int = 0, factor: float = 8.0, pretrained: 
     `pretrained` loads the local ImageNet image encoder where the preset has one (edge): a
     random EfficientNet gives near-identical tokens at every position, hence uniform maps."""
     import torch
-    from jsa_rt.export.onnx_export import random_model
+    from jsa_rt.model import random_model
     model = random_model(preset, seed=seed, pretrained=pretrained)
     with torch.no_grad():
         for branch in (model.slots.image, model.slots.audio):

@@ -162,7 +162,7 @@ def test_onnxruntime_and_tensorrt_paths_import_no_torch(tiny):
         import numpy as np
         import jsa_rt.runtime as rt
         import jsa_rt.runtime.ort_backend, jsa_rt.runtime.trt_backend, jsa_rt.runtime.cuda_mem
-        import jsa_rt.export.engine_cache
+        import jsa_rt.runtime.engine_cache
         names = rt.available_backends()
         b = rt.load_backend("onnxruntime", model={str(paths['full'])!r}, device="cpu")
         cfg = b.config

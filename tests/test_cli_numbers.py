@@ -3,7 +3,8 @@ import argparse
 
 import pytest
 
-from jsa_rt.cli import main, non_negative_float, positive_float, positive_int, unit_interval
+from jsa_rt.args import non_negative_float, positive_float, positive_int, unit_interval
+from jsa_rt.cli import main
 
 
 @pytest.mark.parametrize("parse, text", [(positive_float, "nan"), (positive_float, "inf"),

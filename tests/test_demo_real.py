@@ -25,7 +25,7 @@ needs_real_data = pytest.mark.skipif(bool(find_real_root(str(DATA))[1]),
 
 
 def cli(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jsa_rt.live.cli_live", *args], cwd=str(REPO),
+    return subprocess.run([sys.executable, "-m", "jsa_rt.cli", *args], cwd=str(REPO),
                           capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
 
@@ -260,7 +260,7 @@ def test_ctrl_c_while_the_demo_builds_its_clip(tmp_path):
         pytest.skip(f"no Tux Paint stamps under {DATA} (set JSA_DATA)")
     out = tmp_path / "demo"
     data = ["--data", str(DATA)] if DATA.is_dir() else []
-    proc = subprocess.Popen([sys.executable, "-m", "jsa_rt.live.cli_live", "demo", "--out", str(out), *data,
+    proc = subprocess.Popen([sys.executable, "-m", "jsa_rt.cli", "demo", "--out", str(out), *data,
                              "--segments", "40", "--segment-seconds", "4", "--backend", "onnxruntime"],
                             cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -17,7 +17,8 @@ from onnx import TensorProto
 
 from engine_helpers import contrast_model, real_inputs
 from jsa_rt.export import onnx_checks, onnx_export as oe
-from jsa_rt.export.wrappers import MAP_OUTPUTS, RawLocalizer
+from jsa_rt.model import random_model
+from jsa_rt.model.wrappers import MAP_OUTPUTS, RawLocalizer
 from jsa_rt.runtime.ort_backend import run_onnx
 
 FP16_TOL = {"heatmap": 0.05, "aud": 1e-3, "img": 1e-3, "image_slot": 5e-3, "audio_slot": 5e-3,
@@ -217,7 +218,7 @@ def test_ezvsl_checkpoint_exports_aud_and_img_and_runs_on_onnxruntime(tmp_path, 
     from jsa_rt.cli import main
     from jsa_rt.model.checkpoint import save_checkpoint
     from jsa_rt.runtime import load_backend
-    model = oe.random_model("tiny", kind="ezvsl")
+    model = random_model("tiny", kind="ezvsl")
     save_checkpoint(tmp_path / "ez.pt", model)
     assert main(["export-onnx", "--checkpoint", str(tmp_path / "ez.pt"), "--out", str(tmp_path / "ez.onnx")]) == 0
     for graph in ("ez.onnx", "ez.visual.onnx"):

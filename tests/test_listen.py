@@ -251,7 +251,7 @@ def test_resume_keeps_the_runs_variant(tmp_path):
 def test_listen_model_exports_to_onnx_and_matches_torch(tmp_path):
     from engine_helpers import contrast_model
     from jsa_rt.export import onnx_export as oe
-    from jsa_rt.export.wrappers import MAP_OUTPUTS, RawLocalizer
+    from jsa_rt.model.wrappers import MAP_OUTPUTS, RawLocalizer
     from jsa_rt.runtime.ort_backend import OrtBackend, run_onnx
     torch.set_num_threads(2)
     model = contrast_model("tiny")

@@ -27,7 +27,7 @@ def data_option() -> list[str]:
 
 
 def cli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jsa_rt.live.cli_live", *args], cwd=str(REPO),
+    return subprocess.run([sys.executable, "-m", "jsa_rt.cli", *args], cwd=str(REPO),
                           capture_output=True, text=True, timeout=timeout,
                           env=dict(env or os.environ, PYTHONPATH=str(REPO)))
 

@@ -28,7 +28,7 @@ for name in modules:
     importlib.import_module(name)
 from jsa_rt.live.doctor import collect
 checks = {c.name: c.detail for c in collect()}
-from jsa_rt.live.cli_live import main
+from jsa_rt.cli import main
 rc = main(['live', '--camera', sys.argv[1], '--mic', 'file://' + sys.argv[2], '--no-pace', '--headless',
            '--backend', 'onnxruntime', '--model', sys.argv[3], '--log-json', sys.argv[4]])
 print(json.dumps({'modules': modules, 'rc': rc, 'torch_loaded': 'torch' in sys.modules,

@@ -143,7 +143,7 @@ def test_end_to_end_with_the_onnxruntime_backend(media, tiny_onnx):
 def test_signal_joins_threads_and_leaves_a_playable_recording(media, tiny_onnx, tmp_path, sig, twice):
     """One signal, or two SIGINTs 50 ms apart (what `timeout -s INT` and some terminals send)."""
     out, log = tmp_path / "rec.mp4", tmp_path / "rec.jsonl"
-    cmd = [sys.executable, "-m", "jsa_rt.live.cli_live", "live", "--camera", str(media["clip"]), "--loop",
+    cmd = [sys.executable, "-m", "jsa_rt.cli", "live", "--camera", str(media["clip"]), "--loop",
            "--mic", f"file://{media['tone']}", "--headless", "--backend", "onnxruntime",
            "--model", tiny_onnx, "--output", str(out), "--log-json", str(log)]
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,6 +190,33 @@ def test_silence_and_low_confidence_give_the_no_source_state(media, tmp_path):
     assert sum(r["state"] == "no source (low confidence)" for r in unsure) >= 25
     _, loud, _ = run_inprocess(media, tmp_path)
     assert sum(r["peak"] is not None for r in loud) >= 25     # the tone is heard after the first hop
+
+
+def test_the_gate_is_the_models_own_unless_one_is_given(media, tmp_path):
+    """Each checkpoint carries the no-source confidence chosen for it on val (0.3 for edge-jsa,
+    0 for edge-jsa-listen): `live` applies that one unless --min-confidence overrides it."""
+    import dataclasses
+
+    class HalfSure(FakeBackend):
+        def __init__(self, gate):
+            super().__init__()
+            self.config = dataclasses.replace(self.config, no_source_confidence=gate)
+
+        def run_visual(self, frame, audio_state):
+            maps = super().run_visual(frame, audio_state)
+            maps.confidence = 0.5
+            return maps
+
+    def states(gate, render):
+        opts = LiveOptions(camera=str(media["clip"]), mic=f"file://{media['tone']}", paced=False,
+                           headless=True, quiet=True, render=render)
+        records = []
+        Pipeline(opts, lambda: HalfSure(gate), on_frame=records.append).run()
+        return [r["state"] for r in records if r["t"] >= 0.3]       # after the first audio refresh
+
+    assert set(states(0.6, RenderOptions())) == {"no source (low confidence)"}
+    assert set(states(0.4, RenderOptions())) == {"source"}
+    assert set(states(0.6, RenderOptions(min_confidence=0.4))) == {"source"}
 
 
 def test_center_crop_maps_peaks_back_to_the_full_frame(media, tmp_path):

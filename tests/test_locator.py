@@ -243,7 +243,8 @@ def test_results_pcm_colours_and_shapes(locator_factory):
     with pytest.raises(InputError, match="channels-first"):
         locator_factory().push_audio(np.zeros((2, 4800), np.float32), 48000)
     # the default gate is the model's own calibrated threshold
-    assert locator_factory().render_options.min_confidence == locator_factory().config.no_source_confidence
+    loc = locator_factory()
+    assert loc.render_options.min_confidence is None and loc.min_confidence == loc.config.no_source_confidence
     # draw() works in the locator's colour order
     bgr_loc, rgb_loc = locator_factory(min_confidence=0.0), locator_factory(min_confidence=0.0, color="rgb")
     wave = (0.2 * rng.standard_normal(32000)).astype(np.float32)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jsa_rt.errors import InputError
-from jsa_rt.runtime import profiling
+from jsa_rt.profile import report as profiling
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "profile.py"
@@ -220,7 +220,7 @@ def test_report_has_video_rate_and_stage_sums_in_json_markdown_and_guards(tmp_pa
 
 def test_plot_marks_the_frame_budget(tmp_path):
     pytest.importorskip("matplotlib")
-    from jsa_rt.runtime.profiling_plots import figure
+    from jsa_rt.profile.plots import figure
 
     report = synthetic_report()
     report["settings"]["target_fps"] = 60.0
@@ -237,7 +237,7 @@ def test_plot_marks_the_frame_budget(tmp_path):
 
 
 def test_peak_note_when_a_rate_beats_the_measured_peak():
-    from jsa_rt.runtime.profiling_model import peak_notes
+    from jsa_rt.profile.model import peak_notes
 
     report = synthetic_report()
     report["environment"]["other_cpu_cores"] = 0.5
@@ -250,7 +250,7 @@ def test_peak_note_when_a_rate_beats_the_measured_peak():
 
 
 def test_bench_dir_names_a_report_after_its_checkpoint_else_its_preset():
-    from jsa_rt.runtime.profiling_cli import report_model_name
+    from jsa_rt.profile.cli import report_model_name
     assert report_model_name({"settings": {"preset": "edge", "checkpoint": "edge-jsa"}}) == "edge-jsa"
     assert report_model_name({"settings": {"preset": "edge", "checkpoint": "/runs/a/best.pt"}}) == "best"
     assert report_model_name({"settings": {"preset": "edge", "checkpoint": "m/edge-jsa.visual.onnx"}}) == "edge-jsa"
@@ -291,8 +291,8 @@ def tiny_model():
 
 
 def test_stage_plan_reproduces_localize_and_covers_its_flops(tiny_model):
-    from jsa_rt.runtime import profiling_torch as pt
-    from jsa_rt.runtime.profiling_model import synthetic_inputs
+    from jsa_rt.profile import torch_stages as pt
+    from jsa_rt.profile.report import synthetic_inputs
 
     frame, audio = synthetic_inputs(tiny_model.cfg)
     frame_t, wave = pt.model_inputs(frame, audio, "cpu")
@@ -309,8 +309,9 @@ def test_stage_plan_reproduces_localize_and_covers_its_flops(tiny_model):
 def test_onnxruntime_node_profile_splits_into_model_stages(tiny_model, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx
-    from jsa_rt.runtime.profiling_model import export_full_graph, synthetic_inputs
-    from jsa_rt.runtime.profiling_ort import exported_stages, ort_profile, ort_stage_samples
+    from jsa_rt.profile.model import export_full_graph
+    from jsa_rt.profile.report import synthetic_inputs
+    from jsa_rt.profile.ort_stages import exported_stages, ort_profile, ort_stage_samples
 
     path = export_full_graph(tiny_model, str(tmp_path / "tiny.onnx"))
     graph = onnx.load(path).graph

@@ -15,8 +15,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from jsa_rt.errors import EngineError
-from jsa_rt.export import engine_cache as cache
+from jsa_rt.runtime import engine_cache as cache
 from jsa_rt.export import tensorrt_build as tb
+from jsa_rt.runtime import trt_facts
 from fake_tensorrt import FakeTensorRT
 
 ORIN = ("NVIDIA Jetson AGX Orin", "8.7")
@@ -80,7 +81,7 @@ def test_runtime_only_tensorrt_lean_is_rejected(monkeypatch):
 # ---- version branching ----------------------------------------------------------------------------
 def test_tensorrt_10_3_requests_strong_typing_and_never_the_fp16_flag(tmp_path):
     trt = FakeTensorRT("10.3.0")
-    feats = tb.detect_features(trt)
+    feats = trt_facts.detect_features(trt)
     assert feats.weak_typing and feats.strongly_typed_flag and not feats.python_plugins
     res = build(trt, small_onnx(tmp_path / "m.onnx", "fp16"), tmp_path / "engines")
     assert trt.called("create_network") == [("create_network", 1 << 1)]   # STRONGLY_TYPED = 1
@@ -97,7 +98,7 @@ def test_tensorrt_10_3_requests_strong_typing_and_never_the_fp16_flag(tmp_path):
 
 def test_tensorrt_11_passes_no_typing_flag(tmp_path):
     trt = FakeTensorRT("11.0.0")
-    feats = tb.detect_features(trt)
+    feats = trt_facts.detect_features(trt)
     assert not feats.weak_typing and feats.aot_plugins
     res = build(trt, small_onnx(tmp_path / "m.onnx", "fp16"), tmp_path / "engines")
     assert trt.called("create_network") == [("create_network", 0)]
@@ -294,7 +295,7 @@ def test_triton_plugin_functions_pass_tensorrt_plugin_checks(tmp_path, monkeypat
     hints, annotated returns); here its registered functions are also called the way TensorRT
     calls them at build time. The Triton compile itself (which the interpreter used by the tests
     cannot do in-process) is replaced by a recorder; tests/test_kernels.py compiles it for real."""
-    from jsa_rt.export import trt_plugins
+    from jsa_rt.runtime.trt_plugin import register_for_runtime
     from jsa_rt.kernels import aot
     compiled = []
 
@@ -305,7 +306,7 @@ def test_triton_plugin_functions_pass_tensorrt_plugin_checks(tmp_path, monkeypat
     monkeypatch.setattr(aot, "compile_kernel", compile_kernel)
     trt = FakeTensorRT("10.9.0")
     build(trt, small_onnx(tmp_path / "m.onnx", "fp16"), tmp_path / "e", plugins="triton")
-    trt_plugins.register_for_runtime(trt)          # a second registration in the process: harmless
+    register_for_runtime(trt)                      # a second registration in the process: harmless
     plugin = trt.plugin
     desc, _ = plugin.functions["register"]
     q = plugin.TensorDesc((1, 2, 64), trt.float32)

@@ -13,9 +13,9 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="needs onnx (pip install 'jsa-rt[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install 'jsa-rt[onnx]')")
 
-from jsa_rt.errors import InputError, JsaError                     # noqa: E402
-from jsa_rt.export import triton_repo as tr                         # noqa: E402
-from jsa_rt.shipped import WEIGHTS_DIR                              # noqa: E402
+from jsa_rt.errors import InputError, JsaError
+from jsa_rt.export import triton_repo as tr
+from jsa_rt.shipped import WEIGHTS_DIR
 
 TYPES = {"FLOAT": "TYPE_FP32", "UINT8": "TYPE_UINT8"}
 NP_TYPES = {"TYPE_FP32": np.float32, "TYPE_UINT8": np.uint8}
@@ -27,6 +27,7 @@ def graphs(tmp_path_factory):
     torch = pytest.importorskip("torch", reason="exporting the test graphs needs torch")
     torch.set_num_threads(2)
     from engine_helpers import contrast_model
+
     from jsa_rt.export.onnx_export import export_all
     out = tmp_path_factory.mktemp("dyn")
     paths = export_all(contrast_model("tiny"), out / "tiny.onnx", graphs=("audio", "visual"),

@@ -95,7 +95,8 @@ def stats(samples) -> dict:
 
 def bench_preset(preset: str, iters: int, threads: int, workdir: Path) -> dict:
     import torch
-    from jsa_rt.export.onnx_export import example_inputs, export_all, random_model
+    from jsa_rt.export.onnx_export import example_inputs, export_all
+    from jsa_rt.model import random_model
     from jsa_rt.runtime.ort_backend import OrtBackend
     from jsa_rt.runtime.torch_backend import TorchBackend
 

@@ -25,7 +25,7 @@ export JSA_DATA=${JSA_DATA:-$PWD/.carry/data}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 SCENES=/tmp/scenes
 t0=$(date +%s)
-[ -f $SCENES/annotations/train.json ] || $PY -m jsa_rt.train.scenes --out $SCENES --seed 0 --quiet --workers $(nproc) --plan .carry/plan.json \
+[ -f $SCENES/annotations/train.json ] || $PY -m jsa_rt.cli make-scenes --out $SCENES --seed 0 --quiet --workers $(nproc) --plan .carry/plan.json \
     --counts "train=$TRAIN_SCENES,val=300,test=0,test-unheard=0,digits=0,pairs=0,pairs-unheard=0,real=0,real-pairs=0" \
     | tee "$OUT/scenes.log"
 echo "scenes: $(( $(date +%s) - t0 )) s"

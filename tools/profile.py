@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Latency reports for jsa-rt (thin wrapper; the logic is jsa_rt/runtime/profiling*.py).
+"""Latency reports for jsa-rt (thin wrapper; the logic is jsa_rt/profile/).
 
     python tools/profile.py model --preset edge --json benchmarks/edge.json
     python tools/profile.py pipeline --camera file://clip.mp4 --mic clip.wav --duration 10 --json p.json
@@ -13,7 +13,7 @@ import sys
 # library's `profile` module (cProfile imports it, torch imports cProfile): use the repo root.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from jsa_rt.runtime.profiling_cli import main  # noqa: E402
+from jsa_rt.profile.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

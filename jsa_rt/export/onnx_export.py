@@ -9,7 +9,7 @@ The live loop runs the audio graph at the audio rate and the visual graph per fr
 
 B is 1 unless --dynamic-batch. `--fp16` writes `<name>.fp16.onnx` (+ siblings): fp16 encoders and
 slot updates, fp32 islands for the front end, the slot softmax/eps/renormalisation and the maps
-(wrappers.py). The model config and graph facts travel in the ONNX metadata (`jsa_rt.*`), so
+(jsa_rt/model/wrappers.py). The model config and graph facts travel in the ONNX metadata (`jsa_rt.*`), so
 runtimes need neither torch nor the checkpoint. Opset 18; ops checked against TensorRT 10.3.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 from ..config import PRESETS
 from ..errors import EngineError
 from . import onnx_checks
+from ..runtime.engine_cache import DEFAULT_ROOT
 from ..runtime.ort_backend import graph_path   # x.onnx -> x.audio.onnx / x.visual.onnx
-from .engine_cache import DEFAULT_ROOT
 
 OPSET = 18
 GRAPHS = ("full", "audio", "visual")
@@ -85,19 +85,6 @@ def example_inputs(cfg, graph: str = "full", batch: int = 1, seed: int = 0,
 
 
 # ---- models ------------------------------------------------------------------------------------------
-def random_model(preset: str, seed: int = 0, kind: str = "jsa", pretrained: bool = False):
-    """Random weights of a preset (timing, tests): deterministic for a given seed.
-    `pretrained`: ImageNet weights for the image encoder where available locally."""
-    import torch
-    from ..model import build_model
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        return build_model(preset, kind, pretrained=pretrained).eval()
-    finally:
-        torch.random.set_rng_state(state)
-
-
 def load_model(checkpoint: str | None):
     from ..model.checkpoint import load_checkpoint
     model, meta = load_checkpoint(checkpoint, device="cpu")
@@ -117,7 +104,7 @@ def export_graph(model, graph: str, path: Path, *, precision: str = "fp32",
     """Export one graph; returns the ModelProto written to `path`."""
     import onnx
     import torch
-    from . import wrappers
+    from ..model import wrappers
 
     cfg = model.cfg
     wrapper_cls, input_names, output_names = wrappers.GRAPHS[graph]
@@ -252,6 +239,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     precision = "fp16" if args.fp16 else "fp32"
     if args.preset:
+        from ..model import random_model          # torch: only for random weights
         model, name = random_model(args.preset), f"random-{args.preset}"
         base = Path(args.out) if args.out else DEFAULT_ROOT / name / f"{name}{'.fp16' if args.fp16 else ''}.onnx"
     else:

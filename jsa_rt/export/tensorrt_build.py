@@ -17,7 +17,6 @@ The sidecar is written last: a cache entry without one is incomplete and gets re
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
 import sys
@@ -26,12 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
-from . import engine_cache as cache
+from ..runtime import engine_cache as cache
+from ..runtime.trt_facts import INSTALL_HINT, TrtFeatures, detect_features, io_specs
 
-INSTALL_HINT = (
-    "TensorRT is not installed: on x86 `pip install tensorrt --extra-index-url https://pypi.nvidia.com` "
-    "(or run in an NGC container, nvcr.io/nvidia/tensorrt); on Jetson it ships with JetPack: "
-    "make your venv with `python3 -m venv --system-site-packages` so `import tensorrt` finds it")
 GRAPH_ORDER = ("full", "audio", "visual")
 
 
@@ -45,47 +41,6 @@ def import_tensorrt():
         raise EngineError("this TensorRT install has no builder (tensorrt-lean is runtime-only); "
                           + INSTALL_HINT)
     return trt
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(text).split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
-@dataclass(frozen=True)
-class TrtFeatures:
-    version: str
-    weak_typing: bool          # BuilderFlag.FP16 exists (<= 10.x): strong typing must be requested
-    strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED exists
-    python_plugins: bool       # tensorrt.plugin decorators (10.6+, JIT)
-    aot_plugins: bool          # tensorrt.plugin.aot_impl (10.9+, PTX baked into the plan)
-
-    @property
-    def version_tuple(self):
-        return _version_tuple(self.version)
-
-
-def plugin_module(trt):
-    """`tensorrt.plugin`, or None where this TensorRT predates it (10.3, 10.5)."""
-    try:
-        return importlib.import_module(trt.__name__ + ".plugin")
-    except (ImportError, AttributeError, TypeError):
-        return getattr(trt, "plugin", None)
-
-
-def detect_features(trt) -> TrtFeatures:
-    """Feature detection, not version arithmetic: what the bindings actually expose."""
-    plugin = plugin_module(trt)
-    return TrtFeatures(
-        version=str(trt.__version__),
-        weak_typing=hasattr(trt.BuilderFlag, "FP16"),
-        strongly_typed_flag=hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
-        python_plugins=plugin is not None and hasattr(plugin, "register"),
-        aot_plugins=plugin is not None and hasattr(plugin, "aot_impl"),
-    )
 
 
 def network_flags(trt, feats: TrtFeatures, extra: int = 0) -> int:
@@ -145,18 +100,6 @@ def check_precision(report: dict, requested: str, min_fp16_fraction: float = 0.5
     if requested == "fp32" and fp16:
         raise EngineError(f"asked for fp32 but {fp16} layers run in fp16; rebuild from the fp32 "
                           f"ONNX (without --fp16) and --force")
-
-
-def io_specs(trt, engine) -> tuple[list, list]:
-    inputs, outputs = [], []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        dtype = engine.get_tensor_dtype(name)
-        spec = {"name": name, "dtype": getattr(dtype, "name", str(dtype).split(".")[-1]),
-                "shape": [int(d) for d in engine.get_tensor_shape(name)]}
-        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        (inputs if is_input else outputs).append(spec)
-    return inputs, outputs
 
 
 # ---- ONNX facts (no TensorRT needed) ----------------------------------------------------------
@@ -370,7 +313,7 @@ def run(args) -> int:
         from .onnx_export import export_for_engine
         onnx_files = export_for_engine(args.checkpoint, precision, args.plugins, graphs,
                                        root=Path(args.engines_dir))
-    from ..runtime.trt_backend import validate_against_onnxruntime
+    from .engine_check import validate_against_onnxruntime
     validate = None if args.no_validate else validate_against_onnxruntime
     results = []
     for graph, path in onnx_files.items():

@@ -13,9 +13,8 @@ config and of the written graph (the client has it, and TensorRT's ONNX parser r
 that is also an output). An output of batch shape only (confidence) is `dims: [1]` with
 `reshape: { shape: [ ] }`, as Triton's model-configuration docs require.
 
-`backend="tensorrt"` writes `platform: "tensorrt_plan"` and, beside each config, model.onnx and a
-README.txt with the trtexec command that builds `1/model.plan` on the serving GPU (a plan is tied
-to its GPU and TensorRT version, so it cannot be built here). Every file is written atomically.
+`backend="tensorrt"`: `platform: "tensorrt_plan"`, with model.onnx and a README.txt beside each config
+giving the trtexec command that builds `1/model.plan` on the serving GPU. Files are written atomically.
 """
 from __future__ import annotations
 
@@ -31,31 +30,16 @@ from ..errors import InputError, JsaError
 
 MODELS = ("jsa_audio", "jsa_visual")
 BACKENDS = ("onnxruntime", "tensorrt")
-TRITON_TYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16", "BFLOAT16": "TYPE_BF16",
-                "DOUBLE": "TYPE_FP64", "UINT8": "TYPE_UINT8", "INT8": "TYPE_INT8",
-                "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64", "BOOL": "TYPE_BOOL"}
+TRITON_TYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16", "BFLOAT16": "TYPE_BF16", "DOUBLE": "TYPE_FP64",
+                **{t: f"TYPE_{t}" for t in ("UINT8", "INT8", "INT16", "INT32", "INT64", "BOOL")}}
 EXPORT_HINT = "re-export with `jsa-rt export-onnx --dynamic-batch --graphs audio,visual`"
 
 
 # ---- the graphs ----------------------------------------------------------------------------------
-def graph_spec(proto) -> dict:
-    """Inputs and outputs of an ONNX ModelProto: [{name, onnx_type, dims}], None = dynamic axis.
-    Outputs that only echo an input are listed under "echo", not "outputs"."""
-    import onnx
-
-    def tensors(values):
-        return [{"name": v.name, "onnx_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
-                 "dims": [d.dim_value if d.HasField("dim_value") else None
-                          for d in v.type.tensor_type.shape.dim]} for v in values]
-    inputs = tensors(proto.graph.input)
-    names = {t["name"] for t in inputs}
-    outputs = tensors(proto.graph.output)
-    return {"inputs": inputs, "outputs": [t for t in outputs if t["name"] not in names],
-            "echo": [t["name"] for t in outputs if t["name"] in names]}
-
-
 def load_graph(path: Path):
-    """The ONNX graph at `path` and its spec; a one-line error unless every tensor batches."""
+    """The ONNX graph at `path` and its spec {inputs, outputs: [{name, onnx_type, dims}] (None = a
+    dynamic axis), echo: names of outputs that only return an input}; a one-line error unless
+    every tensor has a dynamic first axis."""
     import onnx
     from google.protobuf.message import Error as ProtobufError
     path = Path(path)
@@ -67,7 +51,15 @@ def load_graph(path: Path):
         raise InputError(f"cannot read {path} as ONNX ({str(exc).strip()[:120]}); {EXPORT_HINT}") from None
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         raise InputError(f"{path} keeps its weights in external files; export it as one .onnx file")
-    spec = graph_spec(proto)
+
+    def tensors(values):
+        return [{"name": v.name, "onnx_type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                 "dims": [d.dim_value if d.HasField("dim_value") else None
+                          for d in v.type.tensor_type.shape.dim]} for v in values]
+    inputs, outputs = tensors(proto.graph.input), tensors(proto.graph.output)
+    names = {t["name"] for t in inputs}
+    spec = {"inputs": inputs, "outputs": [t for t in outputs if t["name"] not in names],
+            "echo": [t["name"] for t in outputs if t["name"] in names]}
     for kind in ("inputs", "outputs"):
         for t in spec[kind]:
             if not t["dims"] or t["dims"][0] is not None:
@@ -120,27 +112,23 @@ def trtexec_command(spec: dict, max_batch: int) -> str:
 
 def trt_readme(name: str, spec: dict, max_batch: int) -> str:
     command = trtexec_command(spec, max_batch)
-    return (f"{name}: Triton's tensorrt backend loads 1/model.plan, which is not here yet: a TensorRT\n"
-            f"plan only runs on the GPU model and TensorRT version it was built with. Build it on the\n"
-            f"serving machine, in this folder, with the trtexec of the TensorRT inside your Triton image\n"
-            f"(nvcr.io/nvidia/tensorrt:<yy.mm>-py3 has the same TensorRT as tritonserver:<yy.mm>-py3;\n"
-            f"NVIDIA's images also keep it at /usr/src/tensorrt/bin/trtexec):\n\n"
+    return (f"{name}: Triton's tensorrt backend loads 1/model.plan (batch 1..{max_batch}), not here yet: a plan\n"
+            "only runs on the GPU model and TensorRT version it was built with. Build it on the serving\n"
+            "machine, in this folder, with the trtexec of the TensorRT in your Triton image (the same as in\n"
+            "nvcr.io/nvidia/tensorrt:<yy.mm>-py3; NVIDIA's images keep it at /usr/src/tensorrt/bin/trtexec):\n\n"
             f"  {command}\n\nor with Docker, from this folder:\n\n"
-            f"  docker run --rm --gpus=all -v \"$PWD\":/w -w /w nvcr.io/nvidia/tensorrt:<yy.mm>-py3 {command}\n\n"
-            f"Inputs: {', '.join(t['name'] for t in spec['inputs'])}; batch 1..{max_batch} "
-            f"(max_batch_size in config.pbtxt).\n")
+            f"  docker run --rm --gpus=all -v \"$PWD\":/w -w /w nvcr.io/nvidia/tensorrt:<yy.mm>-py3 {command}\n")
 
 
 # ---- the repository -------------------------------------------------------------------------------
 def check_options(max_batch: int, backend: str, instances: int, queue_delay_us: int, device: str) -> None:
-    if not isinstance(max_batch, int) or max_batch < 1:
-        raise InputError(f"--max-batch {max_batch}: use a whole number >= 1 (Triton batches up to it)")
+    for flag, value, low, what in (("--max-batch", max_batch, 1, "Triton batches up to it"),
+                                   ("--instances", instances, 1, "model copies per device"),
+                                   ("--queue-delay-us", queue_delay_us, 0, "microseconds")):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"{flag} {value}: use a whole number >= {low} ({what})")
     if backend not in BACKENDS:
         raise InputError(f"--backend {backend}: use one of {', '.join(BACKENDS)}")
-    if not isinstance(instances, int) or instances < 1:
-        raise InputError(f"--instances {instances}: use a whole number >= 1 (model copies per device)")
-    if not isinstance(queue_delay_us, int) or queue_delay_us < 0:
-        raise InputError(f"--queue-delay-us {queue_delay_us}: use a whole number >= 0")
     if device not in ("gpu", "cpu") or (backend == "tensorrt" and device == "cpu"):
         raise InputError(f"--device {device}: use gpu{'' if backend == 'tensorrt' else ' or cpu'} "
                          f"with the {backend} backend")
@@ -150,10 +138,10 @@ def check_out(out: Path, force: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder for the model repository")
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    held = sorted(p.name for p in out.iterdir())[:5] if out.is_dir() else []
     if held and not force:
-        raise InputError(f"--out {out} already holds {', '.join(held[:4])}{' ...' if len(held) > 4 else ''}; "
-                         f"choose an empty folder, or pass --force to replace {' and '.join(MODELS)}")
+        raise InputError(f"--out {out} already holds {', '.join(held)}; choose an empty folder, or pass "
+                         f"--force to replace {' and '.join(MODELS)}")
 
 
 def write_model_repository(onnx_audio: Path, onnx_visual: Path, out: Path, *, max_batch: int = 16,
@@ -164,22 +152,19 @@ def write_model_repository(onnx_audio: Path, onnx_visual: Path, out: Path, *, ma
     check_options(max_batch, backend, instances, queue_delay_us, device)
     check_out(out, force)
     graphs = {name: (Path(src), *load_graph(src)) for name, src in zip(MODELS, (onnx_audio, onnx_visual))}
-    if backend == "tensorrt":                     # refuse before writing: fixed non-batch dims
-        for _, _, spec in graphs.values():
-            trtexec_command(spec, max_batch)
+    for _, _, spec in graphs.values() if backend == "tensorrt" else ():
+        trtexec_command(spec, max_batch)          # refuses fixed non-batch dims before any write
     written = []
     for name, (src, proto, spec) in graphs.items():
         folder = Path(out) / name
-        if folder.is_symlink() or folder.is_file():
-            folder.unlink()
-        elif folder.is_dir():
-            shutil.rmtree(folder)
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)             # --force: the old model goes, not just its files
+        folder.unlink(missing_ok=True)
         model = folder / ("1/model.onnx" if backend == "onnxruntime" else "model.onnx")
         with atomic_path(model) as tmp:
             if spec["echo"]:                      # drop outputs that only echo an input
-                keep = [o for o in proto.graph.output if o.name not in spec["echo"]]
-                del proto.graph.output[:]
-                proto.graph.output.extend(keep)
+                for echo in [o for o in proto.graph.output if o.name in spec["echo"]]:
+                    proto.graph.output.remove(echo)
                 onnx.save(proto, str(tmp))
             else:
                 shutil.copyfile(src, tmp)
@@ -194,25 +179,20 @@ def write_model_repository(onnx_audio: Path, onnx_visual: Path, out: Path, *, ma
 
 
 # ---- reading config.pbtxt back (the subset written above) -------------------------------------------
-_TOKEN = re.compile(r'\s+|#[^\n]*|("(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"#]+)')
+_TOKEN = re.compile(r'\s+|#[^\n]*|("(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"#]+)|(.)')
+_SCALARS = ((r"-?\d+", int), (r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", float),
+            (r"true|false", lambda tok: tok == "true"), (r"[A-Za-z_]\w*", str))     # str: enums
 REPEATED = ("input", "output", "instance_group")
 
 
 def read_config(path: Path) -> dict:
     """Parse a config.pbtxt (protobuf text format: fields, messages, lists, strings, numbers,
     enums, comments) into a dict; `input`, `output` and `instance_group` are always lists."""
-    text = Path(path).read_text()
-    tokens = [m.group(1) for m in _TOKEN.finditer(text) if m.group(1)]
-    if "".join(m.group(0) for m in _TOKEN.finditer(text)) != text:
-        raise InputError(f"{path}: not protobuf text format (a stray quote?)")
+    tokens = [tok or stray for tok, stray in _TOKEN.findall(Path(path).read_text()) if tok or stray]
     try:
-        fields, _ = _fields(tokens, 0, None)
-    except (IndexError, ValueError) as exc:
+        return _fields(tokens, 0, None)[0]
+    except (IndexError, ValueError) as exc:       # a stray character fails as a name or a value
         raise InputError(f"{path}: cannot parse it as protobuf text format ({exc})") from None
-    for key in REPEATED:
-        if key in fields and not isinstance(fields[key], list):
-            fields[key] = [fields[key]]
-    return fields
 
 
 def _fields(tokens: list[str], i: int, close: str | None) -> tuple[dict, int]:
@@ -223,6 +203,8 @@ def _fields(tokens: list[str], i: int, close: str | None) -> tuple[dict, int]:
             raise ValueError(f"expected a field name, got {key!r}")
         i += 2 if tokens[i + 1] == ":" else 1
         value, i = _value(tokens, i)
+        if key in REPEATED and not isinstance(value, list):
+            value = [value]
         if key in out:                            # a repeated field written twice: collect
             old = out[key] if isinstance(out[key], list) else [out[key]]
             value = old + (value if isinstance(value, list) else [value])
@@ -239,37 +221,27 @@ def _value(tokens: list[str], i: int):
         while tokens[i] != "]":
             item, i = _value(tokens, i)
             items.append(item)
-            i += 1 if tokens[i] == "," else 0
+            i += tokens[i] == ","
         return items, i + 1
     if tok.startswith('"'):
         return json.loads(tok), i + 1
-    if tok in ("true", "false"):
-        return tok == "true", i + 1
-    if re.fullmatch(r"-?\d+", tok):
-        return int(tok), i + 1
-    if re.fullmatch(r"-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", tok):
-        return float(tok), i + 1
-    if re.fullmatch(r"[A-Za-z_]\w*", tok):
-        return tok, i + 1                         # an enum value: TYPE_FP32, KIND_GPU
+    for pattern, kind in _SCALARS:
+        if re.fullmatch(pattern, tok):
+            return kind(tok), i + 1
     raise ValueError(f"unexpected {tok!r}")
 
 
 # ---- CLI --------------------------------------------------------------------------------------------
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "export-triton", help="write a Triton Inference Server model repository (audio + visual graphs)",
-        description="Write the model's audio and visual graphs as two Triton models with dynamic "
-                    "batching (onnxruntime backend, or TensorRT plans you build with trtexec).")
-    p.add_argument("--checkpoint", default=None,
-                   help="shipped name (default edge-jsa), a .pt checkpoint, an .onnx file or a folder "
-                        "with <name>.audio.onnx + <name>.visual.onnx exported with --dynamic-batch")
+    p = subparsers.add_parser("export-triton", help="write a Triton Inference Server model repository")
+    p.add_argument("--checkpoint", default=None, help="shipped name (default edge-jsa), .pt, or an .onnx "
+                   "file / folder of <name>.audio.onnx + <name>.visual.onnx exported with --dynamic-batch")
     p.add_argument("--out", default="triton_repo", help="repository folder (default triton_repo)")
     p.add_argument("--max-batch", type=int, default=16, help="Triton max_batch_size (default 16)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="instance_group kind (default gpu)")
     p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
-    p.add_argument("--queue-delay-us", type=int, default=2000,
-                   help="dynamic batcher: longest wait to fill a batch, microseconds (default 2000)")
+    p.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batcher's wait (default 2000)")
     p.add_argument("--force", action="store_true", help="replace jsa_audio/ and jsa_visual/ in --out")
     return p
 
@@ -281,11 +253,10 @@ def source_graphs(checkpoint: str | None, workdir: Path, log=print) -> tuple[Pat
     name = checkpoint or DEFAULT_MODEL
     path = Path(name)
     if name in SHIPPED:
-        full = WEIGHTS_DIR / f"{name}.onnx"
-        pair = graph_path(full, "audio"), graph_path(full, "visual")
+        pair = tuple(graph_path(WEIGHTS_DIR / f"{name}.onnx", graph) for graph in ("audio", "visual"))
         try:
             for graph in pair:
-                load_graph(graph)
+                load_graph(graph)                 # a one-line error unless the batch is dynamic
             return pair
         except JsaError as exc:
             why = "are not installed" if "not found" in str(exc) else "have no dynamic batch axis"
@@ -293,8 +264,8 @@ def source_graphs(checkpoint: str | None, workdir: Path, log=print) -> tuple[Pat
                 f"dynamic batch (needs torch; a minute or so)")
         path = resolve_checkpoint(name)
     elif path.is_dir():
-        stems = sorted(p.name[:-len(".audio.onnx")] for p in path.glob("*.audio.onnx")
-                       if graph_path(p.with_name(p.name[:-len(".audio.onnx")] + ".onnx"), "visual").is_file())
+        stems = sorted(s for s in (p.name[:-len(".audio.onnx")] for p in path.glob("*.audio.onnx"))
+                       if (path / f"{s}.visual.onnx").is_file())
         if len(stems) != 1:
             raise InputError(f"{path} holds {len(stems) or 'no'} <name>.audio.onnx + <name>.visual.onnx pairs"
                              f"{' (' + ', '.join(stems) + ')' if stems else ''}; pass --checkpoint "
@@ -319,12 +290,10 @@ def run(args) -> int:
         write_model_repository(audio, visual, out, max_batch=args.max_batch, backend=args.backend,
                                instances=args.instances, queue_delay_us=args.queue_delay_us,
                                device=args.device, force=args.force)
-    mount = out if out.is_absolute() else f"$PWD/{out}"
-    gpus = "--gpus=all " if args.device == "gpu" else ""
-    serve = (f"docker run --rm {gpus}-p8000:8000 -p8001:8001 -p8002:8002 -v {mount}:/models "
-             f"nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
     build = (f"build the plans ({' and '.join(str(out / m / 'README.txt') for m in MODELS)}), then "
              if args.backend == "tensorrt" else "")
-    print(f"wrote {out}/ ({', '.join(MODELS)}; {args.backend} backend, max batch {args.max_batch}); "
-          f"next: {build}{serve}")
+    print(f"wrote {out}/ ({', '.join(MODELS)}; {args.backend} backend, max batch {args.max_batch}); next: {build}"
+          f"docker run --rm {'--gpus=all ' if args.device == 'gpu' else ''}-p8000:8000 -p8001:8001 -p8002:8002 "
+          f"-v {out if out.is_absolute() else '$PWD/' + str(out)}:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
+          f"tritonserver --model-repository=/models")
     return 0

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
-from ..cli import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
+from ..args import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from ..config import PRESETS
 from ..errors import JsaError
 from .pipeline import LiveOptions
@@ -53,11 +52,12 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-level-db", type=float, default=d.min_level_db,
                    help=f"'no source' below this audio level, dBFS (default {d.min_level_db:g})")
     g.add_argument("--min-confidence", type=unit_interval, default=d.min_confidence,
-                   help=f"'no source' below this model confidence, 0-1 (default {d.min_confidence:g})")
+                   help="'no source' below this model confidence, 0-1 (default: the model's own, "
+                        "chosen on val and stored in its checkpoint: 0.3 for edge-jsa, 0 for edge-jsa-listen)")
     g.add_argument("--overlay-alpha", type=unit_interval, default=d.alpha, help=f"heatmap opacity (default {d.alpha:g})")
     g.add_argument("--colormap", choices=COLORMAPS, default=d.colormap)
     g.add_argument("--no-hud", action="store_true", help="no text or level meter on the frames")
-    g.add_argument("--crop", choices=CROP_MODES, default="resize",
+    g.add_argument("--crop", choices=CROP_MODES, default=LIVE_DEFAULTS.crop,
                    help="frame to model square: resize the whole frame (default) or crop its centre")
 
 
@@ -85,7 +85,7 @@ def add_live_parser(sub):
     p = sub.add_parser("live", help="live localization from a camera and a microphone (or files)",
                        description="Live sound source localization. Ctrl-C stops cleanly.")
     g = p.add_argument_group("sources")
-    g.add_argument("--camera", "--input", dest="camera", default="0",
+    g.add_argument("--camera", "--input", dest="camera", default=LIVE_DEFAULTS.camera,
                    help="0, /dev/video0, v4l2:///dev/video0, csi://0, file://clip.mp4 or a path, "
                         "rtsp://..., or a GStreamer pipeline (default 0)")
     g.add_argument("--mic", default=None,
@@ -107,8 +107,9 @@ def add_live_parser(sub):
                    help="files: process every frame as fast as possible instead of in real time")
     a = p.add_argument_group("audio")
     a.add_argument("--audio-window", type=float, default=None, help="seconds of audio (default: the model's)")
-    a.add_argument("--audio-hop", type=float, default=0.25, help="audio branch refresh period, s (default 0.25)")
-    a.add_argument("--av-offset-ms", type=float, default=0.0,
+    a.add_argument("--audio-hop", type=float, default=LIVE_DEFAULTS.audio_hop,
+                   help=f"audio branch refresh period, s (default {LIVE_DEFAULTS.audio_hop:g})")
+    a.add_argument("--av-offset-ms", type=float, default=LIVE_DEFAULTS.av_offset_ms,
                    help="how much later the sound arrives than the picture (default 0)")
     add_model_options(p)
     add_render_options(p)
@@ -213,25 +214,3 @@ def add_doctor_parser(sub):
 def run_doctor(args) -> int:
     from .doctor import run_checks
     return run_checks()
-
-
-# ---- python -m jsa_rt.live.cli_live COMMAND ... (the same as `jsa-rt COMMAND ...`) ---------------
-PARSERS = {"live": (add_live_parser, run_live), "demo": (add_demo_parser, run_demo),
-           "devices": (add_devices_parser, run_devices), "doctor": (add_doctor_parser, run_doctor)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    root = argparse.ArgumentParser(prog="jsa-rt")
-    sub = root.add_subparsers(dest="command", required=True)
-    for add, _ in PARSERS.values():
-        add(sub)
-    args = root.parse_args(argv)
-    try:
-        return int(PARSERS[args.command][1](args) or 0)
-    except JsaError as exc:
-        print(f"jsa-rt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,6 +27,7 @@ import numpy as np
 from ..audio_io import to_mono
 from ..errors import InputError
 from .audio import SILENCE_DB, AudioSource, AudioWindow
+from .pipeline import LiveOptions
 from .preprocess import CROP_MODES, bearing_deg, model_input
 from .render import Localization, Localizer, RenderOptions, draw_localization
 from .ring import RingBuffer
@@ -131,7 +132,7 @@ class SoundLocator:
     """
 
     def __init__(self, model=None, backend: str = "auto", device: str | None = None,
-                 audio_hop: float = 0.25, crop: str = "resize", color: str = "bgr",
+                 audio_hop: float = LiveOptions.audio_hop, crop: str = LiveOptions.crop, color: str = "bgr",
                  min_level_db: float = RenderOptions.min_level_db, min_confidence: float | None = None,
                  persistence_ms: float = 0.0, **backend_options):
         if crop not in CROP_MODES:
@@ -144,9 +145,8 @@ class SoundLocator:
         self.audio_hop, self.crop, self.color = float(audio_hop), crop, color
         self.render_options = RenderOptions(
             persistence_ms=persistence_ms, min_level_db=min_level_db,
-            min_confidence=self.config.no_source_confidence if min_confidence is None   # the model's own
-            else float(min_confidence))
-        self._gate = Localizer(self.render_options)
+            min_confidence=None if min_confidence is None else float(min_confidence))
+        self._gate = Localizer(self.render_options, self.config.no_source_confidence)
         self._audio: PushedAudio | None = None
         self._window: AudioWindow | None = None
         self._state = None                   # the audio branch's cached output
@@ -154,6 +154,11 @@ class SoundLocator:
         self._refreshed_at = -1              # pushed-sample position of the last refresh
         self._next_refresh: int | None = None
         self.audio_refreshes = 0
+
+    @property
+    def min_confidence(self) -> float:
+        """The no-source confidence gate in effect (the model's own unless one was given)."""
+        return self._gate.min_confidence
 
     # ---- audio -----------------------------------------------------------------------------
     @property

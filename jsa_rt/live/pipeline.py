@@ -387,7 +387,7 @@ class Pipeline:
     # ---- output thread --------------------------------------------------------------------------
     def _output_loop(self, window: Window | None) -> None:
         o = self.options
-        localizer = Localizer(o.render)
+        localizer = Localizer(o.render, self._config.no_source_confidence)
         fps_ema, t_prev = 0.0, None
         audio_cursor = None
         try:

@@ -26,7 +26,7 @@ METER_FLOOR_DB = -80.0
 class RenderOptions:
     persistence_ms: float = 250.0
     min_level_db: float = -50.0
-    min_confidence: float = ModelConfig.no_source_confidence
+    min_confidence: float | None = None   # None: the model's own gate, stored in its checkpoint
     box_threshold: float = 0.5      # the box encloses the peak's region above this fraction of the peak
     alpha: float = 0.45
     colormap: str = "jet"
@@ -47,10 +47,17 @@ class Localization:
 class Localizer:
     """Temporal smoothing, gating, peak and box. Holds state between frames; one per stream."""
 
-    def __init__(self, options: RenderOptions):
+    def __init__(self, options: RenderOptions, model_gate: float = ModelConfig.no_source_confidence):
+        """`model_gate`: the model's own no-source confidence, used unless options set one."""
         self.options = options
+        self.model_gate = model_gate
         self._heat: np.ndarray | None = None
         self._t: float | None = None
+
+    @property
+    def min_confidence(self) -> float:
+        o = self.options
+        return self.model_gate if o.min_confidence is None else o.min_confidence
 
     def _smooth(self, heat: np.ndarray, t: float) -> np.ndarray:
         tau = self.options.persistence_ms / 1000.0
@@ -70,7 +77,7 @@ class Localizer:
         broken = not (math.isfinite(confidence) and math.isfinite(level_db) and math.isfinite(float(heatmap.sum(dtype=np.float64))))
         reason = ("non-finite model output" if broken else
                   "quiet" if level_db < o.min_level_db else
-                  "low confidence" if confidence < o.min_confidence else "")
+                  "low confidence" if confidence < self.min_confidence else "")
         # In the no-source state the map decays towards zero at the persistence rate.
         target = np.zeros_like(heatmap, dtype=np.float32) if reason else heatmap.astype(np.float32)
         heat = self._smooth(target, t)

@@ -22,4 +22,16 @@ def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["build_model", "JSA", "EZVSL", "MODEL_KINDS", "count_parameters"]
+def random_model(preset: str, seed: int = 0, kind: str = "jsa", pretrained: bool = False):
+    """Random weights of a preset (timing, tests): deterministic for a given seed.
+    `pretrained`: ImageNet weights for the image encoder where available locally."""
+    import torch
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build_model(preset, kind, pretrained=pretrained).eval()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+__all__ = ["build_model", "random_model", "JSA", "EZVSL", "MODEL_KINDS", "count_parameters"]

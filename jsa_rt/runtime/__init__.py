@@ -51,7 +51,8 @@ def onnx_for(model, preset: str | None = None) -> Path:
     if model is None and preset is not None:
         path = ENGINES_DIR / f"random-{preset}" / f"random-{preset}.onnx"
         if not path.is_file():
-            from ..export.onnx_export import export_all, random_model   # needs torch (export only)
+            from ..export.onnx_export import export_all   # needs torch: random weights for tests and timing
+            from ..model import random_model
             export_all(random_model(preset), path, model_name=f"random-{preset}", log=lambda *_: None)
         return path
     name = str(model or DEFAULT_MODEL)

@@ -19,7 +19,7 @@ class TorchBackend(Backend):
     def __init__(self, model=None, preset: str | None = None, device: str | None = None,
                  kernels: str = "auto", cuda_graph: bool = False, threads: int | None = None):
         import torch
-        from ..export import wrappers
+        from ..model import wrappers
         self.torch = torch
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -44,7 +44,7 @@ class TorchBackend(Backend):
         if model is not None and not isinstance(model, (str, bytes)) and hasattr(model, "localize"):
             net = model                                  # an nn.Module already
         elif model is None and preset is not None:
-            from ..export.onnx_export import random_model
+            from ..model import random_model
             net = random_model(preset)
         else:
             from ..model.checkpoint import load_checkpoint
@@ -61,18 +61,18 @@ class TorchBackend(Backend):
         return {n: o.detach().float().cpu().numpy() for n, o in zip(names, outputs)}
 
     def _run_full(self, frame, wave):
-        from ..export.wrappers import MAP_OUTPUTS
+        from ..model.wrappers import MAP_OUTPUTS
         with self.torch.inference_mode():
             return self._numpy(MAP_OUTPUTS, self.full(*self._tensors(frame, wave)))
 
     def _run_audio(self, wave):
-        from ..export.wrappers import AUDIO_OUTPUTS
+        from ..model.wrappers import AUDIO_OUTPUTS
         with self.torch.inference_mode():
             query, slot = self.audio(*self._tensors(wave))
         return {AUDIO_OUTPUTS[0]: query, AUDIO_OUTPUTS[1]: slot}      # stays on the device
 
     def _run_visual(self, frame, state):
-        from ..export.wrappers import MAP_OUTPUTS
+        from ..model.wrappers import MAP_OUTPUTS
         frame_t, = self._tensors(frame)
         query, slot = _as_tensor(self, state["audio_query"]), _as_tensor(self, state["audio_slot"])
         if self.cuda_graph:

@@ -16,10 +16,9 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import EngineError
-from ..export import engine_cache as cache
+from . import engine_cache as cache
 from .base import Backend
-
-TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2}   # max |engine - onnxruntime| per output (TF32 / fp16)
+from .trt_facts import INSTALL_HINT, io_specs
 
 
 def import_tensorrt_runtime():
@@ -29,7 +28,6 @@ def import_tensorrt_runtime():
             return __import__(name)
         except (ImportError, OSError):
             continue
-    from ..export.tensorrt_build import INSTALL_HINT
     raise EngineError(INSTALL_HINT)
 
 
@@ -50,8 +48,8 @@ class TrtEngine:
             sidecar = cache.verify_plan(self.plan)
             cache.check_compatible(sidecar, str(trt.__version__), cuda.gpu_name, cuda.compute_capability)
             if sidecar["key"]["plugins"] == "triton":
-                from ..export import trt_plugins
-                trt_plugins.register_for_runtime(trt)
+                from .trt_plugin import register_for_runtime
+                register_for_runtime(trt)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if self.engine is None:
@@ -65,7 +63,6 @@ class TrtEngine:
         if self.context is None:
             raise EngineError(f"TensorRT could not create an execution context for {self.plan.name} "
                               f"(out of GPU memory?)")
-        from ..export.tensorrt_build import io_specs
         inputs, outputs = io_specs(trt, self.engine)
         self.inputs, self.outputs, self.host, self.device = [], [], {}, {}
         for spec, is_input in [(s, True) for s in inputs] + [(s, False) for s in outputs]:
@@ -179,45 +176,3 @@ class TrtBackend(Backend):
     def close(self):
         self.engines.clear()
         self.cuda.close()
-
-
-# ---- build-time validation (used by build-engine) -------------------------------------------
-def compare_outputs(reference: dict, candidate: dict, tolerance: float) -> dict:
-    """Max |candidate - reference| per output, heatmap peak agreement, pass/fail."""
-    errors = {n: float(np.max(np.abs(np.asarray(candidate[n], np.float32)
-                                     - np.asarray(reference[n], np.float32))))
-              for n in reference}
-    result = {"reference": "onnxruntime-cpu", "max_abs_err": errors, "tolerance": tolerance,
-              "passed": all(e <= tolerance for e in errors.values())}
-    if "heatmap" in reference:
-        peak = lambda a: [int(i) for i in np.unravel_index(np.argmax(a[0]), a[0].shape)]
-        result["heatmap_peak"] = {"reference": peak(reference["heatmap"]),
-                                  "engine": peak(candidate["heatmap"])}
-    return result
-
-
-def validate_against_onnxruntime(plan: Path, onnx_path: Path) -> dict:
-    """Run the new engine and onnxruntime on the same fixed inputs; errors go to the sidecar."""
-    import json
-    import onnx
-    from ..export.onnx_export import example_inputs
-    from .cuda_mem import open_cuda
-    from .ort_backend import run_onnx
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    cfg = ModelConfig.from_dict(json.loads(meta["jsa_rt.config"]))
-    graph = meta.get("jsa_rt.graph", "full")
-    feeds = example_inputs(cfg, graph)
-    if graph == "visual":           # the audio_query slot count comes from the graph itself
-        dims = [d.dim_value for d in onnx.load(str(onnx_path), load_external_data=False)
-                .graph.input[1].type.tensor_type.shape.dim]
-        feeds = example_inputs(cfg, graph, query_slots=dims[1])
-    reference = run_onnx(onnx_path, feeds)
-    trt = import_tensorrt_runtime()
-    cuda = open_cuda()
-    try:
-        # the sidecar is written after validation: check the plan itself, not the cache entry
-        engine = TrtEngine(plan, trt, cuda, verified=False)
-        candidate = engine.infer(feeds)
-    finally:
-        cuda.close()
-    return compare_outputs(reference, candidate, TOLERANCE[meta.get("jsa_rt.precision", "fp32")])

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..cli import at_least
+from ..args import at_least
 from ..errors import InputError
 from . import metrics
 
@@ -212,13 +211,3 @@ def run(args: argparse.Namespace) -> int:
           + "".join(f"; wrote {p}" for p in (args.json, args.png) if p)
           + ("" if args.png else "; next: add --png forest.png for the picture"))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jsa_rt.train.compare` = `jsa-rt compare`."""
-    from ..cli import main as cli_main
-    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

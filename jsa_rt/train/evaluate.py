@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import non_negative_int, positive_int
+from ..args import non_negative_int, positive_int
 from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DeviceError, InputError
 from . import metrics
@@ -533,13 +533,3 @@ def run(args: argparse.Namespace) -> int:
               f"object {pct(pairs['wrong_object'], 'wrong_object')} of {pairs['scenes']} scenes"
               + (f"; wrote {stem}_pairs.png" if args.grid else ""))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jsa_rt.train.evaluate` = `jsa-rt eval`."""
-    from ..cli import main as cli_main
-    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import non_negative_int, positive_float, positive_int, unit_interval
+from ..args import non_negative_int, positive_float, positive_int, unit_interval
 from ..atomic import disk_full, write_bytes, write_text
 from ..errors import InputError
 from .scene_audio import compose_audio, load_clip
@@ -713,13 +713,3 @@ def run(args: argparse.Namespace) -> int:
           f"{len(m['classes_unheard'])} unheard classes, held-out speakers {', '.join(m['digit_speakers_heldout']) or 'none'}); "
           f"next: jsa-rt train --data {args.out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m jsa_rt.train.scenes` = `jsa-rt make-scenes`."""
-    from ..cli import main as cli_main
-    return cli_main(["make-scenes", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

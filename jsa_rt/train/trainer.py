@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..cli import non_negative_float, non_negative_int, positive_int
+from ..args import non_negative_float, non_negative_int, positive_int
 from ..config import MATCH_MODES, PRESETS, TRAIN_PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset, with_variant
 from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .profiling import stack_order
+from .report import stack_order
 
 
 def figure(report: dict):

@@ -20,8 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig
 from ..model import maps as model_maps
-from .profiling_env import numpy_matmul_gflops
-from .profiling_ort import ort_matmul_gflops
+from .env import numpy_matmul_gflops
+from .ort_stages import ort_matmul_gflops
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def check_stage_plan(model, frame_t, wave, atol: float = 1e-5) -> float:
     diff = max(diff, float((ctx["confidence"] - reference["confidence"]).abs().max()))
     if not diff <= atol:
         raise RuntimeError(f"profiling stage plan differs from model.localize by {diff:.3g}; "
-                           "update jsa_rt/runtime/profiling_torch.stage_plan to match the model")
+                           "update jsa_rt/profile/torch_stages.stage_plan to match the model")
     return diff
 
 

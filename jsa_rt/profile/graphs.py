@@ -2,7 +2,7 @@
 
 `total` = copy the uint8 frame and waveform in, replay one graph of (normalise + localize),
 copy the heatmap out: what an application pays per frame. Stages are the same model stages as
-eager torch (profiling_torch.stage_plan), each captured as its own graph and timed with CUDA events.
+eager torch (torch_stages.stage_plan), each captured as its own graph and timed with CUDA events.
 Needs a CUDA GPU and jsa_rt.kernels; raises JsaError (reported as skipped) otherwise.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import JsaError
-from . import profiling
-from . import profiling_torch as pt
-from .profiling_model import synthetic_inputs, time_host
+from . import report as profiling
+from . import torch_stages as pt
+from .report import synthetic_inputs, time_host
 
 
 def _capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:

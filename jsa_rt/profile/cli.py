@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import JsaError
-from . import profiling
+from . import report as profiling
 
 EXIT_GUARD = 1
 EXIT_ERROR = 2
@@ -98,7 +98,7 @@ def run(args) -> int:
         if mode in ("model", "pipeline"):
             _check_outputs(args)
         if mode == "model":
-            from .profiling_model import profile_model
+            from .model import profile_model
             backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
             report = profile_model(preset=args.preset, checkpoint=args.checkpoint, backends=backends,
                                    device=args.device, warmup=args.warmup, iterations=args.iterations,
@@ -106,7 +106,7 @@ def run(args) -> int:
                                    progress=_progress)
         elif mode == "pipeline":
             from ..live.cli_live import default_mic
-            from .profiling_pipeline import profile_pipeline
+            from .pipeline import profile_pipeline
             mic = default_mic(args.camera) if args.mic is None else args.mic
             report = profile_pipeline(camera=args.camera, mic=mic, duration=args.duration,
                                       backend=args.backend, checkpoint=args.checkpoint,
@@ -175,7 +175,7 @@ def _write(report: dict, args) -> list[str]:
         written += [path, stem + ".md"]
         if not args.no_plot:
             try:
-                from .profiling_plots import save_plot
+                from .plots import save_plot
                 save_plot(report, stem + ".png")
                 written.append(stem + ".png")
             except ImportError:

@@ -24,32 +24,13 @@ import numpy as np
 
 from ..config import get_preset
 from ..errors import JsaError
-from . import profiling
-from .profiling_env import CpuContention, environment
+from . import report as profiling
+from .report import synthetic_inputs, time_host
+from .env import CpuContention, environment
 
 ALL_BACKENDS = ("torch", "torch-triton-graphs", "onnxruntime", "tensorrt")
 FLOPS_NOTE = ("FLOPs count matmuls and convolutions only (torch FlopCounterMode): a lower bound; "
               "GFLOP/s = FLOPs / p50 latency")
-
-
-def synthetic_inputs(cfg, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed random RGB frame and a noise waveform of the model's input sizes."""
-    rng = np.random.default_rng(seed)
-    frame = rng.integers(0, 256, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
-    audio = (0.1 * rng.standard_normal(cfg.num_samples)).astype(np.float32)
-    return frame, audio
-
-
-def time_host(fn, warmup: int, iterations: int) -> list[float]:
-    """Latency of a call that returns host (numpy) results, so it has finished on return."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return samples
 
 
 @dataclass
@@ -77,7 +58,8 @@ def _quiet():
 def fresh_onnx(preset: str, workdir: str) -> str:
     """Export the preset's seeded random weights now, so the graph timed is the one the current
     code produces (a cached export can predate a model change)."""
-    from ..export.onnx_export import export_all, random_model
+    from ..export.onnx_export import export_all
+    from ..model import random_model
 
     path = os.path.join(workdir, f"random-{preset}.onnx")
     if not os.path.isfile(path):
@@ -96,7 +78,7 @@ def export_full_graph(model, path: str) -> str:
 
 
 def _load_backend(name: str, run: Run):
-    from . import load_backend
+    from ..runtime import load_backend
     # "torch" is eager PyTorch with its reference ops; the Triton + CUDA-graph variant is its
     # own entry (torch-triton-graphs), so the two can be read side by side.
     extra = {"kernels": "torch"} if name == "torch" else {}
@@ -116,14 +98,14 @@ def _torch_model(run: Run):
         from ..model.checkpoint import load_checkpoint
         model, _ = load_checkpoint(run.checkpoint, device=run.device)
     else:   # the same seeded random weights the runtime backends build for a preset
-        from ..export.onnx_export import random_model
+        from ..model import random_model
         model = random_model(run.preset).to(run.device)
     return model.eval().requires_grad_(False)   # requires_grad off: FlopCounterMode needs it
 
 
 def _torch_stage_samples(model, run: Run) -> dict[str, list[float]]:
     """The model stages and the plain forward of the PyTorch model, in ms."""
-    from . import profiling_torch as pt
+    from . import torch_stages as pt
 
     frame_t, wave = pt.model_inputs(*synthetic_inputs(model.cfg), run.device)
     pt.check_stage_plan(model, frame_t, wave)
@@ -191,7 +173,7 @@ def _ort_stages(onnx_path, cfg, model, run: Run) -> tuple[dict[str, list[float]]
     """Per-stage samples from onnxruntime's node profiler on the backend's own full graph
     (exported here when the backend does not say which file it runs), and the length of each
     profiled run; empty if unknown."""
-    from .profiling_ort import ort_profile
+    from .ort_stages import ort_profile
 
     if not onnx_path or not os.path.isfile(onnx_path):
         if model is None:
@@ -232,7 +214,7 @@ def _flops_block(flops: dict, entry: dict, peak_gflops: float | None) -> dict:
 def _measure(name: str, run: Run, model, torch_stages) -> dict:
     """One backend's entry (raises JsaError when it cannot run here)."""
     if name == "torch-triton-graphs":
-        from .profiling_graphs import profile_triton_graphs
+        from .graphs import profile_triton_graphs
         return profile_triton_graphs(model, run.device, run.warmup, run.iterations)
     entry, cfg = _profile_backend(name, run)
     onnx_path = entry.pop("onnx_path", None)
@@ -319,7 +301,7 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
         model = flops = None
         torch_stages: dict = {}
         if torch is not None:
-            from . import profiling_torch as pt
+            from . import torch_stages as pt
             progress(f"measuring the fp32 matmul peak on {device}")
             report["peak"] = pt.matmul_peak(device)
             model = _torch_model(run)

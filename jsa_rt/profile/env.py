@@ -140,7 +140,7 @@ def cpu_matmul_peak(n: int = 1024, repeats: int = 10) -> dict:
     """This host's fp32 GEMM throughput on all cores, without torch (numpy's BLAS and
     onnxruntime's MLAS, the better): a shared VM's speed changes from day to day, and a report
     that carries it can be compared with one from another day."""
-    from .profiling_ort import ort_matmul_gflops
+    from .ort_stages import ort_matmul_gflops
     cores = os.cpu_count() or 1
     rates = {"numpy": numpy_matmul_gflops(n, repeats, cores), "onnxruntime": ort_matmul_gflops(n, repeats, cores)}
     best = max((g for g in rates.values() if g), default=None)

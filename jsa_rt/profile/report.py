@@ -29,6 +29,7 @@ import math
 import operator
 import os
 import re
+import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -199,7 +200,7 @@ def new_report(mode: str, environment: dict, settings: dict) -> dict:
 
 def finish_report(report: dict, contention=None) -> dict:
     """Stamp the end of the run with how busy the machine was: `other_cpu_cores` (CPU that
-    other processes used during the run, profiling_env.CpuContention) and the load average."""
+    other processes used during the run, env.CpuContention) and the load average."""
     env = report["environment"]
     target = report["settings"].get("target_fps") or DEFAULT_TARGET_FPS
     for entry in report["backends"].values():
@@ -558,3 +559,24 @@ def check_guards(guards: list[str], report: dict, baseline: dict | None = None) 
             raise InputError(f"--fail-if {text!r}: no measured backend has {metric!r} "
                              f"for {stage!r}; check the name against the report{hint}")
     return failures
+
+
+# ---- inputs and timing shared by the model profilers ---------------------------------------------
+def synthetic_inputs(cfg, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random RGB frame and a noise waveform of the model's input sizes."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 256, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal(cfg.num_samples)).astype(np.float32)
+    return frame, audio
+
+
+def time_host(fn, warmup: int, iterations: int) -> list[float]:
+    """Latency of a call that returns host (numpy) results, so it has finished on return."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples

@@ -26,8 +26,8 @@ import threading
 import time
 
 from ..errors import JsaError
-from . import profiling
-from .profiling_env import CpuContention, cpu_matmul_peak, environment
+from . import report as profiling
+from .env import CpuContention, cpu_matmul_peak, environment
 
 
 class TimedBackend:
@@ -147,7 +147,7 @@ def _describe(backend) -> str:
 def _export_in_child(preset: str, workdir: str) -> str:
     """A fresh ONNX export of the preset's random weights (the graph of the current code), made
     in a child process: torch stays out of this process, so its memory is the live pipeline's."""
-    code = ("import sys; from jsa_rt.runtime.profiling_model import fresh_onnx; "
+    code = ("import sys; from jsa_rt.profile.model import fresh_onnx; "
             "print(fresh_onnx(sys.argv[1], sys.argv[2]))")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
@@ -212,7 +212,7 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     timed: list[TimedBackend] = []
 
     def factory():
-        from . import load_backend
+        from ..runtime import load_backend
         timed.append(TimedBackend(load_backend(backend, model=model, preset=None if model else preset)))
         return timed[-1]
 
@@ -275,7 +275,7 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
         work = [sum(r["stages_ms"].get(s, 0.0) for s in ("preprocess", "audio", "visual")) for r in kept]
     else:
         work = [r["infer_ms"] for r in kept]
-    from .profiling_model import backend_precision, backend_threads
+    from .model import backend_precision, backend_threads
     device = getattr(tb.inner, "device", None) or "cpu"
     env = environment()
     report = profiling.new_report("pipeline", env, {
