@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import CheckpointError
+from .paths import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = ("edge-jsa", "edge-jsa-listen", "edge-ezvsl", "paper-jsa")
 DEFAULT_MODEL = "edge-jsa"
 

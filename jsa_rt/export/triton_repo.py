@@ -249,7 +249,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def source_graphs(checkpoint: str | None, workdir: Path, log=print) -> tuple[Path, Path]:
     """--checkpoint -> (audio.onnx, visual.onnx) with a dynamic batch, exporting a .pt if needed."""
     from ..runtime.ort_backend import graph_path
-    from ..shipped import DEFAULT_MODEL, SHIPPED, WEIGHTS_DIR, resolve_checkpoint
+    from ..paths import WEIGHTS_DIR
+    from ..shipped import DEFAULT_MODEL, SHIPPED, resolve_checkpoint
     name = checkpoint or DEFAULT_MODEL
     path = Path(name)
     if name in SHIPPED:

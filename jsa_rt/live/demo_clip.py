@@ -35,9 +35,9 @@ import numpy as np
 
 from ..audio_io import load_audio
 from ..errors import InputError
+from ..paths import REPO_DATA, data_root
 
 DEBIAN_STAMPS = Path("/usr/share/tuxpaint/stamps")
-REPO_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 # Box areas as a fraction of the frame, in the training scenes' range (jsa_rt/train/scenes.py:
 # mostly 25-60 %, median 0.38), at its small end so that the object has room to move.
 TARGET_AREA = (0.25, 0.40)
@@ -51,11 +51,7 @@ MIN_STAMP_PX = 64
 def data_roots(data: str | None) -> list[Path]:
     if data:                          # a folder named with --data is the only place to look
         return [Path(data)]
-    roots = []
-    if os.environ.get("JSA_DATA"):
-        roots.append(Path(os.environ["JSA_DATA"]))
-    roots.append(REPO_DATA)
-    return roots
+    return list(dict.fromkeys([data_root(), REPO_DATA]))     # $JSA_DATA first, then ../shared/data
 
 
 def find_stamp_root(data: str | None) -> Path | None:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+from ..paths import WEIGHTS_DIR
 
 
 @dataclass
@@ -167,10 +167,10 @@ def check_inference() -> list[Check]:
 
 
 def check_model() -> list[Check]:
-    found = sorted(p.name for p in WEIGHTS.glob("*") if p.suffix in (".pt", ".onnx", ".engine"))
+    found = sorted(p.name for p in WEIGHTS_DIR.glob("*") if p.suffix in (".pt", ".onnx", ".engine"))
     if any(n.startswith("edge-jsa") for n in found):
         return [Check("ok", "shipped models", ", ".join(found))]
-    return [Check("warn", "shipped models", f"edge-jsa missing from {WEIGHTS}",
+    return [Check("warn", "shipped models", f"edge-jsa missing from {WEIGHTS_DIR}",
                   "reinstall jsa-rt, or pass --model CHECKPOINT (or --preset edge for random weights)")]
 
 

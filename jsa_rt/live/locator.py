@@ -26,11 +26,12 @@ import numpy as np
 
 from ..audio_io import to_mono
 from ..errors import InputError
-from .audio import SILENCE_DB, AudioSource, AudioWindow
+from .audio import SILENCE_DB, AudioChunk, AudioSource, AudioWindow
 from .pipeline import LiveOptions
-from .preprocess import CROP_MODES, bearing_deg, model_input
+from .preprocess import CROP_MODES, bearing_deg
 from .render import Localization, Localizer, RenderOptions, draw_localization
 from .ring import RingBuffer
+from .step import FrameStep
 
 BUFFER_SECONDS = 30.0          # audio kept beyond the model's window
 
@@ -149,11 +150,7 @@ class SoundLocator:
         self._gate = Localizer(self.render_options, self.config.no_source_confidence)
         self._audio: PushedAudio | None = None
         self._window: AudioWindow | None = None
-        self._state = None                   # the audio branch's cached output
-        self._level = SILENCE_DB
-        self._refreshed_at = -1              # pushed-sample position of the last refresh
-        self._next_refresh: int | None = None
-        self.audio_refreshes = 0
+        self._step = FrameStep(self.backend, self.audio_hop, crop)
 
     @property
     def min_confidence(self) -> float:
@@ -195,23 +192,18 @@ class SoundLocator:
                              f"before pushing, or make a new SoundLocator for the new stream")
         self._audio.push(to_mono(samples))
 
-    def _refresh_audio(self) -> None:
+    def _audio_clock(self) -> float:
+        """Seconds of audio pushed so far: the clock of the audio branch's refresh grid."""
+        return self._audio.available() / self._audio.rate if self._audio is not None else 0.0
+
+    def _read_audio(self) -> AudioChunk:
         if self._audio is None:              # nothing pushed yet: the model hears silence
-            if self._state is None:
-                self._state = self.backend.run_audio(np.zeros(self.config.num_samples, np.float32))
-                self.audio_refreshes += 1
-            return
-        # Refresh on a fixed grid of pushed audio (as `live` does), so the mean rate is 1/hop
-        # whatever the block size; after a gap longer than a hop the grid restarts.
-        written, hop = self._audio.available(), max(1, int(self.audio_hop * self._audio.rate))
-        if self._next_refresh is not None and (written < self._next_refresh or written == self._refreshed_at):
-            return
-        chunk = self._window.read(0.0, 0.0)
-        self._state, self._level = self.backend.run_audio(chunk.wave), chunk.level_db
-        late = self._next_refresh is None or written - self._next_refresh >= hop
-        self._next_refresh = written + hop if late else self._next_refresh + hop
-        self._refreshed_at = written
-        self.audio_refreshes += 1
+            return AudioChunk(np.zeros(self.config.num_samples, np.float32), SILENCE_DB, 0)
+        return self._window.read(0.0, 0.0)
+
+    @property
+    def audio_refreshes(self) -> int:
+        return self._step.audio_refreshes
 
     # ---- frames ----------------------------------------------------------------------------
     def locate(self, frame, t: float | None = None) -> Where:
@@ -222,15 +214,14 @@ class SoundLocator:
             raise InputError(f"frame must be uint8 (H, W, 3) {self.color.upper()}, got {frame.dtype} "
                              f"{frame.shape}: convert grey or RGBA frames with cv2.cvtColor first")
         bgr = frame if self.color == "bgr" else frame[..., ::-1]
-        rgb, view = model_input(bgr, self.config.image_size, self.crop)
-        self._refresh_audio()
-        maps = self.backend.run_visual(rgb, self._state)
-        loc: Localization = self._gate.update(maps.heatmap, maps.confidence, self._level,
+        step = self._step.run(bgr, self._audio_clock(), self._read_audio)
+        maps, view, level = step.maps, step.view, step.level_db
+        loc: Localization = self._gate.update(maps.heatmap, maps.confidence, level,
                                               time.monotonic() if t is None else float(t), view)
         # the smoothed map is the gate's running buffer: each Where keeps its own copy
         confidence = float(maps.confidence)
         return Where(loc.active, loc.reason, confidence if math.isfinite(confidence) else 0.0,
-                     float(self._level), loc.peak, loc.box, loc.heatmap.copy(), view, frame.shape[:2])
+                     float(level), loc.peak, loc.box, loc.heatmap.copy(), view, frame.shape[:2])
 
     def draw(self, frame: np.ndarray, where: Where) -> np.ndarray:
         """The live view's overlay (heatmap, peak, box) on the frame, in place; returns it.

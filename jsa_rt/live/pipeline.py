@@ -7,8 +7,9 @@
   contexts are per thread, so all GPU work happens there.
 * Hand-offs keep only the newest item (`LatestSlot`): a slow stage sees fresh data, never a
   backlog; what it skipped is counted as dropped. Files run with `paced=False` are lossless.
-* The audio branch runs every `audio_hop` seconds (of source time) and its state is cached;
-  the visual branch runs on every frame.
+* Each frame goes through step.FrameStep, the per-frame step SoundLocator runs too: the audio
+  branch every `audio_hop` seconds of source time (its state cached), the visual branch on
+  every frame.
 * Stopping (Ctrl-C, SIGTERM, --duration, end of file, the window closed): the sources are
   closed, each stage drains and exits, every thread is joined within `JOIN_TIMEOUT_S`, then the
   recording is finalized.
@@ -30,8 +31,9 @@ from ..errors import JsaError
 from .audio import MIC_START_TIMEOUT_S, AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
 from .outputs import JsonLog, VideoRecorder, Window, check_writable, window_problem
-from .preprocess import bearing_deg, model_input
+from .preprocess import bearing_deg
 from .render import HudInfo, Localizer, RenderOptions, draw_hud, draw_localization
+from .step import FrameStep
 from .video import Frame, VideoSource
 
 JOIN_TIMEOUT_S = 2.0
@@ -352,8 +354,7 @@ class Pipeline:
                     pass
 
     def _infer_frames(self, backend) -> None:
-        o, cfg = self.options, self._config
-        state, level, t_audio, t_next = None, -120.0, None, None
+        step = FrameStep(backend, self.options.audio_hop, self.options.crop)
         while not self.stop_event.is_set():
             try:
                 frame = self.video.frames.get(0.1)
@@ -362,24 +363,13 @@ class Pipeline:
             if frame is None:
                 continue
             t0 = time.monotonic()
-            rgb, view = model_input(frame.image, cfg.image_size, o.crop)
+            # the audio clock is the frame's media time: a file's sound stays with its picture
+            out = step.run(frame.image, frame.t_media, lambda: self.window.read(frame.t_capture, frame.t_media))
             t1 = time.monotonic()
-            restart = state is None or frame.t_media < t_audio        # first frame, or a loop back
-            if restart or frame.t_media >= t_next:
-                chunk = self.window.read(frame.t_capture, frame.t_media)
-                state, level, t_audio = backend.run_audio(chunk.wave), chunk.level_db, frame.t_media
-                self.audio_refreshes += 1
-                # refreshes on a fixed grid of audio_hop (not "hop after the last one"), so frame
-                # timing does not stretch the period; re-anchor after a restart or a stall
-                late = not restart and frame.t_media - t_next >= o.audio_hop
-                t_next = frame.t_media + o.audio_hop if restart or late else t_next + o.audio_hop
-            t2 = time.monotonic()
-            maps = backend.run_visual(rgb, state)
-            t3 = time.monotonic()
-            stages = {"capture_wait": (t0 - frame.t_capture) * 1e3, "preprocess": (t1 - t0) * 1e3,
-                      "audio": (t2 - t1) * 1e3, "visual": (t3 - t2) * 1e3}
-            result = Result(frame, np.asarray(maps.heatmap, np.float32), float(maps.confidence), view,
-                            level, frame.t_media - t_audio, (t3 - t0) * 1e3, t3, stages)
+            self.audio_refreshes = step.audio_refreshes
+            stages = {"capture_wait": (t0 - frame.t_capture) * 1e3, **out.stages_ms}
+            result = Result(frame, np.asarray(out.maps.heatmap, np.float32), float(out.maps.confidence),
+                            out.view, out.level_db, frame.t_media - out.audio_clock, (t1 - t0) * 1e3, t1, stages)
             while not self._results.put(result):   # only a lossless slot refuses (output busy)
                 if self.stop_event.is_set() or self._results.closed:
                     return

@@ -16,11 +16,9 @@ import io
 import math
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..config import get_preset
 from ..errors import JsaError

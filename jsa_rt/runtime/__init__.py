@@ -16,14 +16,13 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import EngineError, JsaError
-from ..shipped import DEFAULT_MODEL, SHIPPED, WEIGHTS_DIR
+from ..paths import ENGINES_DIR, WEIGHTS_DIR
+from ..shipped import DEFAULT_MODEL, SHIPPED
 from .base import AudioState, Backend, Maps
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 AUTO_ORDER = (("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"),
               ("onnxruntime", "cpu"), ("torch", "cpu"))
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-ENGINES_DIR = PACKAGE_DIR.parent / "engines"
 
 
 def _installed(module: str) -> bool:

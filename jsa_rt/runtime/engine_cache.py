@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import EngineError
+from ..paths import ENGINES_DIR
 
 SIDECAR_FORMAT = "jsa-rt-engine/1"
 PLAN_NAME, SIDECAR_NAME, TIMING_CACHE_NAME = "model.plan", "model.json", "timing.cache"
 PRECISIONS = ("fp16", "fp32")
 PLUGIN_MODES = ("none", "triton")
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "engines"
+DEFAULT_ROOT = ENGINES_DIR
 
 
 # ---- atomic files -------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ sorted everywhere so the same files give the same plan.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..paths import data_root
 
 # Recordings named like `X_fr.ogg` or `X_en_GB.ogg` are translations of a stamp's spoken name.
 _LANG_SUFFIX = re.compile(r"_[a-z]{2}(_[A-Za-z]{2})?$")
@@ -85,10 +85,7 @@ class Catalog:
 
 def default_data_root() -> Path:
     """$JSA_DATA, else ../shared/data next to the repository."""
-    env = os.environ.get("JSA_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    return data_root()
 
 
 def default_stamp_root() -> Path:
