@@ -33,6 +33,8 @@ COMMANDS = {
     "train": ("jsa_rt.train.trainer", "add_parser", "run", "train JSA or EZ-VSL"),
     "eval": ("jsa_rt.train.evaluate", "add_parser", "run",
              "evaluate a checkpoint: cIoU, AUC, pointing game, retrieval, false alarms"),
+    "calibrate-gate": ("jsa_rt.train.gate", "add_parser", "run",
+                       "choose a model's no-source confidence gate on val; store it in the checkpoint"),
     "compare": ("jsa_rt.train.compare", "add_parser", "run",
                 "is model A better than B on the same samples? paired bootstrap of two eval CSVs"),
     "profile": ("jsa_rt.profile.cli", "add_parser", "run",
