@@ -18,6 +18,7 @@ from onnx import TensorProto
 from engine_helpers import contrast_model, real_inputs
 from jsa_rt.export import onnx_checks, onnx_export as oe
 from jsa_rt.model import random_model
+from jsa_rt.paths import file_sha256
 from jsa_rt.model.wrappers import MAP_OUTPUTS, RawLocalizer
 from jsa_rt.runtime.ort_backend import run_onnx
 
@@ -209,7 +210,7 @@ def test_build_engine_graphs_follow_the_checkpoint_file_not_its_name(tmp_path, m
     again = oe.export_for_engine(str(ckpt), "fp32", "none", ["visual"], root=root)["visual"]
     assert again == first and again.read_bytes() != graph
     stamp = json.loads((root / "best" / "onnx" / "best.source.json").read_text())
-    assert stamp["graphs"] == ["visual"] and stamp["checkpoint_sha256"] == oe._sha256(ckpt)
+    assert stamp["graphs"] == ["visual"] and stamp["checkpoint_sha256"] == file_sha256(ckpt)
 
 
 def test_ezvsl_checkpoint_exports_aud_and_img_and_runs_on_onnxruntime(tmp_path, capsys):

@@ -286,7 +286,7 @@ def test_non_jsa_files_get_a_one_line_error(tmp_path, capsys):
     tiny = {official_name(k): v for k, v in build_model("tiny", pretrained=False).state_dict().items()}
     small = tmp_path / "small.pth"
     torch.save({"model": tiny}, small)
-    cases = {resnet: "slot_attn", text: "cannot read", small: "shape",
+    cases = {resnet: "slot_attn", text: "not a readable PyTorch file", small: "shape",
              tmp_path / "missing.pth": "not found"}
     for path, needle in cases.items():
         assert main(["convert-official", str(path), str(tmp_path / "out.pt")]) == 2, path

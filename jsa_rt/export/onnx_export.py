@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import PRESETS
 from ..errors import EngineError
+from ..paths import file_sha256
 from . import onnx_checks
 from ..runtime.engine_cache import DEFAULT_ROOT
 from ..runtime.ort_backend import graph_path   # x.onnx -> x.audio.onnx / x.visual.onnx
@@ -191,7 +192,7 @@ def export_for_engine(checkpoint, precision, plugins, graphs, root: Path = DEFAU
     if plugins == "triton":
         base = base.with_name(base.name.replace(".onnx", ".triton.onnx"))
     stamp = base.with_name(base.name.replace(".onnx", ".source.json"))
-    digest = _sha256(source)
+    digest = file_sha256(source)
     try:
         recorded = json.loads(stamp.read_text())
         exported = set(recorded["graphs"]) if recorded["checkpoint_sha256"] == digest else set()
@@ -205,15 +206,6 @@ def export_for_engine(checkpoint, precision, plugins, graphs, root: Path = DEFAU
         write_json(stamp, {"checkpoint": str(source), "checkpoint_sha256": digest,
                            "graphs": sorted(exported | set(missing))})
     return {g: graph_path(base, g) for g in graphs}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------

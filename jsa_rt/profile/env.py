@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import time
 from importlib import metadata
+
+from ..paths import slug
 
 # distribution names, first installed one wins
 LIBRARIES = {
@@ -82,15 +83,11 @@ def gpus() -> list[dict]:
     return found
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def machine_name(gpu_list: list[dict] | None = None) -> str:
     """Short name for benchmark files: `cpu-2core-x86_64` or `gpu-nvidia-h100-80gb-hbm3`."""
     gpu_list = gpus() if gpu_list is None else gpu_list
     if gpu_list:
-        return "gpu-" + _slug(gpu_list[0]["name"])
+        return "gpu-" + slug(gpu_list[0]["name"])
     return f"cpu-{os.cpu_count()}core-{platform.machine()}"
 
 

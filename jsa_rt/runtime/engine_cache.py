@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import EngineError
-from ..paths import ENGINES_DIR
+from ..paths import ENGINES_DIR, file_sha256, slug
 
 SIDECAR_FORMAT = "jsa-rt-engine/1"
 PLAN_NAME, SIDECAR_NAME, TIMING_CACHE_NAME = "model.plan", "model.json", "timing.cache"
@@ -43,19 +42,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def slug(text: str) -> str:
-    """'NVIDIA Jetson AGX Orin' -> 'nvidia-jetson-agx-orin' (safe in any file system)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
 # ---- the key ------------------------------------------------------------------------------------

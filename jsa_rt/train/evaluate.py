@@ -31,6 +31,7 @@ from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DeviceError, InputError
 from . import metrics
 from .datasets import FORMATS, AVDataset, collate, guess_format, open_dataset
+from .progress import progress_bar
 
 
 def _threshold(text: str) -> str | float:
@@ -129,7 +130,7 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
     slots_a, slots_v, slot_labels, retrieval_rows = [], [], [], []
     confidence, no_source = [], []
     mask_iou, f_sum, f_frames = [], None, 0
-    bar = _bar(len(loader), progress)
+    bar = progress_bar(len(loader), "eval", "batch", enabled=progress)
     model.eval()
     with torch.no_grad():
         for batch in loader:
@@ -287,21 +288,6 @@ def _intervals(scored: list[dict], retrieval_rows: list[dict]) -> dict:
 def _denormalise(image: np.ndarray) -> np.ndarray:
     rgb = image.transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, desc="eval", unit="batch", file=sys.stderr)
 
 
 # ---- outputs ----------------------------------------------------------------------------------------

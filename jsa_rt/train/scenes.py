@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +45,7 @@ from .classmap import Photo, RealCatalog, build_real_catalog
 from .scene_catalog import Catalog, Stamp, build_catalog
 from .scene_image import ObjectSpec, compose_image
 from .scene_real import coco_frame, mosaic
+from .progress import progress_bar
 
 SPLITS = ("train", "val", "test", "test-unheard", "digits", "pairs", "pairs-unheard", "real", "real-pairs")
 # pair splits count frames: each frame is written once per visible sounding object
@@ -572,7 +572,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
 
     entries: list[dict] = []
     started = time.monotonic()
-    bar = _progress(len(specs), progress)
+    bar = progress_bar(len(specs), "scenes", "scene", enabled=progress)
     try:
         if workers <= 1:
             _init_worker(catalog, real, plan, options)
@@ -629,24 +629,6 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
     write_text(out / "scenes.json", json.dumps(manifest, indent=1, sort_keys=True))
     manifest["elapsed_s"] = round(time.monotonic() - started, 1)
     return manifest
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, desc="scenes", unit="scene", file=sys.stderr)
-    except ImportError:
-        return _NoBar()
 
 
 def parse_counts(text: str, base: dict[str, int]) -> dict[str, int]:

@@ -27,6 +27,7 @@ from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters
 from ..model.checkpoint import atomic_torch_save, check_finite_weights, save_checkpoint
 from .evaluate import torch_device
+from .progress import progress_bar
 
 
 # ---- set-up ------------------------------------------------------------------------------------
@@ -506,8 +507,8 @@ def _run(args, held: contextlib.ExitStack) -> int:
         while state["epoch"] < train_cfg.epochs and not stop:
             epoch = state["epoch"]
             loader = make_loader(train_ds, train_cfg, epoch, dist_info, state["batch_in_epoch"], device)
-            bar = _progress(len(loader), f"epoch {epoch + 1}/{train_cfg.epochs}",
-                            disable=args.no_progress or not dist_info.main)
+            bar = progress_bar(len(loader), f"epoch {epoch + 1}/{train_cfg.epochs}", "batch",
+                               enabled=not args.no_progress and dist_info.main)
             model.train()
             t0, seen = time.perf_counter(), 0
             rate, values = 0.0, {"loss": float("nan")}     # an epoch resumed at its very end trains no batch
@@ -650,18 +651,6 @@ class LossModule(torch.nn.Module):
 
     def forward(self, images, wave):
         return self.model.loss(images, wave)
-
-
-def _progress(total, desc, disable):
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
-    except ImportError:
-        class _Quiet:
-            def set_postfix(self, *a, **k): pass
-            def update(self, *a): pass
-            def close(self): pass
-        return _Quiet()
 
 
 def _write_json(path: Path, obj) -> None:
