@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import os
 import sys
 
 from . import __version__
 from .errors import InputError, JsaError
+from .machine import cpu_cores
 
 # name -> (module, add-parser function, run function, one-line help)
 COMMANDS = {
@@ -52,7 +52,7 @@ def _check_parsed(args: argparse.Namespace) -> None:
     """What the flags' own types let through: `nan` for a plain float flag (every range check
     passes it), and more --threads than this process may use (a warning: they only contend)."""
     threads = getattr(args, "threads", None)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     if isinstance(threads, int) and threads > cores:
         print(f"warning: --threads {threads} is more than the {cores} CPU cores this process may use; "
               f"the extra threads only contend (use --threads {cores} or fewer)", file=sys.stderr)

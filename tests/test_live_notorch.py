@@ -110,10 +110,10 @@ print(json.dumps({'backend': name, 'torch_installed': 'torch' in runtime.availab
 
 
 def test_driver_probe_sees_device_nodes(tmp_path, monkeypatch):
-    import jsa_rt.runtime as runtime
+    from jsa_rt import machine
     node = tmp_path / "nvidiactl"
-    monkeypatch.setattr(runtime, "_DRIVER_NODES", (str(node),))
+    monkeypatch.setattr(machine, "_DRIVER_NODES", (str(node),))
     monkeypatch.setattr("ctypes.util.find_library", lambda name: None)
-    assert runtime.nvidia_driver_present() is False
+    assert machine.nvidia_driver_present() is False
     node.touch()
-    assert runtime.nvidia_driver_present() is True
+    assert machine.nvidia_driver_present() is True

@@ -6,7 +6,6 @@ unless doctor itself crashes. Nothing here imports torch (its version comes from
 """
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import importlib.util
 import os
 import platform
@@ -16,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..machine import gpus, is_jetson, package_version
 from ..paths import WEIGHTS_DIR
 
 
@@ -27,31 +27,12 @@ class Check:
     fix: str = ""
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _first_version(*dists: str) -> str | None:
-    for d in dists:
-        v = _version(d)
-        if v:
-            return v
-    return None
-
-
 def _run(cmd: list[str], timeout: float = 5.0) -> str:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         return (out.stdout or out.stderr).strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def is_jetson() -> bool:
-    return Path("/etc/nv_tegra_release").is_file()
 
 
 # ---- checks ---------------------------------------------------------------------------------------
@@ -125,7 +106,7 @@ def check_ffmpeg() -> list[Check]:
 
 def check_inference() -> list[Check]:
     checks = []
-    ort = _first_version("onnxruntime", "onnxruntime-gpu")
+    ort = package_version("onnxruntime", "onnxruntime-gpu")
     if ort:
         import onnxruntime
         providers = [p.replace("ExecutionProvider", "") for p in onnxruntime.get_available_providers()]
@@ -133,17 +114,16 @@ def check_inference() -> list[Check]:
     else:
         checks.append(Check("warn", "onnxruntime", "not installed", "pip install onnxruntime "
                             "(Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack)"))
-    torch_v = _version("torch")
+    torch_v = package_version("torch")
     checks.append(Check("ok" if torch_v else "info", "torch", torch_v or "not installed (not needed for live)"))
-    smi = shutil.which("nvidia-smi")
-    gpu = _run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"]) if smi else ""
-    if gpu:
-        checks.append(Check("ok", "CUDA GPU", gpu.splitlines()[0]))
+    found = gpus()
+    if found:
+        checks.append(Check("ok", "CUDA GPU", f"{found[0]['name']}, driver {found[0]['driver']}"))
     elif is_jetson():
         checks.append(Check("ok", "CUDA GPU", "Jetson integrated GPU"))
     else:
         checks.append(Check("info", "CUDA GPU", "none found: CPU backends only"))
-    cuda_v = _first_version("nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime")
+    cuda_v = package_version("nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime")
     nvcc = Path("/usr/local/cuda/version.json")
     if cuda_v or nvcc.is_file():
         checks.append(Check("ok", "CUDA runtime", cuda_v or nvcc.read_text()[:80].replace("\n", " ")))
@@ -156,10 +136,10 @@ def check_inference() -> list[Check]:
             checks.append(Check("warn", "TensorRT", f"installed but does not load: {exc}",
                                 "reinstall TensorRT for this CUDA (JetPack ships it)"))
     else:
-        checks.append(Check("info" if not gpu and not is_jetson() else "warn", "TensorRT", "not installed",
+        checks.append(Check("info" if not found and not is_jetson() else "warn", "TensorRT", "not installed",
                             "on Jetson: python3 -m venv --system-site-packages (JetPack's TensorRT); "
                             "on x86: pip install tensorrt from NVIDIA's index"))
-    pycuda = _version("pycuda")
+    pycuda = package_version("pycuda")
     checks.append(Check("ok" if pycuda else "info", "pycuda", pycuda or "not installed (the TensorRT backend "
                         "can use cuda-python instead)",
                         "" if pycuda else "pip install pycuda (builds against the local CUDA)"))

@@ -7,89 +7,11 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
-from importlib import metadata
 
-from ..paths import slug
-
-# distribution names, first installed one wins
-LIBRARIES = {
-    "numpy": ("numpy",),
-    "torch": ("torch",),
-    "triton": ("triton",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "tensorrt": ("tensorrt", "tensorrt-lean", "tensorrt_lean"),
-    "opencv": ("opencv-python-headless", "opencv-python"),
-    "sounddevice": ("sounddevice",),
-    "jsa-rt": ("jsa-rt",),
-}
-
-
-def library_versions() -> dict:
-    versions = {}
-    for name, dists in LIBRARIES.items():
-        versions[name] = None
-        for dist in dists:
-            try:
-                versions[name] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return versions
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory_total_gb() -> float | None:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return None
-
-
-def gpus() -> list[dict]:
-    """NVIDIA GPUs as nvidia-smi reports them (empty without a driver)."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,driver_version,memory.total,compute_cap",
-             "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    found = []
-    for line in out.stdout.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 3:
-            found.append(dict(name=parts[0], driver=parts[1], memory=parts[2],
-                              compute_capability=parts[3] if len(parts) > 3 else None))
-    return found
-
-
-def machine_name(gpu_list: list[dict] | None = None) -> str:
-    """Short name for benchmark files: `cpu-2core-x86_64` or `gpu-nvidia-h100-80gb-hbm3`."""
-    gpu_list = gpus() if gpu_list is None else gpu_list
-    if gpu_list:
-        return "gpu-" + slug(gpu_list[0]["name"])
-    return f"cpu-{os.cpu_count()}core-{platform.machine()}"
-
+from ..machine import cpu_model, gpus, library_versions, machine_name, memory_total_gb
 
 def environment() -> dict:
     gpu_list = gpus()

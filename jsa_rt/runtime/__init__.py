@@ -16,6 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import EngineError, JsaError
+from ..machine import nvidia_driver_present
 from ..paths import ENGINES_DIR, WEIGHTS_DIR
 from ..shipped import DEFAULT_MODEL, SHIPPED
 from .base import AudioState, Backend, Maps
@@ -125,18 +126,6 @@ def _auto(model, preset, device, options) -> Backend:
             reasons.append(f"{backend}-{dev}: {exc}")
     raise EngineError("no backend could load the model (" + " | ".join(reasons or ["none installed"])
                       + "); install onnxruntime or torch, or export/build the model first")
-
-
-# device files of an NVIDIA driver: desktop / server GPUs, Jetson (nvgpu / nvhost), WSL (dxg)
-_DRIVER_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/nvgpu", "/dev/nvhost-ctrl-gpu", "/dev/dxg")
-
-
-def nvidia_driver_present() -> bool:
-    """Cheap: could any CUDA backend run here? Without a driver, auto never imports torch (or
-    tensorrt) just to learn that CUDA is missing, so a CPU machine's live path stays torch-free."""
-    import ctypes.util
-    import os
-    return any(os.path.exists(node) for node in _DRIVER_NODES) or ctypes.util.find_library("cuda") is not None
 
 
 def _cuda_possible(backend: str) -> bool:
