@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from jsa_rt.live.outputs import VideoRecorder
-from jsa_rt.live.pipeline import LiveOptions, Pipeline
+from jsa_rt.live.pipeline import Pipeline
+from jsa_rt.live.settings import LiveOptions
 from jsa_rt.live.render import Localizer, RenderOptions
 
 from live_helpers import (REPO, FakeBackend, alsa_file_mic, write_red_square_clip, write_tone_wav)
@@ -65,7 +66,8 @@ E2E_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from live_helpers import FakeBackend
-from jsa_rt.live.pipeline import LiveOptions, Pipeline
+from jsa_rt.live.pipeline import Pipeline
+from jsa_rt.live.settings import LiveOptions
 kind, model, out = sys.argv[1:4]
 if kind == "fake":
     fb = FakeBackend()
@@ -330,7 +332,8 @@ def test_a_capture_failure_is_an_error_not_end_of_input(tmp_path, monkeypatch):
     non-zero exit, its outputs still finished; it is not reported as the end of the input."""
     from jsa_rt.errors import JsaError
     from jsa_rt.live import video as video_module
-    from jsa_rt.live.pipeline import LiveOptions, Pipeline
+    from jsa_rt.live.pipeline import Pipeline
+    from jsa_rt.live.settings import LiveOptions
     from live_helpers import FakeBackend, write_red_square_clip, write_tone_wav
     clip, wav = tmp_path / "c.mp4", tmp_path / "t.wav"
     write_red_square_clip(clip, frames=20)

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jsa_rt.errors import JsaError  # noqa: E402
 from jsa_rt.live.cli_live import load_backend_factory  # noqa: E402
-from jsa_rt.live.pipeline import LiveOptions, Pipeline  # noqa: E402
+from jsa_rt.live.pipeline import Pipeline  # noqa: E402
+from jsa_rt.live.settings import LiveOptions  # noqa: E402
 
 RSS_FLAT_MB_PER_MIN = 1.0       # more than this is a leak worth a look
 LATENCY_FLAT_RATIO = 0.20       # last quarter's p50 within 20 % of the first quarter's

@@ -11,7 +11,7 @@ import shlex
 from ..args import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from ..config import PRESETS
 from ..errors import JsaError
-from .pipeline import LiveOptions
+from .settings import LiveOptions
 from .preprocess import CROP_MODES
 from .render import COLORMAPS, RenderOptions
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..atomic import write_json
 from .demo_clip import build_clip
-from .pipeline import LiveOptions, Pipeline
+from .pipeline import Pipeline
+from .settings import LiveOptions
 from .outputs import window_problem
 
 

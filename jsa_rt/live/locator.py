@@ -27,7 +27,7 @@ import numpy as np
 from ..audio_io import to_mono
 from ..errors import InputError
 from .audio import SILENCE_DB, AudioChunk, AudioSource, AudioWindow
-from .pipeline import LiveOptions
+from .settings import LiveOptions
 from .preprocess import CROP_MODES, bearing_deg
 from .render import Localization, Localizer, RenderOptions, draw_localization
 from .ring import RingBuffer

@@ -17,10 +17,9 @@
 from __future__ import annotations
 
 import math
-import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,37 +31,13 @@ from .audio import MIC_START_TIMEOUT_S, AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
 from .outputs import JsonLog, VideoRecorder, Window, check_writable, window_problem
 from .preprocess import bearing_deg
-from .render import HudInfo, Localizer, RenderOptions, draw_hud, draw_localization
+from .render import HudInfo, Localizer, draw_hud, draw_localization
+from .settings import LiveOptions
+from .signals import StopSignals
+from .stats import JOIN_TIMEOUT_S, LatencyStats, Summary
 from .step import FrameStep
 from .video import Frame, VideoSource
 
-JOIN_TIMEOUT_S = 2.0
-LATENCY_KEEP = 100_000          # latencies kept for the percentiles (a fixed array: no growth)
-
-
-@dataclass
-class LiveOptions:
-    camera: str = "0"
-    mic: str = "default"
-    input_width: int | None = None
-    input_height: int | None = None
-    input_rate: float | None = None
-    max_side: int = 640                   # frames larger than this (longer side, px) are shrunk at capture; 0 keeps them
-    loop: bool = False
-    reconnect: bool = False
-    paced: bool = True                    # files play in real time; False: every frame, as fast as possible
-    audio_window: float | None = None     # seconds; None: the model's window
-    audio_hop: float = 0.25
-    av_offset_ms: float = 0.0
-    crop: str = "resize"
-    hfov_deg: float | None = None         # camera's horizontal field of view: logs the source's bearing
-    render: RenderOptions = field(default_factory=RenderOptions)
-    output: str | None = None
-    record_max_fps: float = 30.0          # recordings run at the source's rate, up to this (a 120 fps camera: 30)
-    headless: bool = False
-    duration: float | None = None
-    log_json: str | None = None
-    quiet: bool = False                   # no warnings printed (tests, soak)
 
 
 @dataclass
@@ -77,55 +52,6 @@ class Result:
     infer_ms: float                 # preprocess + audio window/branch (when refreshed) + visual branch
     t_infer_done: float             # time.monotonic() when handed to the output thread
     stages_ms: dict                 # capture_wait, preprocess, audio, visual (the output adds its own)
-
-
-class LatencyStats:
-    """Capture-to-render latencies in a fixed array (the newest LATENCY_KEEP of them)."""
-
-    def __init__(self, keep: int = LATENCY_KEEP):
-        self._values = np.zeros(keep, np.float32)
-        self.count = 0
-
-    def add(self, ms: float) -> None:
-        self._values[self.count % self._values.size] = ms
-        self.count += 1
-
-    def values(self, since: int = 0) -> np.ndarray:
-        """Latencies recorded after the first `since` ones (those still kept), oldest first."""
-        lo = max(since, self.count - self._values.size)
-        idx = np.arange(lo, self.count) % self._values.size
-        return self._values[idx].copy()
-
-    def percentile(self, q: float, since: int = 0) -> float:
-        v = self.values(since)
-        return float(np.percentile(v, q)) if v.size else float("nan")
-
-
-@dataclass
-class Summary:
-    frames: int
-    seconds: float
-    fps: float
-    p50_ms: float
-    p99_ms: float
-    dropped: int
-    overflows: int
-    audio_refreshes: int
-    backend: str
-    stopped_by: str
-    written: list[str]
-    not_joined: list[str]
-
-    def line(self) -> str:
-        text = (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps, {self.backend}), "
-                f"latency p50 {self.p50_ms:.0f} ms p99 {self.p99_ms:.0f} ms, "
-                f"{self.audio_refreshes} audio refreshes, dropped {self.dropped}, "
-                f"mic overflows {self.overflows}; stopped by {self.stopped_by}")
-        if self.not_joined:
-            text += f"; threads still running after {JOIN_TIMEOUT_S:.0f} s: {', '.join(self.not_joined)}"
-        if self.written:
-            text += "; wrote " + ", ".join(self.written)
-        return text
 
 
 class Pipeline:
@@ -277,7 +203,7 @@ class Pipeline:
 
     def run(self, progress: Callable[[str], None] | None = None) -> Summary:
         """Start, run until done, stop, finalize outputs. Ctrl-C / SIGTERM stop it cleanly."""
-        signals = _StopSignals(self.request_stop)
+        signals = StopSignals(self.request_stop)
         not_joined = ["output"]            # if stopping is aborted, the recording is left as it is
         try:
             try:
@@ -466,36 +392,3 @@ class Pipeline:
                     window.close()
                 except Exception:
                     pass
-
-
-class _StopSignals:
-    """SIGINT / SIGTERM ask for a clean stop (main thread only). A repeat within
-    REPEAT_GRACE_S is the same request (`timeout -s INT` and terminals can deliver two); a later
-    Ctrl-C aborts a stop that hangs; once `shield()` is called (the outputs are being finished)
-    every signal is ignored until `restore()`."""
-
-    REPEAT_GRACE_S = 2.0
-
-    def __init__(self, request_stop: Callable[[str], None]):
-        self._request_stop, self._first, self._shielded, self._previous = request_stop, None, False, {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, _frame):
-        now = time.monotonic()
-        if self._shielded:
-            return
-        if self._first is None:
-            self._first = now
-            self._request_stop(signal.Signals(signum).name)
-        elif signum == signal.SIGINT and now - self._first > self.REPEAT_GRACE_S:
-            raise KeyboardInterrupt
-
-    def shield(self) -> None:
-        self._shielded = True
-
-    def restore(self) -> None:
-        for sig, old in self._previous.items():
-            signal.signal(sig, old)
-        self._previous = {}

@@ -205,7 +205,8 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     rate) sets the frame budget of `video_rate`; `max_side` as `jsa-rt live --max-side`
     (default: live's)."""
     try:
-        from ..live.pipeline import LiveOptions, Pipeline
+        from ..live.pipeline import Pipeline
+        from ..live.settings import LiveOptions
     except ImportError as e:
         raise JsaError(f"pipeline mode needs the live pipeline (jsa_rt.live): {e}") from None
     _check_inputs(duration, warmup_s, preset, target_fps)
