@@ -288,14 +288,14 @@ class Pipeline:
                 return
             if frame is None:
                 continue
-            t0 = time.monotonic()
             # the audio clock is the frame's media time: a file's sound stays with its picture
             out = step.run(frame.image, frame.t_media, lambda: self.window.read(frame.t_capture, frame.t_media))
-            t1 = time.monotonic()
             self.audio_refreshes = step.audio_refreshes
-            stages = {"capture_wait": (t0 - frame.t_capture) * 1e3, **out.stages_ms}
+            # the step's own span, so that the stages split each frame's age exactly
+            stages = {"capture_wait": (out.t_start - frame.t_capture) * 1e3, **out.stages_ms}
             result = Result(frame, np.asarray(out.maps.heatmap, np.float32), float(out.maps.confidence),
-                            out.view, out.level_db, frame.t_media - out.audio_clock, (t1 - t0) * 1e3, t1, stages)
+                            out.view, out.level_db, frame.t_media - out.audio_clock,
+                            (out.t_end - out.t_start) * 1e3, out.t_end, stages)
             while not self._results.put(result):   # only a lossless slot refuses (output busy)
                 if self.stop_event.is_set() or self._results.closed:
                     return

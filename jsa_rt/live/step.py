@@ -51,6 +51,8 @@ class StepResult:
     audio_clock: float            # clock of the audio refresh whose state was used
     refreshed: bool               # the audio branch ran for this frame
     stages_ms: dict               # preprocess, audio, visual
+    t_start: float                # time.monotonic() when the step began and ended: the stages
+    t_end: float                  # split exactly this span
 
 
 class FrameStep:
@@ -81,4 +83,4 @@ class FrameStep:
         maps = self.backend.run_visual(rgb, self.state)
         t3 = time.monotonic()
         stages = {"preprocess": (t1 - t0) * 1e3, "audio": (t2 - t1) * 1e3, "visual": (t3 - t2) * 1e3}
-        return StepResult(maps, view, self.level_db, self.grid.last, refreshed, stages)
+        return StepResult(maps, view, self.level_db, self.grid.last, refreshed, stages, t0, t3)
