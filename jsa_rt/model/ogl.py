@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .encoders import ResNet18Trunk, find_resnet18_weights
+from .maps import object_prior
 from .torch_files import load_trunk
 
 
@@ -31,4 +32,4 @@ class ObjectPrior(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) ImageNet-normalised -> (B, g, g) object map."""
-        return self.trunk(images).abs().mean(dim=1)
+        return object_prior(self.trunk(images))

@@ -79,7 +79,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(parser)
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -14,10 +14,6 @@ from ..config import ModelConfig
 from ..errors import EngineError
 from .base import Backend
 
-GRAPH_INPUTS = {"full": ("frame", "wave"), "audio": ("wave",),
-                "visual": ("frame", "audio_query", "audio_slot")}
-
-
 def graph_path(full: Path, graph: str) -> Path:
     """x.onnx -> x.audio.onnx / x.visual.onnx (same rule as export.onnx_export)."""
     full = Path(full)

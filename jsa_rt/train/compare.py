@@ -186,7 +186,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the comparison here")
     p.add_argument("--png", type=Path, default=None, help="draw the differences and their intervals here")
-    p.set_defaults(func=run)
     return p
 
 

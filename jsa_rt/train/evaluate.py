@@ -433,7 +433,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="cIoU/AUC, pointing, retrieval, false alarms of a checkpoint on a dataset",
                               description=__doc__.split("\n\n")[0])
     _add_arguments(p)
-    p.set_defaults(func=run)
     return p
 
 

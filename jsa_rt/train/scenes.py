@@ -647,7 +647,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("make-scenes", help="compose the offline audio-visual benchmark from real images and sounds",
                               description=__doc__.split("\n\n")[0])
     _add_arguments(p)
-    p.set_defaults(func=run)
     return p
 
 
