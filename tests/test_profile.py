@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jsa_rt.errors import InputError
+from jsa_rt.profile import guards, markdown, video_rate
 from jsa_rt.profile import report as profiling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_report_schema_round_trip(tmp_path):
         assert key in entry["stages"]["image_encoder"]
     assert entry["total"]["samples"] == len(entry["raw_ms"]["total"]) == 201
     assert entry["total"]["p50_ms"] == pytest.approx(np.percentile(entry["raw_ms"]["total"], 50))
-    md = profiling.to_markdown(loaded)
+    md = markdown.to_markdown(loaded)
     assert "| torch | cpu |" in md and "| onnxruntime | cpu |" in md
     assert f"{entry['total']['p50_ms']:.2f}" in md
     assert "image_encoder" in md
@@ -101,29 +102,29 @@ def test_guards_on_synthetic_report():
     report = synthetic_report()
     p95_torch = report["backends"]["torch"]["total"]["p95_ms"]
     p95_ort = report["backends"]["onnxruntime"]["total"]["p95_ms"]
-    assert profiling.check_guards([f"p95_ms>{p95_torch * 1.01}"], report) == []
-    fails = profiling.check_guards([f"p95_ms>{(p95_torch + p95_ort) / 2}"], report)
+    assert guards.check_guards([f"p95_ms>{p95_torch * 1.01}"], report) == []
+    fails = guards.check_guards([f"p95_ms>{(p95_torch + p95_ort) / 2}"], report)
     assert len(fails) == 1 and "torch" in fails[0] and "onnxruntime" not in fails[0]
     stage_p99 = report["backends"]["onnxruntime"]["stages"]["slot_attention"]["p99_ms"]
-    assert profiling.check_guards([f"onnxruntime.slot_attention.p99_ms>={stage_p99}"], report)
-    assert not profiling.check_guards([f"onnxruntime.slot_attention.p99_ms>{stage_p99}"], report)
+    assert guards.check_guards([f"onnxruntime.slot_attention.p99_ms>={stage_p99}"], report)
+    assert not guards.check_guards([f"onnxruntime.slot_attention.p99_ms>{stage_p99}"], report)
     with pytest.raises(InputError, match="neither a measured backend"):
-        profiling.check_guards(["tensorrt.p95_ms>1"], report)
+        guards.check_guards(["tensorrt.p95_ms>1"], report)
     with pytest.raises(InputError, match="not 'METRIC>NUMBER'"):
-        profiling.check_guards(["p95_ms is big"], report)
+        guards.check_guards(["p95_ms is big"], report)
     with pytest.raises(InputError, match="needs --compare"):
-        profiling.check_guards(["p95_ratio>1.1"], report)
+        guards.check_guards(["p95_ratio>1.1"], report)
     with pytest.raises(InputError, match="predates the video-rate figures"):   # an old report
-        profiling.check_guards(["headroom_p99_ms<5"], report)
+        guards.check_guards(["headroom_p99_ms<5"], report)
 
 
 def test_compare_ratios():
     a, b = synthetic_report(1.0), synthetic_report(2.0)      # same noise, twice as slow
-    rows = profiling.compare(a, b)
+    rows = guards.compare(a, b)
     assert {r["backend"] for r in rows} == {"torch", "onnxruntime"}
     assert all(r["ratio"] == pytest.approx(2.0) for r in rows)
-    assert profiling.check_guards(["p95_ratio>1.5"], b, baseline=a)
-    assert not profiling.check_guards(["p95_ratio>2.5"], b, baseline=a)
+    assert guards.check_guards(["p95_ratio>1.5"], b, baseline=a)
+    assert not guards.check_guards(["p95_ratio>2.5"], b, baseline=a)
 
 
 def test_cli_compare_and_fail_if_exit_codes(tmp_path):
@@ -151,7 +152,7 @@ def test_cli_compare_and_fail_if_exit_codes(tmp_path):
 def test_model_video_rate_headroom_over_budget_and_verdicts():
     budget = 1000 / 30
     samples = [10.0] * 90 + [40.0] * 10                # 10 % of calls over the 33.3 ms budget
-    v = profiling.model_video_rate(samples, 30)
+    v = video_rate.model_video_rate(samples, 30)
     assert v["budget_ms"] == pytest.approx(budget)
     assert v["p50_ms"] == 10.0 and v["p99_ms"] == 40.0
     assert v["headroom_p50_ms"] == pytest.approx(budget - 10) and v["headroom_p99_ms"] == pytest.approx(budget - 40)
@@ -159,16 +160,16 @@ def test_model_video_rate_headroom_over_budget_and_verdicts():
     assert v["jitter_ms"] == pytest.approx(30.0) and v["samples"] == 100
     assert v["max_fps_p50"] == pytest.approx(100.0)
     assert v["verdict"] == "median only" and "10.0 %" in v["summary"]
-    assert profiling.model_video_rate([10.0] * 100, 30)["verdict"] == "holds"
-    slow = profiling.model_video_rate([50.0] * 100, 30)
+    assert video_rate.model_video_rate([10.0] * 100, 30)["verdict"] == "holds"
+    slow = video_rate.model_video_rate([50.0] * 100, 30)
     assert slow["verdict"] == "no" and "does not hold 30 fps" in slow["summary"]
-    assert profiling.model_video_rate([50.0] * 100, 15)["verdict"] == "holds"      # 66.7 ms budget
+    assert video_rate.model_video_rate([50.0] * 100, 15)["verdict"] == "holds"      # 66.7 ms budget
 
 
 def test_pipeline_video_rate_from_intervals_work_and_drops():
     # 25 intervals, 5 of them a missed frame (66.7 ms): 26 frames rendered in 1 s
     intervals = [1000 / 30] * 20 + [2000 / 30] * 5
-    v = profiling.pipeline_video_rate(work_ms=[8.0] * 25 + [40.0], intervals_ms=intervals,
+    v = video_rate.pipeline_video_rate(work_ms=[8.0] * 25 + [40.0], intervals_ms=intervals,
                                       ages_ms=[12.0] * 24 + [50.0, 60.0], dropped=5, frames=26,
                                       target_fps=30)
     assert v["fps"] == pytest.approx(1000 * 25 / sum(intervals)) == pytest.approx(25.0)
@@ -177,13 +178,13 @@ def test_pipeline_video_rate_from_intervals_work_and_drops():
     assert v["over_budget"] == 1 and v["age_over_budget_fraction"] == pytest.approx(2 / 26)
     assert v["frame_interval_max_ms"] == pytest.approx(2000 / 30)
     assert v["verdict"] == "no" and "25.0 fps measured" in v["summary"]
-    held = profiling.pipeline_video_rate([8.0] * 30, [1000 / 30] * 29, [12.0] * 30, 0, 30, 30)
+    held = video_rate.pipeline_video_rate([8.0] * 30, [1000 / 30] * 29, [12.0] * 30, 0, 30, 30)
     assert held["fps"] == pytest.approx(30.0) and held["verdict"] == "holds"
     # one missed frame in 30 is within the 5 % a paced source may wobble
-    one_late = profiling.pipeline_video_rate([8.0] * 31, [1000 / 30] * 29 + [2000 / 30],
+    one_late = video_rate.pipeline_video_rate([8.0] * 31, [1000 / 30] * 29 + [2000 / 30],
                                              [12.0] * 31, 1, 31, 30)
     assert one_late["fps"] == pytest.approx(29.03, abs=0.01) and one_late["verdict"] == "holds"
-    tail = profiling.pipeline_video_rate([8.0] * 27 + [40.0] * 3, [1000 / 30] * 29, [12.0] * 30, 0, 30, 30)
+    tail = video_rate.pipeline_video_rate([8.0] * 27 + [40.0] * 3, [1000 / 30] * 29, [12.0] * 30, 0, 30, 30)
     assert tail["verdict"] == "held, tail over budget"
 
 
@@ -204,7 +205,7 @@ def test_report_has_video_rate_and_stage_sums_in_json_markdown_and_guards(tmp_pa
     assert summed["stages"] == list(profiling.MODEL_STAGES)
     assert summed["mean_ms"] == pytest.approx(
         sum(torch_entry["stages"][s]["mean_ms"] for s in profiling.MODEL_STAGES))
-    md = profiling.to_markdown(loaded)
+    md = markdown.to_markdown(loaded)
     assert "## Video rate: 100.0 fps, a budget of 10.00 ms per frame" in md
     assert v["summary"] in md and f"{v['headroom_p99_ms']:.2f}" in md
     assert "| fps at p50 |" not in md                          # 1000 / latency is not a frame rate
@@ -214,8 +215,8 @@ def test_report_has_video_rate_and_stage_sums_in_json_markdown_and_guards(tmp_pa
             if line.startswith("| ") and line.split(" | ")[0][2:] in profiling.MODEL_STAGES]
     shares = [float(r[6].rstrip(" %")) for r in rows[:len(profiling.MODEL_STAGES)]]
     assert sum(shares) == pytest.approx(100, abs=len(shares))
-    assert profiling.check_guards([f"torch.over_budget_fraction>{v['over_budget_fraction'] - 1e-9}"], loaded)
-    assert not profiling.check_guards(["onnxruntime.headroom_p99_ms<-1000"], loaded)
+    assert guards.check_guards([f"torch.over_budget_fraction>{v['over_budget_fraction'] - 1e-9}"], loaded)
+    assert not guards.check_guards(["onnxruntime.headroom_p99_ms<-1000"], loaded)
 
 
 def test_plot_marks_the_frame_budget(tmp_path):
@@ -292,7 +293,7 @@ def tiny_model():
 
 def test_stage_plan_reproduces_localize_and_covers_its_flops(tiny_model):
     from jsa_rt.profile import torch_stages as pt
-    from jsa_rt.profile.report import synthetic_inputs
+    from jsa_rt.profile.timing import synthetic_inputs
 
     frame, audio = synthetic_inputs(tiny_model.cfg)
     frame_t, wave = pt.model_inputs(frame, audio, "cpu")
@@ -310,7 +311,7 @@ def test_onnxruntime_node_profile_splits_into_model_stages(tiny_model, tmp_path)
     pytest.importorskip("onnxruntime")
     import onnx
     from jsa_rt.profile.model import export_full_graph
-    from jsa_rt.profile.report import synthetic_inputs
+    from jsa_rt.profile.timing import synthetic_inputs
     from jsa_rt.profile.ort_stages import exported_stages, ort_profile, ort_stage_samples
 
     path = export_full_graph(tiny_model, str(tmp_path / "tiny.onnx"))

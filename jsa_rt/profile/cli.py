@@ -15,6 +15,9 @@ from pathlib import Path
 
 from ..errors import JsaError
 from . import report as profiling
+from .guards import check_guards, compare, format_compare
+from .markdown import save_markdown, to_markdown
+from .video_rate import DEFAULT_TARGET_FPS
 
 EXIT_GUARD = 1
 EXIT_ERROR = 2
@@ -39,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--iterations", type=int, default=100, help="timed calls per measurement")
     model.add_argument("--warmup", type=int, default=10, help="untimed calls first")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    model.add_argument("--target-fps", type=float, default=profiling.DEFAULT_TARGET_FPS,
+    model.add_argument("--target-fps", type=float, default=DEFAULT_TARGET_FPS,
                        help="video rate to judge against: frame budget 1000/fps ms (default 30)")
     _outputs(model)
 
@@ -119,7 +122,7 @@ def run(args) -> int:
             raise JsaError("no backend could be measured: " + "; ".join(
                 f"{k}: {v}" for k, v in report["skipped"].items()))
         written = _write(report, args)
-        print(profiling.to_markdown(report))
+        print(to_markdown(report))
         for name, entry in report["backends"].items():
             if entry.get("video_rate"):
                 print(f"{name}: {entry['video_rate']['summary']}")
@@ -170,7 +173,7 @@ def _write(report: dict, args) -> list[str]:
     for path in paths:
         stem = path[:-5] if path.endswith(".json") else path
         profiling.save_report(report, path)
-        profiling.save_markdown(report, stem + ".md")
+        save_markdown(report, stem + ".md")
         written += [path, stem + ".md"]
         if not args.no_plot:
             try:
@@ -188,14 +191,14 @@ def _compare(path_a: str, path_b: str, guards: list[str]) -> int:
     for tag, r in (("A", a), ("B", b)):
         print(f"{tag}: {r['mode']} {r['machine']} preset {r['settings'].get('preset')} "
               f"({r['created']})")
-    print(profiling.format_compare(profiling.compare(a, b), path_a, path_b))
+    print(format_compare(compare(a, b), path_a, path_b))
     return _guard(guards, b, baseline=a)
 
 
 def _guard(guards: list[str], report: dict, baseline: dict | None = None) -> int:
     if not guards:
         return 0
-    failures = profiling.check_guards(guards, report, baseline)
+    failures = check_guards(guards, report, baseline)
     for line in failures:
         print(line)
     if failures:

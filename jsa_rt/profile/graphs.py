@@ -12,7 +12,7 @@ import torch
 from ..errors import JsaError
 from . import report as profiling
 from . import torch_stages as pt
-from .report import synthetic_inputs, time_host
+from .timing import synthetic_inputs, time_host
 
 
 def _capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:

@@ -19,12 +19,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 
-
 from ..config import get_preset
 from ..errors import JsaError
 from . import report as profiling
-from .report import synthetic_inputs, time_host
 from .env import CpuContention, environment
+from .timing import synthetic_inputs, time_host
+from .video_rate import DEFAULT_TARGET_FPS
 
 ALL_BACKENDS = ("torch", "torch-triton-graphs", "onnxruntime", "tensorrt")
 FLOPS_NOTE = ("FLOPs count matmuls and convolutions only (torch FlopCounterMode): a lower bound; "
@@ -259,7 +259,7 @@ def peak_notes(report: dict) -> list[str]:
 def profile_model(preset: str | None = None, checkpoint: str | None = None,
                   backends=None, device: str | None = None, warmup: int = 10,
                   iterations: int = 100, threads: int | None = None,
-                  target_fps: float = profiling.DEFAULT_TARGET_FPS, progress=print) -> dict:
+                  target_fps: float = DEFAULT_TARGET_FPS, progress=print) -> dict:
     """Measure every requested backend; return a report (see `profiling`)."""
     if not preset and not checkpoint:
         raise JsaError("profile model needs --preset NAME (random weights) or --checkpoint CKPT")

@@ -28,6 +28,7 @@ import time
 from ..errors import JsaError
 from . import report as profiling
 from .env import CpuContention, cpu_matmul_peak, environment
+from .video_rate import DEFAULT_TARGET_FPS, pipeline_video_rate
 
 
 class TimedBackend:
@@ -271,7 +272,7 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
     }
     source_fps = getattr(pipeline.video, "fps", None)
     target = target_fps or (source_fps if source_fps and math.isfinite(source_fps) and source_fps > 0
-                            else profiling.DEFAULT_TARGET_FPS)
+                            else DEFAULT_TARGET_FPS)
     if "stages_ms" in kept[0]:     # the inference thread's work on each frame bounds the rate
         work = [sum(r["stages_ms"].get(s, 0.0) for s in ("preprocess", "audio", "visual")) for r in kept]
     else:
@@ -294,7 +295,7 @@ def profile_pipeline(camera: str, mic: str, duration: float = 10.0, backend: str
         timer="total: capture (time.monotonic at grab) to render, per frame")
     entry["raw_ms"]["frame_interval"] = intervals
     entry["raw_ms"]["work"] = work
-    entry["video_rate"] = profiling.pipeline_video_rate(
+    entry["video_rate"] = pipeline_video_rate(
         work, intervals, [r["latency_ms"] for r in kept], summary.dropped, summary.frames, target)
     entry["stage_sum"] = profiling.stage_sum(entry, (
         "the stages split each frame's capture-to-render age exactly (each rounded to 0.01 ms)"
