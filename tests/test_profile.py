@@ -118,6 +118,30 @@ def test_guards_on_synthetic_report():
         guards.check_guards(["headroom_p99_ms<5"], report)
 
 
+def test_backends_against_the_reference_in_json_markdown_and_guards():
+    from jsa_rt.profile.model import against_reference
+    from jsa_rt.runtime.base import MAP_NAMES, Maps
+
+    report = synthetic_report()
+    ref = Maps(**{m: np.zeros(4, np.float32) for m in MAP_NAMES[:-1]}, confidence=0.5)
+    off = Maps(**{m: np.zeros(4, np.float32) for m in MAP_NAMES[:-1]}, confidence=0.5)
+    off.heatmap[2] = 0.25
+    against_reference(report, {"torch": ref, "onnxruntime": off})
+    assert "vs_reference" not in report["backends"]["torch"]
+    v = report["backends"]["onnxruntime"]["vs_reference"]
+    assert v["reference"] == "torch" and v["max_abs_diff"] == 0.25
+    assert v["max_abs_diff_by_output"]["heatmap"] == 0.25 and v["max_abs_diff_by_output"]["confidence"] == 0
+    p50 = {n: b["total"]["p50_ms"] for n, b in report["backends"].items()}
+    assert v["p50_speedup"] == pytest.approx(p50["torch"] / p50["onnxruntime"])
+    md = markdown.to_markdown(report)
+    assert "## Against torch (same inputs)" in md and "| onnxruntime | x2." in md and "| heatmap |" in md
+    assert guards.check_guards(["onnxruntime.p50_speedup<1.4", "max_abs_diff>0.5"], report) == []
+    assert len(guards.check_guards(["p50_speedup<4", "max_abs_diff>1e-3"], report)) == 2
+    # a backend without outputs (CUDA graphs) still gets its speedup, but no difference
+    against_reference(report, {"torch": ref})
+    assert "max_abs_diff" not in report["backends"]["onnxruntime"]["vs_reference"]
+
+
 def test_compare_ratios():
     a, b = synthetic_report(1.0), synthetic_report(2.0)      # same noise, twice as slow
     rows = guards.compare(a, b)
@@ -382,6 +406,12 @@ def test_model_mode_on_tiny(tmp_path):
         # the stages come from a slower, profiled session: the report says how long its runs took
         assert ort_entry["profiled_run"]["samples"] == 5
         assert f"{ort_entry['profiled_run']['mean_ms']:.2f} ms" in ort_entry["stage_sum"]["why"]
+        # the same maps as eager torch on the same inputs
+        assert ort_entry["vs_reference"]["reference"] == "torch"
+        assert ort_entry["vs_reference"]["max_abs_diff"] < 1e-3
+        assert ort_entry["vs_reference"]["p50_speedup"] == pytest.approx(
+            torch_entry["total"]["p50_ms"] / ort_entry["total"]["p50_ms"])
+        assert "## Against torch" in (tmp_path / "tiny.md").read_text()
     if "tensorrt" not in available:
         assert "tensorrt" in report["skipped"] and report["skipped"]["tensorrt"]
     assert (tmp_path / "tiny.md").read_text().count("| torch | cpu |") == 1

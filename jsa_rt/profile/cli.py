@@ -1,6 +1,7 @@
 """Command line of the profiler: `python tools/profile.py ...` and `jsa-rt profile ...`.
 
     profile model --preset tiny [--checkpoint CKPT] [--backends torch,onnxruntime] --json OUT
+        (each backend against eager torch too: --fail-if "onnxruntime.p50_speedup<1.4")
     profile pipeline --camera URI [--mic URI] --duration S [--backend B] --json OUT
     profile --compare A.json B.json [--fail-if "p95_ratio>1.10"]
     profile check REPORT.json --fail-if "p95_ms>50"
@@ -32,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "with --compare 'p95_ratio>1.1'; exit 1 if it holds (repeatable)")
     modes = parser.add_subparsers(dest="profile_mode", metavar="MODE")
 
-    model = modes.add_parser("model", help="time every backend and model stage")
+    model = modes.add_parser("model", help="time every backend and model stage, and set each "
+                             "backend against eager torch (speedup, largest output difference)")
     model.add_argument("--preset", help="model preset (random weights are enough for timing)")
     model.add_argument("--checkpoint", help="checkpoint .pt / .onnx / .engine or shipped name")
     model.add_argument("--backends", default=None,
@@ -73,7 +75,8 @@ def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--fail-if", dest="mode_fail_if", action="append", default=[], metavar="EXPR",
                    help="guard, e.g. 'p95_ms>50', 'over_budget_fraction>0.01', "
-                        "'headroom_p99_ms<5', 'fps<25'; exit 1 if it holds (repeatable)")
+                        "'headroom_p99_ms<5', 'fps<25', 'onnxruntime.p50_speedup<1.4', "
+                        "'max_abs_diff>1e-3'; exit 1 if it holds (repeatable)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

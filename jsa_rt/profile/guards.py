@@ -56,7 +56,8 @@ def parse_guard(text: str) -> tuple[list[str], str, str, float]:
 
     METRIC is a statistic (p95_ms, max_ms, ...), a pipeline counter (fps, dropped_frames, ...),
     a video-rate figure (headroom_p99_ms, over_budget_fraction, jitter_ms, ...),
-    `gflops_per_s`, or, with --compare, a ratio such as p95_ratio (B / A).
+    `gflops_per_s`, a figure against the reference backend (`p50_speedup`, `max_abs_diff`),
+    or, with --compare, a ratio such as p95_ratio (B / A).
     """
     m = _GUARD.match(text)
     if not m:
@@ -94,6 +95,8 @@ def _metric_value(entry: dict, stage: str, metric: str):
         return entry["pipeline"][metric]
     if stage == "total" and metric in (entry.get("video_rate") or {}):
         return entry["video_rate"][metric]        # headroom_p99_ms, over_budget_fraction, ...
+    if stage == "total" and metric in ("p50_speedup", "max_abs_diff"):
+        return (entry.get("vs_reference") or {}).get(metric)    # model mode, against torch
     flops = entry.get("flops", {})
     block = flops.get("total") if stage == "total" else flops.get("stages", {}).get(stage)
     if block and metric in block:

@@ -27,6 +27,10 @@ def _pct(x, digits=0) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f} %"
 
 
+def _fmt_small(x) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
 def _threads(n) -> str:
     return "" if not n else f", {n} thread{'s' if n != 1 else ''}"
 
@@ -84,6 +88,26 @@ def _video_rate_lines(report: dict) -> list[str]:
     return lines
 
 
+def _reference_lines(report: dict) -> list[str]:
+    """Model mode: each backend's speedup over the reference and how far its maps are from it."""
+    vs = {n: b["vs_reference"] for n, b in report["backends"].items() if b.get("vs_reference")}
+    if not vs:
+        return []
+    ref = next(iter(vs.values()))["reference"]
+    lines = [f"## Against {ref} (same inputs)", "",
+             f"| backend | speedup at p50 ({ref} p50 / p50) | max abs diff, all maps | largest in |",
+             "|---|---|---|---|"]
+    for name, v in vs.items():
+        by_output = v.get("max_abs_diff_by_output") or {}
+        worst = max(by_output, key=by_output.get) if by_output else None
+        lines.append(f"| {name} | x{_fmt(v['p50_speedup'])} | {_fmt_small(v.get('max_abs_diff'))} | "
+                     f"{worst or '-'} |")
+    return lines + ["", "Max abs diff: the largest difference of any output (heatmap, maps, slots, "
+                    "confidence) from one call on the same inputs; '-' where a backend is not "
+                    "called through the runtime interface.", ""]
+
+
+
 def to_markdown(report: dict) -> str:
     env, settings = report["environment"], report["settings"]
     pipeline = report["mode"] == "pipeline"
@@ -120,6 +144,7 @@ def to_markdown(report: dict) -> str:
                                               "max_ms", "mean_ms", "std_ms"))
                      + f" | {t['samples']} |")
     lines.append("")
+    lines += _reference_lines(report)
     if report.get("skipped"):
         lines += ["Not measured:", ""]
         lines += [f"- **{name}**: {why}" for name, why in report["skipped"].items()] + [""]

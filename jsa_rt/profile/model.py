@@ -6,7 +6,8 @@ frame and waveform in, numpy maps out: what an application pays) and the two bra
 audio encoder, image encoder, slot attention, maps, upsampling): on torch by calling the model's
 submodules (CUDA events on GPU), on onnxruntime from its node profiler. FLOPs per stage come from
 the PyTorch model, and the fp32 matmul peak is measured in the same run, so achieved GFLOP/s can
-be read against what this machine can do.
+be read against what this machine can do. Every backend is also set against eager torch: its p50
+speedup and how far its maps are from torch's on the same inputs (`vs_reference`).
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..config import get_preset
 from ..errors import JsaError
+from ..runtime.base import MAP_NAMES
 from . import report as profiling
 from .env import CpuContention, environment
 from .timing import synthetic_inputs, time_host
@@ -117,7 +121,8 @@ def _torch_stage_samples(model, run: Run) -> dict[str, list[float]]:
 
 
 def _profile_backend(name: str, run: Run):
-    """(entry, config): the whole call and the two branches, through the runtime interface."""
+    """(entry, config): the whole call and the two branches, through the runtime interface;
+    `outputs` in the entry is one call's maps, for `against_reference`."""
     backend = _load_backend(name, run)
     try:
         frame, audio = synthetic_inputs(backend.config)
@@ -135,7 +140,8 @@ def _profile_backend(name: str, run: Run):
             threads=backend_threads(backend, device),
             description=describe() if callable(describe) else name,
             onnx_path=str(path) if path and str(path).endswith(".onnx") else None,
-            timer="perf_counter around run(); results are numpy")
+            timer="perf_counter around run(); results are numpy",
+            outputs=backend.run(frame, audio))
         return entry, backend.config
     finally:
         backend.close()
@@ -239,6 +245,29 @@ def _measure(name: str, run: Run, model, torch_stages) -> dict:
     return entry
 
 
+def against_reference(report: dict, outputs: dict) -> None:
+    """Each backend against a reference (eager torch when measured, else the first): its p50
+    speedup and, where both ran the runtime interface on the same inputs, the largest absolute
+    difference over every output map, so one run shows whether a faster backend still agrees."""
+    names = list(report["backends"])
+    if len(names) < 2:
+        return
+    ref = "torch" if "torch" in names else names[0]
+    ref_p50 = report["backends"][ref]["total"]["p50_ms"]
+    for name in names:
+        if name == ref:
+            continue
+        entry = report["backends"][name]
+        block = {"reference": ref, "p50_speedup": ref_p50 / entry["total"]["p50_ms"]}
+        if outputs.get(name) is not None and outputs.get(ref) is not None:
+            diffs = {m: float(np.max(np.abs(np.asarray(getattr(outputs[name], m), np.float64)
+                                            - np.asarray(getattr(outputs[ref], m), np.float64))))
+                     for m in MAP_NAMES}
+            block["max_abs_diff"] = max(diffs.values())
+            block["max_abs_diff_by_output"] = diffs
+        entry["vs_reference"] = block
+
+
 def peak_notes(report: dict) -> list[str]:
     """A warning when a stage ran faster than the measured peak allows: the peak run was
     disturbed (a shared CPU, frequency changes), so the % of peak figures are too high."""
@@ -298,6 +327,7 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
         run = Run(preset, checkpoint, device, warmup, iterations, threads, workdir, progress)
         model = flops = None
         torch_stages: dict = {}
+        outputs: dict = {}
         if torch is not None:
             from . import torch_stages as pt
             progress(f"measuring the fp32 matmul peak on {device}")
@@ -317,11 +347,13 @@ def profile_model(preset: str | None = None, checkpoint: str | None = None,
                 report["skipped"][name] = str(e)
                 progress(f"  skipped: {e}")
                 continue
+            outputs[name] = entry.pop("outputs", None)
             if flops:
                 entry["flops"] = _flops_block(flops, entry, peak_gflops)
             report["backends"][name] = entry
             progress(f"  total p50 {entry['total']['p50_ms']:.2f} ms, "
                      f"p99 {entry['total']['p99_ms']:.2f} ms")
+    against_reference(report, outputs)
     report["notes"] = [FLOPS_NOTE] if flops else []
     report = profiling.finish_report(report, contention)
     report["notes"] += peak_notes(report)
