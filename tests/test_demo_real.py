@@ -14,7 +14,8 @@ import pytest
 
 from jsa_rt.live import demo as demo_module
 from jsa_rt.live.demo import score
-from jsa_rt.live.demo_clip import GAP_SECONDS, REAL_SPLIT, SceneSource, Segment, build_clip, find_real_root
+from jsa_rt.live.demo_clip import build_clip
+from jsa_rt.live.demo_scenes import GAP_SECONDS, REAL_SPLIT, SceneSource, Segment, find_real_root
 
 from live_helpers import REPO
 
@@ -94,7 +95,7 @@ def test_real_scene_clip_timeline(tmp_path):
 
 @needs_real_data
 def test_real_scene_views_have_two_or_three_tiles():
-    from jsa_rt.live.demo_clip import RealScenes
+    from jsa_rt.live.demo_scenes import RealScenes
     source = RealScenes(str(DATA), 1)
     rng = np.random.default_rng(0)
     counts = {len(source._new_view(rng, (64, 48))["tiles"]) for _ in range(20)}
@@ -255,7 +256,7 @@ def test_demo_real_scene_end_to_end_with_onnxruntime(tmp_path):
 def test_ctrl_c_while_the_demo_builds_its_clip(tmp_path):
     """A real SIGINT to `jsa-rt demo` during the build: exit 130, one line, no partial file."""
     import signal
-    from jsa_rt.live.demo_clip import find_stamp_root
+    from jsa_rt.live.demo_material import find_stamp_root
     if find_stamp_root(str(DATA) if DATA.is_dir() else None) is None:
         pytest.skip(f"no Tux Paint stamps under {DATA} (set JSA_DATA)")
     out = tmp_path / "demo"

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from jsa_rt.live.demo import score
-from jsa_rt.live.demo_clip import DRIFT, build_clip, find_stamp_root, paste
+from jsa_rt.live.demo_clip import build_clip
+from jsa_rt.live.demo_material import find_stamp_root, paste
+from jsa_rt.live.demo_scenes import DRIFT
 
 from live_helpers import REPO, alsa_file_mic
 

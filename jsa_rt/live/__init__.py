@@ -10,6 +10,7 @@
     outputs.py     window, mp4 recorder (atomic, with sound), JSON-lines log
     locator.py     SoundLocator: the same steps, synchronous, for embedding in your own loop
     devices.py     `jsa-rt devices`     doctor.py  `jsa-rt doctor`
-    demo_clip.py   builds the demo clip from real data; demo.py runs and scores `jsa-rt demo`
+    demo_clip.py   builds the demo clip from real data: segments from demo_scenes.py (stamps or
+                   real photos), material from demo_material.py; demo.py runs and scores `jsa-rt demo`
     cli_live.py    argument parsing for live / demo / devices / doctor
 """

@@ -155,7 +155,7 @@ def check_model() -> list[Check]:
 
 
 def check_demo_data() -> list[Check]:
-    from .demo_clip import find_stamp_root
+    from .demo_material import find_stamp_root
     root = find_stamp_root(None)
     if root is not None:
         return [Check("ok", "demo data", str(root))]
