@@ -31,7 +31,7 @@ COMMANDS = {
     "make-scenes": ("jsa_rt.train.scenes", "add_parser", "run",
                     "compose the offline audio-visual benchmark from real images and sounds"),
     "train": ("jsa_rt.train.trainer", "add_parser", "run", "train JSA or EZ-VSL"),
-    "eval": ("jsa_rt.train.evaluate", "add_parser", "run",
+    "eval": ("jsa_rt.train.eval_cli", "add_parser", "run",
              "evaluate a checkpoint: cIoU, AUC, pointing game, retrieval, false alarms"),
     "calibrate-gate": ("jsa_rt.train.gate", "add_parser", "run",
                        "choose a model's no-source confidence gate on val; store it in the checkpoint"),

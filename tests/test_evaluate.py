@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from jsa_rt.config import IMAGENET_MEAN, IMAGENET_STD, get_preset
+from jsa_rt.train import eval_cli, eval_report
 from jsa_rt.train import evaluate as ev
 from jsa_rt.train import metrics
 from jsa_rt.train.datasets import open_dataset
@@ -102,7 +103,7 @@ def test_compare_pairs_two_eval_csvs(tmp_path, capsys):
     for name, model in (("oracle", OracleLocalizer()), ("wrong", OracleLocalizer(wrong=True))):
         _, rows, _ = ev.evaluate(model, ds, batch_size=4, threshold=0.6, progress=False)
         (tmp_path / name).mkdir()
-        ev.write_csv(tmp_path / name / "test.csv", rows)
+        eval_report.write_csv(tmp_path / name / "test.csv", rows)
     oracle, wrong = (compare.read_rows(tmp_path / n / "test.csv") for n in ("oracle", "wrong"))
     result = compare.compare(oracle, wrong)
     assert result["paired"] == len(BOXES) + 2 and result["only_a"] == result["only_b"] == 0
@@ -224,7 +225,7 @@ def test_follows_a_map_that_follows_the_sound_and_one_that_never_moves(tmp_path)
     assert {e["group"] for e in examples if e["group"]} == {"g0", "g1", "g2"}
     # compare pairs the frames, not the scenes
     for name, rows in (("good", good_rows), ("still", still_rows)):
-        ev.write_csv(tmp_path / f"{name}.csv", rows)
+        eval_report.write_csv(tmp_path / f"{name}.csv", rows)
     result = compare.compare(*(compare.read_rows(tmp_path / f"{n}.csv") for n in ("good", "still")))
     f = result["metrics"]["follows"]
     assert f["n"] == 3 and f["a"] == 1.0 and f["b"] == 0.0 and f["better"] == "A"
@@ -234,7 +235,7 @@ def test_follows_a_map_that_follows_the_sound_and_one_that_never_moves(tmp_path)
 def test_cli_on_a_pair_split_with_tiny_model(tmp_path, tiny_checkpoint, capsys):
     data = make_pair_fixture(tmp_path / "p")
     out_json = tmp_path / "out" / "pairs.json"
-    assert ev.run(_args(tmp_path, tiny_checkpoint, data, split="pairs", json=out_json)) == 0
+    assert eval_cli.run(_args(tmp_path, tiny_checkpoint, data, split="pairs", json=out_json)) == 0
     s = json.loads(out_json.read_text())
     rows = list(csv.DictReader(open(out_json.with_suffix(".csv"))))
     frames = {}
@@ -290,7 +291,7 @@ def _check_outputs(out_json, n_rows):
 
 def test_cli_run_with_tiny_model_counts_the_corrupt_item(tmp_path, tiny_checkpoint, capsys):
     data = make_fixture(tmp_path / "d", corrupt=True)
-    assert ev.run(_args(tmp_path, tiny_checkpoint, data)) == 0
+    assert eval_cli.run(_args(tmp_path, tiny_checkpoint, data)) == 0
     s = _check_outputs(tmp_path / "out" / "result.json", len(BOXES) + 2)
     assert s["skipped"] == 1 and s["skipped_items"][0]["id"] == "bad"
     assert s["n"] == len(BOXES) and s["false_alarm"] is not None and s["kind"] == "jsa"
@@ -300,7 +301,7 @@ def test_cli_run_with_tiny_model_counts_the_corrupt_item(tmp_path, tiny_checkpoi
 
 def test_false_alarm_is_null_without_no_source_scenes(tmp_path, tiny_checkpoint):
     data = make_fixture(tmp_path / "d", no_source=False)
-    assert ev.run(_args(tmp_path, tiny_checkpoint, data, threshold=0.6, alpha=0.6)) == 0
+    assert eval_cli.run(_args(tmp_path, tiny_checkpoint, data, threshold=0.6, alpha=0.6)) == 0
     s = json.loads((tmp_path / "out" / "result.json").read_text())
     assert s["false_alarm"] is None and s["threshold"] == 0.6 and s["alpha"] == 0.6
 
@@ -316,7 +317,7 @@ def test_eval_on_generated_scenes(tmp_path, tiny_checkpoint):
              no_source_fraction=0.2, progress=False)
     for split in ("test", "digits"):
         out = tmp_path / "out" / f"{split}.json"
-        assert ev.run(_args(tmp_path, tiny_checkpoint, tmp_path / "scenes", split=split, json=out)) == 0
+        assert eval_cli.run(_args(tmp_path, tiny_checkpoint, tmp_path / "scenes", split=split, json=out)) == 0
         n = {"test": 10, "digits": 6}[split]
         s = _check_outputs(out, n)
         assert s["format"] == "scenes" and s["n_no_source"] == round(0.2 * n) and s["skipped"] == 0
@@ -337,7 +338,7 @@ def test_one_eval_reports_both_iqr_weights(tmp_path, tiny_checkpoint):
     results = {}
     for alpha in (None, 0.6, 1.0):
         out = tmp_path / f"out-{alpha}" / "test.json"
-        assert ev.run(_args(tmp_path, tiny_checkpoint, tmp_path / "scenes", alpha=alpha, json=out)) == 0
+        assert eval_cli.run(_args(tmp_path, tiny_checkpoint, tmp_path / "scenes", alpha=alpha, json=out)) == 0
         results[alpha] = json.loads(out.read_text())
     default = results[None]
     assert default["alpha"] == 0.4 and set(default["iqr_alphas"]) == {"0.4", "0.6"}
