@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jsa_rt.train import scenes
+from jsa_rt.train import scene_compose, scene_plan, scenes
 from jsa_rt.train.scene_catalog import build_catalog, default_data_root
 from jsa_rt.train.scene_image import ObjectSpec, compose_image
 
@@ -133,7 +133,7 @@ def test_no_copy_of_a_sound_or_an_image_crosses_the_split():
     assert not [s.image for s in catalog.silent if _base_stem(Path(s.image).stem) in sounding]
     assert "dreydl-shin_mirror" in catalog.skipped and "lion-2" in catalog.skipped
     for seed in range(5):
-        plan = scenes.plan_classes(catalog, seed)
+        plan = scene_plan.plan_classes(catalog, seed)
         heard = set().union(*(catalog.same_sound(c) for c in plan.seen))
         assert not heard & set(plan.unheard), seed
 
@@ -152,7 +152,7 @@ def test_distractors_never_play_the_target_or_offscreen_sound(scene_sets):
 
 def test_fsdd_takes_of_val_and_test_are_never_trained_on():
     takes = [f"/x/3_jackson_{i}.wav" for i in range(50)]
-    chosen = {split: {int(Path(t).stem.split("_")[2]) for t in scenes._split_takes(takes, split)}
+    chosen = {split: {int(Path(t).stem.split("_")[2]) for t in scene_compose._split_takes(takes, split)}
               for split in ("train", "val", "test", "digits")}
     assert chosen["train"].isdisjoint(chosen["val"]) and chosen["train"].isdisjoint(chosen["test"])
     assert chosen["val"].isdisjoint(chosen["test"]) and len(chosen["train"]) == 40
@@ -307,7 +307,7 @@ def test_train_and_val_mix_never_show_or_play_an_unheard_class(real_sets):
     for split in ("train", "val"):
         for e in _entries(root, split):
             kinds.add(e.get("kind", "cutout"))
-            assert e.get("kind", "cutout") in scenes.TRAIN_MIX, e["file"]
+            assert e.get("kind", "cutout") in scene_plan.TRAIN_MIX, e["file"]
             used = {e["class"], e["offscreen_class"], *e["distractor_classes"],
                     *(c["class"] for c in e.get("candidates", ()))}
             assert not used & unheard, (e["file"], used & unheard)
@@ -318,7 +318,7 @@ def test_an_existing_scene_set_is_refused_unless_force_which_empties_it(tmp_path
     """Issue 16.8: writing a set over another left its old files while its ids named different scenes."""
     from jsa_rt.cli import main
     out = tmp_path / "set"
-    counts = ",".join(f"{s}={3 if s == 'test' else 0}" for s in scenes.SPLITS)
+    counts = ",".join(f"{s}={3 if s == 'test' else 0}" for s in scene_plan.SPLITS)
     small = ["make-scenes", "--out", str(out), "--counts", counts, "--quiet", "--workers", "0", "--seconds", "1"]
     assert main(small + ["--seed", "1"]) == 0
     capsys.readouterr()

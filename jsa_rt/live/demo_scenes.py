@@ -14,7 +14,7 @@ from ..errors import InputError
 from .demo_material import (data_roots, find_backgrounds, find_stamp_root, load_background, load_stamp,
                             loop_sound, paste, scan)
 
-# Box areas as a fraction of the frame, in the training scenes' range (jsa_rt/train/scenes.py:
+# Box areas as a fraction of the frame, in the training scenes' range (jsa_rt/train/scene_compose.py:
 # mostly 25-60 %, median 0.38), at its small end so that the object has room to move.
 TARGET_AREA = (0.25, 0.40)
 DISTRACTOR_AREA = (0.03, 0.07)

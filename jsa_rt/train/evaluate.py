@@ -33,7 +33,7 @@ CONDITIONS = {"background": ("photo", "photo_crop", "texture", "synthetic"),
 
 
 def scene_conditions(meta: dict) -> dict:
-    """The composed scenes' recorded conditions (scenes.py), bucketed for a breakdown of the
+    """The composed scenes' recorded conditions (scene_compose.py), bucketed for a breakdown of the
     metrics: what the model struggles with. Empty for datasets without them (VGG-SS, Flickr)."""
     if "background" not in meta:
         return {}
