@@ -52,7 +52,8 @@ _POSITIVE = 1e-300                   # "> 0" for floats; ints use 1
 class ModelConfig:
     preset: str
     # encoders: "resnet18" | "efficientnet_lite0" | "tiny_cnn" (image);
-    #           "resnet18_1ch" | "light_cnn" | "tiny_cnn" (audio)
+    #           "resnet18_1ch" | "light_cnn" | "tiny_cnn" (audio, on a log spectrogram) |
+    #           "soundnet8" (audio, on the waveform; pretrained SoundNet-8, see model/soundnet.py)
     image_encoder: str
     audio_encoder: str
     image_size: int = 224            # square RGB input
@@ -90,6 +91,9 @@ class ModelConfig:
     # "reverse" (ia_vv follows the detached ca_av instead), "off"
     match: str = "both"
     w_loc: float = 1.0               # weight of `loc` (listen only)
+    # keep the pretrained encoder backbones fixed (BatchNorm statistics too) and train only their
+    # projections and what follows: pretrained semantics survive training on a few thousand scenes
+    freeze_encoders: bool = False
     tau_loc: float = 1.0             # its temperature; the margins are attention logits already
 
     def __post_init__(self):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from jsa_rt.config import PRESETS, ModelConfig, get_preset
 from jsa_rt.errors import CheckpointError
 from jsa_rt.model import build_model, count_parameters
-from jsa_rt.model.base import spec_augment
+from jsa_rt.model.frontend import spec_augment
 from jsa_rt.model.maps import fuse, min_max, upsample
 from jsa_rt.model.slot_attention import slot_attention_map
 

@@ -321,3 +321,31 @@ def test_training_files_are_never_written_through_symbolic_links(tmp_path):
     log.write("step,loss\n")
     log.close()
     assert victim.read_text() == "keep me\n" and not (run / "log.csv").is_symlink()
+
+
+def test_cached_backbone_features_train_the_heads_and_leave_the_backbones(scenes, tmp_path):
+    config = tmp_path / "frozen.json"
+    config.write_text('{"model": {"freeze_encoders": true}}')
+    out = tmp_path / "run"
+    flags = ("--epochs", "2", "--cache-features", "2", "--config", str(config))
+    train(scenes, out, *flags, "--max-steps", "1")
+    after_one_step = torch.load(out / "last.pt", weights_only=True)["state_dict"]
+    train(scenes, out, *flags, "--resume")
+    final = torch.load(out / "final.pt", weights_only=True)
+    assert final["config"]["freeze_encoders"] is True
+    epochs = [r["epoch"] for r in read_log(out)]
+    assert epochs.count(1) > 0 and epochs.count(0) > 1            # both views were trained on
+    backbone = [k for k in final["state_dict"] if ".backbone." in k]
+    assert any("running_var" in k for k in backbone)
+    for key in backbone:                       # weights and BatchNorm statistics never moved
+        assert torch.equal(final["state_dict"][key], after_one_step[key]), key
+    for key in ("image_encoder.proj.weight", "audio_encoder.proj.weight", "slots.initial_slots"):
+        assert not torch.equal(final["state_dict"][key], after_one_step[key]), key
+
+
+def test_cached_features_need_frozen_backbones(scenes, tmp_path, capsys):
+    args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--workers", "0",
+            "--batch-size", "8", "--no-progress", "--val-split", "", "--cache-features", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "freeze_encoders" in err[0], err

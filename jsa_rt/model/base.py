@@ -1,33 +1,19 @@
-"""What JSA and the EZ-VSL baseline share: the spectrogram front end, the two encoders, the
-training-time spectrogram masking, and the map upsampling (with OGL's object-prior fusion).
+"""What JSA and the EZ-VSL baseline share: the audio front end, the two encoders (optionally
+with frozen pretrained backbones), and the map upsampling (with OGL's object-prior fusion).
 
 Subclasses add their own heads, losses and maps, and implement the one model interface:
 `loss`, `audio_branch`, `visual_branch`, `localize`.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from ..config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
-from .encoders import build_audio_encoder, build_image_encoder
-from .frontend import LogSpectrogram
+from .encoders import build_audio_encoder, build_audio_frontend, build_image_encoder
 from .maps import bicubic_matrix, fuse
-
-
-def spec_augment(spec: torch.Tensor, max_width: int = 10) -> torch.Tensor:
-    """One frequency mask and one time mask per sample, width <= max_width, zero fill.
-    (Offsets drawn on the right axes; the official code swaps them.)"""
-    batch, _, n_freq, n_time = spec.shape
-    dev = spec.device
-
-    def mask(n):
-        width = torch.randint(0, max_width + 1, (batch, 1), device=dev)
-        start = (torch.rand(batch, 1, device=dev) * (n - width + 1)).long()
-        pos = torch.arange(n, device=dev).unsqueeze(0)
-        return (pos >= start) & (pos < start + width)                      # (B, n)
-    keep = ~(mask(n_freq)[:, None, :, None] | mask(n_time)[:, None, None, :])
-    return spec * keep
 
 
 def count_tokens(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -64,28 +50,54 @@ class AudioVisualModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.frame_preprocess = FramePreprocess()
-        self.frontend = LogSpectrogram(cfg)
+        self.frontend = build_audio_frontend(cfg)
         self.image_encoder = build_image_encoder(cfg, pretrained)
-        self.audio_encoder = build_audio_encoder(cfg)
+        self.audio_encoder = build_audio_encoder(cfg, pretrained)
+        # a plain list: the backbones stay registered under their encoders only
+        self.frozen = [self.image_encoder.backbone, self.audio_encoder.backbone] if cfg.freeze_encoders else []
+        for backbone in self.frozen:
+            backbone.requires_grad_(False)
+        self.inputs_are_backbone_features = False        # see reading_backbone_features
         # a buffer, so it follows .to(device) and no host copy happens in a CUDA graph or a trace
         self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for backbone in self.frozen:       # frozen backbones keep their BatchNorm statistics
+            backbone.eval()
+        return self
+
     def audio_tokens(self) -> int:
-        return count_tokens(self.audio_encoder, (1, 1, self.cfg.spec_bins, self.cfg.spec_frames))
+        return count_tokens(nn.Sequential(self.frontend, self.audio_encoder), (1, self.cfg.num_samples))
 
     def preprocess_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B,S,S,3) RGB frames -> the normalised images `encode_image` takes."""
         return self.frame_preprocess(frames)
 
+    @contextlib.contextmanager
+    def reading_backbone_features(self):
+        """Inside, `encode_image` / `encode_audio` take what the frozen backbones output (computed
+        once by the trainer's feature cache) instead of images and waveforms: the same heads and
+        losses, without a backbone pass per step."""
+        self.inputs_are_backbone_features = True
+        try:
+            yield self
+        finally:
+            self.inputs_are_backbone_features = False
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) ImageNet-normalised -> (B, g*g, d)."""
+        if self.inputs_are_backbone_features:
+            return self.image_encoder.tokens(images)
         return self.image_encoder(images)
 
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, L) waveform at cfg.sample_rate -> (B, T', d); spectrogram masking in training."""
+        if self.inputs_are_backbone_features:
+            return self.audio_encoder.tokens(wave)
         spec = self.frontend(wave)
         if self.training:
-            spec = spec_augment(spec)
+            spec = self.frontend.augment(spec)
         return self.audio_encoder(spec)
 
     def fuse_object_prior(self, out: dict, images, alpha: float | None, object_prior) -> dict:

