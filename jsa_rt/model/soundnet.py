@@ -113,7 +113,9 @@ class WaveformEncoder(nn.Module):
     def __init__(self, backbone: nn.Module, dim: int):
         super().__init__()
         self.backbone = backbone
-        self.proj = nn.Conv1d(backbone.out_channels, dim, 1)
+        # standardise each channel first: SoundNet's conv7 features share a large common part
+        # (cosine 0.98 between unrelated clips), which would drown what tells sounds apart
+        self.proj = nn.Sequential(nn.BatchNorm1d(backbone.out_channels), nn.Conv1d(backbone.out_channels, dim, 1))
 
     def forward(self, x):
         return self.tokens(self.backbone(x))
