@@ -43,6 +43,8 @@ COMMANDS = {
                     "export a checkpoint to ONNX (raw frame + waveform in, heatmap out)"),
     "export-triton": ("jsa_rt.export.triton_repo", "add_parser", "run",
                       "write a Triton Inference Server model repository (audio + visual, dynamic batching)"),
+    "serve": ("jsa_rt.export.serve", "add_parser", "run",
+              "serve the model on Triton Inference Server: many streams, one server, dynamic batching"),
     "build-engine": ("jsa_rt.export.tensorrt_build", "add_parser", "run",
                      "build a TensorRT engine (--fp16) from a checkpoint or ONNX file"),
 }

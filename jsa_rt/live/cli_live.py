@@ -20,13 +20,20 @@ LIVE_DEFAULTS = LiveOptions()
 
 
 def load_backend_factory(backend: str, model: str | None, preset: str | None, device: str | None,
-                         threads: int | None = None):
+                         threads: int | None = None, server: str | None = None):
     """A function that creates the backend; the pipeline calls it on its inference thread."""
     try:
         from ..runtime import load_backend
     except ImportError:
         raise JsaError("jsa_rt.runtime has no load_backend in this install: reinstall jsa-rt") from None
     extra = {"threads": threads} if threads else {}
+    if server:                        # inference on a `jsa-rt serve` server: it chooses the model
+        if model or preset or backend != "auto" or threads or device:
+            raise JsaError("--server runs the model on the server: drop --model/--preset/--backend/--device/"
+                           "--threads (choose them on `jsa-rt serve`)")
+        from ..runtime.triton_client import parse_server_url
+        parse_server_url(server)      # a bad URL fails here, before any device opens
+        return lambda: load_backend(server=server)
     return lambda: load_backend(backend, model, preset=preset, device=device, **extra)
 
 
@@ -112,6 +119,9 @@ def add_live_parser(sub):
     a.add_argument("--av-offset-ms", type=float, default=LIVE_DEFAULTS.av_offset_ms,
                    help="how much later the sound arrives than the picture (default 0)")
     add_model_options(p)
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="run inference on a `jsa-rt serve` server: grpc://HOST:8001 or http://HOST:8000 "
+                        "(capture, audio window, rendering and outputs stay here)")
     add_render_options(p)
     add_output_options(p)
     return p
@@ -146,7 +156,7 @@ def live_options(args):
 def run_live(args) -> int:
     from .pipeline import Pipeline
     options = live_options(args)
-    factory = load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads)
+    factory = load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads, args.server)
     summary = Pipeline(options, factory).run(progress=_progress)
     if options.output and any(w.startswith(str(options.output)) for w in summary.written):
         nxt = f"play it: ffplay {shlex.quote(options.output)}"

@@ -130,18 +130,21 @@ class SoundLocator:
     min_level_db, min_confidence: the "no source" gate (defaults: as `jsa-rt live`; the
                     model's own calibrated confidence threshold)
     persistence_ms: temporal smoothing of the map (0: none; the live view uses 250)
+    server:         "grpc://HOST:8001" or "http://HOST:8000": inference on a `jsa-rt serve` server
+                    (it chooses the model; leave model/backend unset); a server that does not
+                    answer within `timeout_s` (default 2) raises a one-line ServerUnavailable
     """
 
     def __init__(self, model=None, backend: str = "auto", device: str | None = None,
                  audio_hop: float = LiveOptions.audio_hop, crop: str = LiveOptions.crop, color: str = "bgr",
                  min_level_db: float = RenderOptions.min_level_db, min_confidence: float | None = None,
-                 persistence_ms: float = 0.0, **backend_options):
+                 persistence_ms: float = 0.0, server: str | None = None, **backend_options):
         if crop not in CROP_MODES:
             raise InputError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         if color not in ("bgr", "rgb"):
             raise InputError(f"color must be 'bgr' or 'rgb', got {color!r}")
         from ..runtime import load_backend
-        self.backend = load_backend(backend, model=model, device=device, **backend_options)
+        self.backend = load_backend(backend, model=model, device=device, server=server, **backend_options)
         self.config = self.backend.config
         self.audio_hop, self.crop, self.color = float(audio_hop), crop, color
         self.render_options = RenderOptions(

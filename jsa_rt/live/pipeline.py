@@ -27,11 +27,12 @@ import numpy as np
 
 from ..atomic import refuse_same_file
 from ..errors import JsaError
+from ..runtime.triton_client import ServerUnavailable
 from .audio import MIC_START_TIMEOUT_S, AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
 from .outputs import JsonLog, VideoRecorder, Window, check_writable, window_problem
 from .preprocess import bearing_deg
-from .render import HudInfo, Localizer, draw_hud, draw_localization
+from .render import HudInfo, Localization, Localizer, draw_hud, draw_localization
 from .settings import LiveOptions
 from .signals import StopSignals
 from .stats import JOIN_TIMEOUT_S, LatencyStats, Summary
@@ -52,6 +53,7 @@ class Result:
     infer_ms: float                 # preprocess + audio window/branch (when refreshed) + visual branch
     t_infer_done: float             # time.monotonic() when handed to the output thread
     stages_ms: dict                 # capture_wait, preprocess, audio, visual (the output adds its own)
+    server_down: bool = False       # an inference server did not answer: no map for this frame
 
 
 class Pipeline:
@@ -68,6 +70,7 @@ class Pipeline:
         self.latency = LatencyStats()
         self.frames_rendered = 0
         self.audio_refreshes = 0
+        self.server_misses = 0                   # frames an inference server (--server) did not answer
         self.backend_name = "?"
         self.video: VideoSource | None = None
         self.audio: AudioSource | None = None
@@ -289,16 +292,37 @@ class Pipeline:
             if frame is None:
                 continue
             # the audio clock is the frame's media time: a file's sound stays with its picture
-            out = step.run(frame.image, frame.t_media, lambda: self.window.read(frame.t_capture, frame.t_media))
+            try:
+                out = step.run(frame.image, frame.t_media, lambda: self.window.read(frame.t_capture, frame.t_media))
+            except ServerUnavailable:
+                # `--server`: the frame is still shown and recorded, in a "server unreachable" state;
+                # the backend retries with back-off, so the run resumes when the server does
+                self.server_misses += 1
+                if not self._put(self._server_down_result(frame)):
+                    return
+                continue
             self.audio_refreshes = step.audio_refreshes
             # the step's own span, so that the stages split each frame's age exactly
             stages = {"capture_wait": (out.t_start - frame.t_capture) * 1e3, **out.stages_ms}
             result = Result(frame, np.asarray(out.maps.heatmap, np.float32), float(out.maps.confidence),
                             out.view, out.level_db, frame.t_media - out.audio_clock,
                             (out.t_end - out.t_start) * 1e3, out.t_end, stages)
-            while not self._results.put(result):   # only a lossless slot refuses (output busy)
-                if self.stop_event.is_set() or self._results.closed:
-                    return
+            if not self._put(result):
+                return
+
+    def _put(self, result: Result) -> bool:
+        while not self._results.put(result):   # only a lossless slot refuses (output busy)
+            if self.stop_event.is_set() or self._results.closed:
+                return False
+        return True
+
+    def _server_down_result(self, frame) -> Result:
+        size = self._config.image_size
+        now = time.monotonic()
+        return Result(frame, np.zeros((size, size), np.float32), 0.0, (0.0, 0.0, 1.0, 1.0), -120.0, 0.0,
+                      (now - frame.t_capture) * 1e3, now,
+                      {"capture_wait": (now - frame.t_capture) * 1e3, "preprocess": 0.0, "audio": 0.0, "visual": 0.0},
+                      server_down=True)
 
     # ---- output thread --------------------------------------------------------------------------
     def _output_loop(self, window: Window | None) -> None:
@@ -323,6 +347,8 @@ class Pipeline:
                     continue
                 t_got = time.monotonic()
                 loc = localizer.update(r.heatmap, r.confidence, r.level_db, frame.t_media, r.view)
+                if r.server_down:
+                    loc = Localization(False, "server unreachable", None, None, loc.heatmap)
                 image = draw_localization(frame.image, loc, o.render, r.view)
                 if o.render.show_hud:
                     draw_hud(image, HudInfo(fps_ema, self._latency_ema, self.backend_name, r.level_db,

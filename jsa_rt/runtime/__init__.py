@@ -6,7 +6,8 @@
 
 `model`: a checkpoint .pt, an exported .onnx, a TensorRT plan, or a shipped name (edge-jsa,
 edge-ezvsl, paper-jsa); None -> edge-jsa. `preset` with model=None: random weights of that
-preset (timing). "auto" tries, fastest first: tensorrt > onnxruntime-cuda > torch-cuda >
+preset (timing). `server="grpc://host:8001"` (or http://): the `triton` backend, inference on a `jsa-rt serve`
+server (the server chooses the model). "auto" tries, fastest first: tensorrt > onnxruntime-cuda > torch-cuda >
 onnxruntime-cpu > torch-cpu, skipping what is not installed or has no model file.
 Importing this package imports neither torch nor onnxruntime.
 """
@@ -80,9 +81,17 @@ def plan_for(model) -> Path:
 
 
 def load_backend(name: str = "auto", model=None, preset: str | None = None,
-                 device: str | None = None, **options) -> Backend:
+                 device: str | None = None, server: str | None = None, **options) -> Backend:
     """A ready backend (see module docstring). Options: threads (onnxruntime/torch CPU),
-    kernels ("auto"|"torch"|"triton", torch), cuda_graph (torch CUDA, tensorrt)."""
+    kernels ("auto"|"torch"|"triton", torch), cuda_graph (torch CUDA, tensorrt), timeout_s (server)."""
+    if server is not None or name == "triton":
+        if server is None:
+            raise EngineError("the triton backend needs a server: server='grpc://HOST:8001' (`jsa-rt serve`)")
+        if model is not None or preset is not None or name not in ("auto", "triton"):
+            raise EngineError(f"with a server, the server chooses the model and backend (`jsa-rt serve --model "
+                              f"...`); drop model/preset/backend={name!r}")
+        from .triton_client import TritonClientBackend
+        return TritonClientBackend(server, **_pick(options, "timeout_s"))
     if name == "auto":
         return _auto(model, preset, device, options)
     if name == "torch":
