@@ -8,7 +8,6 @@ it with SIGTERM while a live pipeline streams to it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,7 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ from jsa_rt.runtime import load_backend
 from live_helpers import write_red_square_clip, write_tone_wav
 
 pytest.importorskip("tritonclient.grpc", reason="the Triton client is not installed: pip install 'jsa-rt[client]'")
-from jsa_rt.runtime.triton_client import ServerUnavailable, TritonClientBackend  # noqa: E402
+from jsa_rt.runtime.triton_client import ServerUnavailable, TritonClientBackend
 
 HAS_SERVER = any(SERVE_VENV.glob("lib/python3*/site-packages/pytriton/__init__.py"))
 needs_server = pytest.mark.skipif(not HAS_SERVER, reason=f"no {SERVE_VENV} with nvidia-pytriton: run tools/setup.sh")

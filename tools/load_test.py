@@ -35,9 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jsa_rt.live.audio import AudioChunk  # noqa: E402
-from jsa_rt.live.step import FrameStep  # noqa: E402
-from jsa_rt.machine import machine_name  # noqa: E402
+from jsa_rt.live.audio import AudioChunk
+from jsa_rt.live.step import FrameStep
+from jsa_rt.machine import machine_name
 
 FPS, AUDIO_HOP = 30.0, 0.25
 
