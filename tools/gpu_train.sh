@@ -21,6 +21,7 @@ fi
 $PY -c "import jsa_rt.kernels" 2>/dev/null || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 export JSA_DATA=${JSA_DATA:-$PWD/.carry/data}
 [ -f .carry/effnet_lite0_fp16.pth ] && export JSA_EFFNET_LITE0_WEIGHTS=$PWD/.carry/effnet_lite0_fp16.pth
+[ -f .carry/sound8_conv1-7_fp16.npy ] && export JSA_SOUNDNET8_WEIGHTS=$PWD/.carry/sound8_conv1-7_fp16.npy
 [ -f .carry/resnet18-f37072fd.pth ] && export JSA_RESNET18_WEIGHTS=$PWD/.carry/resnet18-f37072fd.pth
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 SCENES=/tmp/scenes

