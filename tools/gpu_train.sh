@@ -5,13 +5,14 @@
 # Expects, in the repo root: .carry/data, .carry/whl (soundfile), .carry/effnet_lite0_fp16.pth,
 # and for PRESET=paper .carry/resnet18-f37072fd.pth.
 # Env: PRESET (edge), EPOCHS (12), BATCH (64), TRAIN_SCENES (5000 frames), OUT,
-#      RUNS: "name:train flags;..." (default: the shipped pair + two ablations, below),
+#      RUNS: "name:train flags;..." (default: the shipped pair + the listen variant with SoundNet-8
+#      as its audio encoder, fine-tuned and frozen: tools/recipes/*.json),
 #      TRAIN_LIMIT_S (each run is stopped after this many seconds; best.pt so far is kept).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 PRESET=${PRESET:-edge}; EPOCHS=${EPOCHS:-12}; BATCH=${BATCH:-64}
 TRAIN_SCENES=${TRAIN_SCENES:-5000}; OUT=${OUT:-/tmp/gpu_train_out}; TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-100000}
-RUNS=${RUNS:-"jsa-listen:--model jsa --variant listen;ezvsl:--model ezvsl;jsa-paper:--model jsa --variant paper;jsa-listen-matchboth:--model jsa --variant listen --match both"}
+RUNS=${RUNS:-"jsa-listen:--model jsa --variant listen;jsa-listen-soundnet:--model jsa --variant listen --config tools/recipes/soundnet.json;jsa-listen-soundnet-frozen:--model jsa --variant listen --config tools/recipes/soundnet-frozen.json;ezvsl:--model ezvsl"}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
