@@ -110,7 +110,7 @@ def test_a_log_that_cannot_be_opened_at_its_first_line_is_a_one_line_error(tmp_p
     (tmp_path / "taken").write_text("a file where the log's folder should be")   # appeared after the checks
     log = JsonLog(tmp_path / "taken" / "frames.jsonl")
     with pytest.raises(InputError, match=r"^cannot write --log-json .*frames.jsonl: File exists; choose a folder"):
-        log.write({"frame": 0})
+        log.append({"frame": 0})
 
 
 def test_paste_reports_the_box_of_the_visible_alpha():

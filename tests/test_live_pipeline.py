@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jsa_rt.live.outputs import VideoRecorder
+from jsa_rt.live.recorder import VideoRecorder
 from jsa_rt.live.pipeline import Pipeline
 from jsa_rt.live.settings import LiveOptions
 from jsa_rt.live.render import Localizer, RenderOptions
@@ -309,7 +309,7 @@ def test_recorder_is_atomic_and_keeps_the_source_timeline(tmp_path):
 
 def test_recorder_fills_gaps_with_the_previous_frame_and_keeps_one_size(tmp_path):
     import cv2
-    from jsa_rt.live.outputs import VideoRecorder
+    from jsa_rt.live.recorder import VideoRecorder
     rec = VideoRecorder(tmp_path / "gaps.mp4", fps=10.0, audio_rate=16000)
     frame = lambda level, size=(64, 48): np.full((size[1], size[0], 3), level, np.uint8)   # noqa: E731
     assert rec.write(frame(40), 0.0) == 1
@@ -410,7 +410,7 @@ def test_a_non_finite_model_output_is_the_no_source_state_and_does_not_linger():
 def test_the_json_log_never_writes_bare_nan(tmp_path):
     from jsa_rt.live.outputs import JsonLog
     log = JsonLog(tmp_path / "l.jsonl")
-    log.write({"confidence": float("nan"), "peak": [float("inf"), 0.5], "stages_ms": {"a": float("-inf")}})
+    log.append({"confidence": float("nan"), "peak": [float("inf"), 0.5], "stages_ms": {"a": float("-inf")}})
     log.close()
     assert strict_json((tmp_path / "l.jsonl").read_text()) == {"confidence": None, "peak": [None, 0.5],
                                                                "stages_ms": {"a": None}}
@@ -494,5 +494,20 @@ def test_log_json_never_writes_through_a_symbolic_link(media, tmp_path):
     assert not loaded
     log = JsonLog(link)                                     # a link made after the start-up check
     with pytest.raises(InputError, match="symbolic link"):
-        log.write({"t": 0.0})
+        log.append({"t": 0.0})
     assert victim.read_text() == "keep me\n" and link.is_symlink()
+
+
+def test_sinks_open_by_name_as_sources_do(tmp_path):
+    from jsa_rt.errors import InputError
+    from jsa_rt.live.outputs import JsonLog, Window, open_sink
+    from jsa_rt.live.recorder import Recording
+    assert isinstance(open_sink("window"), Window)
+    for spec in (f"file://{tmp_path}/a.mp4", str(tmp_path / "a.MP4")):
+        rec = open_sink(spec, fps=10)
+        assert isinstance(rec, Recording) and rec.path.name.lower() == "a.mp4" and rec.close() is None
+    assert isinstance(open_sink(str(tmp_path / "f.jsonl")), JsonLog)
+    assert isinstance(open_sink(str(tmp_path / "f.txt"), "log"), JsonLog)     # --log-json takes any name
+    with pytest.raises(InputError, match="give window, a .mp4 file or a .jsonl file"):
+        open_sink(str(tmp_path / "f.avi"))
+    assert list(tmp_path.iterdir()) == []                   # nothing written until a frame is

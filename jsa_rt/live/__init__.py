@@ -7,7 +7,8 @@
     preprocess.py  camera frame -> the model's square RGB input
     pipeline.py    capture -> inference thread (owns the backend) -> output thread
     render.py      smoothing, the no-source gate, heatmap overlay, HUD
-    outputs.py     window, mp4 recorder (atomic, with sound), JSON-lines log
+    outputs.py     sinks for rendered frames, opened by name: window, recording, JSON-lines log
+    recorder.py    the mp4 recording (atomic, with its sound)
     locator.py     SoundLocator: the same steps, synchronous, for embedding in your own loop
     devices.py     `jsa-rt devices`     doctor.py  `jsa-rt doctor`
     demo_clip.py   builds the demo clip from real data: segments from demo_scenes.py (stamps or

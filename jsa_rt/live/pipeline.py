@@ -1,7 +1,7 @@
 """The live loop: capture threads -> one inference thread -> one output thread.
 
-    video grabber ──(latest frame)──> inference ──(latest result)──> output (draw, window, mp4, log)
-    microphone callback ──(ring buffer)──┘
+    video grabber ──(latest frame)──> inference ──(latest result)──> output: draw, then each sink
+    microphone callback ──(ring buffer)──┘                               (window, mp4, log; outputs.py)
 
 * The inference thread creates and owns the backend: CUDA contexts and TensorRT execution
   contexts are per thread, so all GPU work happens there.
@@ -30,7 +30,7 @@ from ..errors import JsaError
 from ..runtime.triton_client import ServerUnavailable
 from .audio import MIC_START_TIMEOUT_S, AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
-from .outputs import JsonLog, VideoRecorder, Window, check_writable, window_problem
+from .outputs import Callback, Shown, check_writable, open_sink, window_problem
 from .preprocess import bearing_deg
 from .render import HudInfo, Localization, Localizer, draw_hud, draw_localization
 from .settings import LiveOptions
@@ -64,6 +64,7 @@ class Pipeline:
         self.options = options
         self.backend_factory = backend_factory
         self.on_frame = on_frame           # called with each frame's log record (tools, tests)
+        self.sinks: list = []              # where rendered frames go: window, recording, log, on_frame
         self.stop_event = threading.Event()
         self.stopped_by = ""
         self.errors: list[str] = []
@@ -75,8 +76,6 @@ class Pipeline:
         self.video: VideoSource | None = None
         self.audio: AudioSource | None = None
         self.window: AudioWindow | None = None
-        self.recorder: VideoRecorder | None = None
-        self.log: JsonLog | None = None
         self._results = LatestSlot(lossless=not options.paced)
         self._ready = threading.Event()          # the backend is loaded (config known)
         self._audio_ready = threading.Event()    # the audio source runs: frames may flow
@@ -129,23 +128,11 @@ class Pipeline:
             if hasattr(self.audio, "speed") and self.video.is_file:
                 self.audio.speed = self.video.fps / self.video.media_fps     # --input-rate on a file
             self.window = AudioWindow(self.audio, cfg.sample_rate, cfg.num_samples, window_s, o.av_offset_ms)
-            if o.output:
-                # Every recorded frame is encoded, repeats included: at a 120 fps source's rate the
-                # encoder alone would outrun the CPU, and frames past the processing rate only repeat.
-                self.recorder = VideoRecorder(o.output, min(self.video.media_fps, o.record_max_fps),
-                                              audio_rate=self.audio.rate)
-            if o.log_json:
-                self.log = JsonLog(o.log_json)
+            self.sinks = self._open_sinks()
         except BaseException:
             self._shutdown_sources()
             raise
-        show = not o.headless
-        if show and window_problem():
-            if not o.quiet:
-                print(f"warning: no window ({window_problem()}); running headless", flush=True)
-            show = False
-        out = threading.Thread(target=self._output_loop, args=(Window() if show else None,),
-                               name="output", daemon=True)
+        out = threading.Thread(target=self._output_loop, name="output", daemon=True)
         self._threads.append(out)
         try:
             self.audio.start()
@@ -156,6 +143,24 @@ class Pipeline:
         self._audio_ready.set()
         out.start()
         self.video.start()
+
+    def _open_sinks(self) -> list:
+        o, sinks = self.options, []
+        if not o.headless and window_problem():
+            if not o.quiet:
+                print(f"warning: no window ({window_problem()}); running headless", flush=True)
+        elif not o.headless:
+            sinks.append(open_sink("window"))
+        if o.output:
+            # Every recorded frame is encoded, repeats included: at a 120 fps source's rate the
+            # encoder alone would outrun the CPU, and frames past the processing rate only repeat.
+            sinks.append(open_sink(o.output, "recording", fps=min(self.video.media_fps, o.record_max_fps),
+                                   sound=self.window))
+        if o.log_json:
+            sinks.append(open_sink(o.log_json, "log"))
+        if self.on_frame is not None:
+            sinks.append(Callback(self.on_frame))
+        return sinks
 
     def wait(self, progress: Callable[[str], None] | None = None, every: float = 5.0) -> None:
         """Block until the run ends by itself or `request_stop` is called (signals stay responsive).
@@ -236,17 +241,9 @@ class Pipeline:
         return "end of input"
 
     def _finalize(self, not_joined: list[str]) -> list[str]:
-        written = []
-        if self.recorder is not None:
-            if "output" in not_joined:        # the writer may still be in use: leave the partial file
-                written.append(f"{self.recorder.path} (not finalized: the output thread hung)")
-            elif self.recorder.frames_written:
-                written.append(self.recorder.close())
-            else:
-                self.recorder.abandon()
-        if self.log is not None and (logged := self.log.close()) is not None:
-            written.append(logged)
-        return written
+        """Finish the files (the window went with the output thread); what each one holds."""
+        done = [sink.close(hung="output" in not_joined) for sink in self.sinks if not sink.thread_bound]
+        return [line for line in done if line]
 
     def summary(self, written: list[str], not_joined: list[str]) -> Summary:
         span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last else 0.0
@@ -325,11 +322,10 @@ class Pipeline:
                       server_down=True)
 
     # ---- output thread --------------------------------------------------------------------------
-    def _output_loop(self, window: Window | None) -> None:
+    def _output_loop(self) -> None:
         o = self.options
         localizer = Localizer(o.render, self._config.no_source_confidence)
         fps_ema, t_prev = 0.0, None
-        audio_cursor = None
         try:
             while True:
                 try:
@@ -370,20 +366,7 @@ class Pipeline:
                     self._t_media0 = frame.t_media
                 self._t_last = now
                 self.frames_rendered += 1
-                t_out = time.monotonic()
-                if window is not None and not window.show(image):
-                    self.request_stop("window closed")
-                if self.recorder is not None:
-                    self.recorder.write(image, frame.t_media)
-                    end = self.window.recording_position(frame.t_capture, frame.t_media)
-                    if audio_cursor is None:          # the track starts with the first frame
-                        audio_cursor = end
-                    if end > audio_cursor:
-                        start = max(audio_cursor, end - self.recorder.audio_room())
-                        self.recorder.write_audio(self.audio.read(start, end))
-                        audio_cursor = end
-                encode_display_ms = (time.monotonic() - t_out) * 1e3
-                record = {
+                fields = {
                     "t": round(frame.t_media - self._t_media0, 4),
                     "frame": frame.index,
                     "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
@@ -398,23 +381,23 @@ class Pipeline:
                     "nonfinite_samples": self.audio.nonfinite,    # NaN / inf heard so far, zeroed
                     "stages_ms": {k: round(v, 2) for k, v in r.stages_ms.items()} | {
                         "result_wait": round((t_got - r.t_infer_done) * 1e3, 2),
-                        "render": round((now - t_got) * 1e3, 2),
-                        "encode_display": round(encode_display_ms, 2)},   # after latency_ms is taken
+                        "render": round((now - t_got) * 1e3, 2)},
                 }
                 if o.hfov_deg:
-                    record["bearing_deg"] = [round(a, 2) for a in bearing_deg(
+                    fields["bearing_deg"] = [round(a, 2) for a in bearing_deg(
                         *loc.peak, o.hfov_deg, image.shape[1], image.shape[0])] if loc.active else None
-                if self.log is not None:
-                    self.log.write(record)
-                if self.on_frame is not None:
-                    self.on_frame(record)
+                shown = Shown(image, frame.t_capture, frame.t_media, fields, t_sinks=time.monotonic())
+                for sink in self.sinks:
+                    if why := sink.write(shown):
+                        self.request_stop(why)
         except JsaError as exc:           # already says what to do (an output that cannot be written)
             self._fail(str(exc))
         except Exception as exc:
             self._fail(f"output failed: {type(exc).__name__}: {exc}")
         finally:
-            if window is not None:
-                try:
-                    window.close()
-                except Exception:
-                    pass
+            for sink in self.sinks:
+                if sink.thread_bound:
+                    try:
+                        sink.close()
+                    except Exception:
+                        pass
