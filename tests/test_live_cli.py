@@ -341,14 +341,16 @@ def test_sync_holds_with_a_playback_rate_and_a_looping_soundtrack(tmp_path):
     clip, wav, muxed = tmp_path / "sync.mp4", tmp_path / "sync.wav", tmp_path / "with_sound.mp4"
     _flash_and_burst_clip(clip, wav, 15.0)
     # --input-rate only changes how fast a file plays, not its clock. The tiny model keeps up with
-    # 30 fps on any machine: a frame dropped for speed (one-frame flashes) would prove nothing here
+    # 30 fps on an idle machine; on a saturated one a one-frame flash can be dropped for speed
+    # (skipped whole, never shifted), so: every flash that made it sits on its own burst
     out = tmp_path / "fast.mp4"
     done = cli("live", "--camera", str(clip), "--mic", f"file://{wav}", "--input-rate", "30", "--headless",
                "--no-hud", "--overlay-alpha", "0", "--output", str(out), "--backend", "onnxruntime",
                "--model", _runtime_onnx("tiny", shipped=False))
     assert done.returncode == 0, done.stderr
     flashes, bursts, _ = _onsets(out)
-    assert len(flashes) == len(bursts) == 3 and all(abs(b - f) < 0.02 for f, b in zip(flashes, bursts))
+    assert len(bursts) == 3 and 2 <= len(flashes) <= 3, (flashes, bursts)
+    assert all(min(abs(b - f) for b in bursts) < 0.02 for f in flashes), (flashes, bursts)
     # a video's own (AAC, slightly longer) soundtrack loops with its picture: no drift per loop
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(clip), "-i", str(wav), "-c:v", "copy",
                     "-c:a", "aac", str(muxed)], check=True)
