@@ -16,6 +16,7 @@ from jsa_rt.live.recorder import VideoRecorder
 from jsa_rt.live.pipeline import Pipeline
 from jsa_rt.live.settings import LiveOptions
 from jsa_rt.live.render import Localizer, RenderOptions
+from jsa_rt.live.where import Where
 
 from live_helpers import (REPO, FakeBackend, alsa_file_mic, write_red_square_clip, write_tone_wav)
 
@@ -274,10 +275,10 @@ def test_backend_errors_are_reported_not_hung(media, tmp_path):
 def test_persistence_smoothing_has_the_configured_time_constant():
     loc = Localizer(RenderOptions(persistence_ms=200, min_level_db=-60))
     zeros, ones = np.zeros((8, 8), np.float32), np.ones((8, 8), np.float32)
-    loc.update(zeros, 1.0, -10.0, t=0.0)
-    out = loc.update(ones, 1.0, -10.0, t=0.2)         # one time constant later: 1 - 1/e
+    loc.update(Where(zeros, 1.0, -10.0), t=0.0)
+    out = loc.update(Where(ones, 1.0, -10.0), t=0.2)         # one time constant later: 1 - 1/e
     assert float(out.heatmap.mean()) == pytest.approx(1 - np.exp(-1), abs=1e-5)
-    quiet = loc.update(ones, 1.0, -90.0, t=0.4)       # gated: no peak, the map fades
+    quiet = loc.update(Where(ones, 1.0, -90.0), t=0.4)       # gated: no peak, the map fades
     assert not quiet.active and quiet.peak is None
     assert float(quiet.heatmap.mean()) == pytest.approx((1 - np.exp(-1)) * np.exp(-1), abs=1e-5)
 
@@ -287,7 +288,7 @@ def test_peak_box_encloses_the_region_above_the_threshold():
     heat[20:40, 60:90] = 0.8
     heat[30, 75] = 1.0
     heat[70:80, 10:20] = 0.9                          # a second blob, not connected to the peak
-    loc = Localizer(RenderOptions(persistence_ms=0)).update(heat, 1.0, 0.0, t=0.0)
+    loc = Localizer(RenderOptions(persistence_ms=0)).update(Where(heat, 1.0, 0.0), t=0.0)
     assert loc.peak == pytest.approx((0.755, 0.305))
     assert loc.box == pytest.approx((0.60, 0.20, 0.90, 0.40))
 
@@ -397,13 +398,13 @@ def test_a_non_finite_model_output_is_the_no_source_state_and_does_not_linger():
     loc = Localizer(RenderOptions(persistence_ms=250, min_level_db=-60, min_confidence=0.1))
     heat = np.zeros((8, 8), np.float32)
     heat[5, 6] = 1.0
-    assert loc.update(heat, 0.9, -10.0, t=0.0).active
+    assert loc.update(Where(heat, 0.9, -10.0), t=0.0).active
     for bad_heat, bad_conf in ((np.full((8, 8), np.nan, np.float32), 0.9), (heat, float("nan")),
                                (heat, float("inf"))):
-        out = loc.update(bad_heat, bad_conf, -10.0, t=0.1)
+        out = loc.update(Where(bad_heat, bad_conf, -10.0), t=0.1)
         assert not out.active and out.reason == "non-finite model output" and out.peak is None
         assert np.isfinite(out.heatmap).all()
-    again = loc.update(heat, 0.9, -10.0, t=0.2)
+    again = loc.update(Where(heat, 0.9, -10.0), t=0.2)
     assert again.active and again.peak == pytest.approx((6.5 / 8, 5.5 / 8))
 
 

@@ -48,7 +48,8 @@ def test_the_audio_window_is_read_only_when_a_refresh_is_due():
     results = [step.run(frame, 0.1 * i, read_audio) for i in range(6)]
     assert len(reads) == step.audio_refreshes == backend.audio_calls == 3      # at 0.0, 0.3, 0.5
     assert backend.visual_calls == 6
-    assert [r.refreshed for r in results] == [True, False, False, True, False, True]
-    assert results[2].audio_clock == 0.0 and results[4].audio_clock == pytest.approx(0.3)
-    assert all(r.level_db == -13.5 and r.maps.confidence == 1.0 for r in results)
+    # the audio state's age on the audio clock: 0 on a refresh
+    assert [r.audio_age_s == 0.0 for r in results] == [True, False, False, True, False, True]
+    assert results[2].audio_age_s == pytest.approx(0.2) and results[4].audio_age_s == pytest.approx(0.1)
+    assert all(r.level_db == -13.5 and r.confidence == 1.0 and not r.active for r in results)   # not gated yet
     assert set(results[0].stages_ms) == {"preprocess", "audio", "visual"}

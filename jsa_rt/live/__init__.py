@@ -5,6 +5,8 @@
     ring.py        the lock-free ring buffer the microphone callback writes into
     handoff.py     one-item latest-wins hand-off between threads
     preprocess.py  camera frame -> the model's square RGB input
+    step.py        one frame through the model (audio branch on its refresh grid, visual branch)
+    where.py       Where: one frame's answer, the one type after the backend's Maps
     pipeline.py    capture -> inference thread (owns the backend) -> output thread
     render.py      smoothing, the no-source gate, heatmap overlay, HUD
     outputs.py     sinks for rendered frames, opened by name: window, recording, JSON-lines log

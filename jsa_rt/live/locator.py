@@ -18,9 +18,8 @@ audio. With the onnxruntime or TensorRT backend, torch is never imported.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,10 +27,11 @@ from ..audio_io import to_mono
 from ..errors import InputError
 from .audio import SILENCE_DB, AudioChunk, AudioSource, AudioWindow
 from .settings import LiveOptions
-from .preprocess import CROP_MODES, bearing_deg
-from .render import Localization, Localizer, RenderOptions, draw_localization
+from .preprocess import CROP_MODES
+from .render import Localizer, RenderOptions, draw_localization
 from .ring import RingBuffer
 from .step import FrameStep
+from .where import Where
 
 BUFFER_SECONDS = 30.0          # audio kept beyond the model's window
 
@@ -66,56 +66,6 @@ class PushedAudio(AudioSource):
 
     def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
         return self.ring.read_window(stop, n)
-
-
-@dataclass
-class Where:
-    """One frame's answer. Coordinates in `peak`/`box` are [0, 1] of the frame; `_px` in pixels."""
-    active: bool                     # False: "no source" (see `reason`)
-    reason: str                      # "quiet", "low confidence", "empty map", "non-finite model
-                                     # output" (confidence then reads 0), or "" when active
-    confidence: float                # model confidence (cosine of the two target slots)
-    level_db: float                  # audio level of the last half second, dBFS
-    peak: tuple[float, float] | None
-    box: tuple[float, float, float, float] | None
-    heatmap: np.ndarray              # (S, S) in [0, 1], the model's square (smoothed if asked)
-    view: tuple                      # where the model's square lies in the frame, [0, 1]
-    frame_size: tuple[int, int]      # (height, width)
-
-    @property
-    def peak_px(self) -> tuple[int, int] | None:
-        """(x, y) pixel of the peak in the frame."""
-        if self.peak is None:
-            return None
-        h, w = self.frame_size
-        return min(int(self.peak[0] * w), w - 1), min(int(self.peak[1] * h), h - 1)
-
-    @property
-    def box_px(self) -> tuple[int, int, int, int] | None:
-        """(x0, y0, x1, y1) pixel box of the region around the peak (exclusive ends)."""
-        if self.box is None:
-            return None
-        h, w = self.frame_size
-        return (int(round(self.box[0] * w)), int(round(self.box[1] * h)),
-                int(round(self.box[2] * w)), int(round(self.box[3] * h)))
-
-    def bearing_deg(self, hfov: float) -> tuple[float, float] | None:
-        """(azimuth, elevation) of the peak in degrees from the optical axis (right and up
-        positive), given the camera's horizontal field of view."""
-        if self.peak is None:
-            return None
-        return bearing_deg(*self.peak, hfov, self.frame_size[1], self.frame_size[0])
-
-    def heatmap_px(self) -> np.ndarray:
-        """The heatmap over the whole frame, (H, W) float32; zero outside the model's view."""
-        import cv2
-        h, w = self.frame_size
-        x0, y0 = int(round(self.view[0] * w)), int(round(self.view[1] * h))
-        x1, y1 = int(round(self.view[2] * w)), int(round(self.view[3] * h))
-        out = np.zeros((h, w), np.float32)
-        out[y0:y1, x0:x1] = np.clip(cv2.resize(self.heatmap, (x1 - x0, y1 - y0),
-                                               interpolation=cv2.INTER_LINEAR), 0, 1)
-        return out
 
 
 class SoundLocator:
@@ -217,23 +167,18 @@ class SoundLocator:
             raise InputError(f"frame must be uint8 (H, W, 3) {self.color.upper()}, got {frame.dtype} "
                              f"{frame.shape}: convert grey or RGBA frames with cv2.cvtColor first")
         bgr = frame if self.color == "bgr" else frame[..., ::-1]
-        step = self._step.run(bgr, self._audio_clock(), self._read_audio)
-        maps, view, level = step.maps, step.view, step.level_db
-        loc: Localization = self._gate.update(maps.heatmap, maps.confidence, level,
-                                              time.monotonic() if t is None else float(t), view)
+        raw = self._step.run(bgr, self._audio_clock(), self._read_audio)
+        where = self._gate.update(raw, time.monotonic() if t is None else float(t))
         # the smoothed map is the gate's running buffer: each Where keeps its own copy
-        confidence = float(maps.confidence)
-        return Where(loc.active, loc.reason, confidence if math.isfinite(confidence) else 0.0,
-                     float(level), loc.peak, loc.box, loc.heatmap.copy(), view, frame.shape[:2])
+        return replace(where, heatmap=where.heatmap.copy())
 
     def draw(self, frame: np.ndarray, where: Where) -> np.ndarray:
         """The live view's overlay (heatmap, peak, box) on the frame, in place; returns it.
         The frame is in this locator's colour order (`color`)."""
-        loc = Localization(where.active, where.reason, where.peak, where.box, where.heatmap)
         if self.color == "bgr":
-            return draw_localization(frame, loc, self.render_options, where.view)
+            return draw_localization(frame, where, self.render_options)
         bgr = np.ascontiguousarray(frame[..., ::-1])           # OpenCV draws in BGR
-        draw_localization(bgr, loc, self.render_options, where.view)
+        draw_localization(bgr, where, self.render_options)
         frame[...] = bgr[..., ::-1]
         return frame
 

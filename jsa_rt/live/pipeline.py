@@ -16,10 +16,8 @@
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,32 +26,17 @@ import numpy as np
 from ..atomic import refuse_same_file
 from ..errors import JsaError
 from ..runtime.triton_client import ServerUnavailable
-from .audio import MIC_START_TIMEOUT_S, AudioSource, AudioWindow, open_audio
+from .audio import MIC_START_TIMEOUT_S, SILENCE_DB, AudioSource, AudioWindow, open_audio
 from .handoff import Closed, LatestSlot
 from .outputs import Callback, Shown, check_writable, open_sink, window_problem
-from .preprocess import bearing_deg
-from .render import HudInfo, Localization, Localizer, draw_hud, draw_localization
+from .render import HudInfo, Localizer, draw_hud, draw_localization
 from .settings import LiveOptions
 from .signals import StopSignals
 from .stats import JOIN_TIMEOUT_S, LatencyStats, Summary
 from .step import FrameStep
 from .video import Frame, VideoSource
+from .where import Where
 
-
-
-@dataclass
-class Result:
-    """What the inference thread hands to the output thread for one frame."""
-    frame: Frame
-    heatmap: np.ndarray
-    confidence: float
-    view: tuple
-    level_db: float
-    audio_age_s: float
-    infer_ms: float                 # preprocess + audio window/branch (when refreshed) + visual branch
-    t_infer_done: float             # time.monotonic() when handed to the output thread
-    stages_ms: dict                 # capture_wait, preprocess, audio, visual (the output adds its own)
-    server_down: bool = False       # an inference server did not answer: no map for this frame
 
 
 class Pipeline:
@@ -290,36 +273,23 @@ class Pipeline:
                 continue
             # the audio clock is the frame's media time: a file's sound stays with its picture
             try:
-                out = step.run(frame.image, frame.t_media, lambda: self.window.read(frame.t_capture, frame.t_media))
+                raw = step.run(frame.image, frame.t_media, lambda: self.window.read(frame.t_capture, frame.t_media))
             except ServerUnavailable:
                 # `--server`: the frame is still shown and recorded, in a "server unreachable" state;
                 # the backend retries with back-off, so the run resumes when the server does
                 self.server_misses += 1
-                if not self._put(self._server_down_result(frame)):
-                    return
-                continue
+                raw = self._unanswered(frame)
             self.audio_refreshes = step.audio_refreshes
-            # the step's own span, so that the stages split each frame's age exactly
-            stages = {"capture_wait": (out.t_start - frame.t_capture) * 1e3, **out.stages_ms}
-            result = Result(frame, np.asarray(out.maps.heatmap, np.float32), float(out.maps.confidence),
-                            out.view, out.level_db, frame.t_media - out.audio_clock,
-                            (out.t_end - out.t_start) * 1e3, out.t_end, stages)
-            if not self._put(result):
-                return
+            while not self._results.put((frame, raw)):   # only a lossless slot refuses (output busy)
+                if self.stop_event.is_set() or self._results.closed:
+                    return
 
-    def _put(self, result: Result) -> bool:
-        while not self._results.put(result):   # only a lossless slot refuses (output busy)
-            if self.stop_event.is_set() or self._results.closed:
-                return False
-        return True
-
-    def _server_down_result(self, frame) -> Result:
+    def _unanswered(self, frame: Frame) -> Where:
+        """A frame no server answered: a blank map (the shown one fades), no source."""
         size = self._config.image_size
-        now = time.monotonic()
-        return Result(frame, np.zeros((size, size), np.float32), 0.0, (0.0, 0.0, 1.0, 1.0), -120.0, 0.0,
-                      (now - frame.t_capture) * 1e3, now,
-                      {"capture_wait": (now - frame.t_capture) * 1e3, "preprocess": 0.0, "audio": 0.0, "visual": 0.0},
-                      server_down=True)
+        return Where(np.zeros((size, size), np.float32), 0.0, SILENCE_DB, frame_size=frame.image.shape[:2],
+                     reason="server unreachable", stages_ms={"preprocess": 0.0, "audio": 0.0, "visual": 0.0},
+                     t_done=time.monotonic())
 
     # ---- output thread --------------------------------------------------------------------------
     def _output_loop(self) -> None:
@@ -329,12 +299,12 @@ class Pipeline:
         try:
             while True:
                 try:
-                    r = self._results.get(0.1)
+                    got = self._results.get(0.1)
                 except Closed:
                     return
-                if r is None:
+                if got is None:
                     continue
-                frame = r.frame
+                frame, raw = got
                 if o.duration is not None and self._t_first is not None \
                         and frame.t_media - self._t_media0 >= o.duration:
                     # --duration covers [0, duration) of media time; frames still in flight when
@@ -342,16 +312,12 @@ class Pipeline:
                     self.request_stop("--duration")
                     continue
                 t_got = time.monotonic()
-                loc = localizer.update(r.heatmap, r.confidence, r.level_db, frame.t_media, r.view)
-                if r.server_down:
-                    loc = Localization(False, "server unreachable", None, None, loc.heatmap)
-                image = draw_localization(frame.image, loc, o.render, r.view)
+                where = localizer.update(raw, frame.t_media)
+                image = draw_localization(frame.image, where, o.render)
                 if o.render.show_hud:
-                    draw_hud(image, HudInfo(fps_ema, self._latency_ema, self.backend_name, r.level_db,
-                                            self.window.window / self.audio.rate,
-                                            r.confidence if math.isfinite(r.confidence) else 0.0,
-                                            loc.reason, self.video.dropped, self.audio.overflows,
-                                            o.render.min_level_db))
+                    draw_hud(image, where, HudInfo(fps_ema, self._latency_ema, self.backend_name,
+                                                   self.window.window / self.audio.rate, self.video.dropped,
+                                                   self.audio.overflows, o.render.min_level_db))
                 now = time.monotonic()
                 latency_ms = (now - frame.t_capture) * 1000.0
                 self._latency_ema = latency_ms if self.frames_rendered == 0 else \
@@ -366,26 +332,26 @@ class Pipeline:
                     self._t_media0 = frame.t_media
                 self._t_last = now
                 self.frames_rendered += 1
+                # the step's own span, so that the stages split each frame's age exactly
+                stages = {"capture_wait": (raw.t_done - frame.t_capture) * 1e3 - raw.infer_ms, **raw.stages_ms,
+                          "result_wait": (t_got - raw.t_done) * 1e3, "render": (now - t_got) * 1e3}
                 fields = {
                     "t": round(frame.t_media - self._t_media0, 4),
                     "frame": frame.index,
-                    "peak": [round(loc.peak[0], 4), round(loc.peak[1], 4)] if loc.active else None,
-                    "box": [round(v, 4) for v in loc.box] if loc.active else None,
-                    "confidence": round(r.confidence, 4),          # the log writes a non-finite one as null
-                    "level_db": round(r.level_db, 1),
-                    "state": "source" if loc.active else f"no source ({loc.reason})",
+                    "peak": [round(v, 4) for v in where.peak] if where.active else None,
+                    "box": [round(v, 4) for v in where.box] if where.active else None,
+                    "confidence": round(raw.confidence, 4),      # the model's own: the log writes a non-finite one as null
+                    "level_db": round(where.level_db, 1),
+                    "state": "source" if where.active else f"no source ({where.reason})",
                     "latency_ms": round(latency_ms, 2),
-                    "infer_ms": round(r.infer_ms, 2),
-                    "audio_age_ms": round(r.audio_age_s * 1000, 1),
+                    "infer_ms": round(raw.infer_ms, 2),
+                    "audio_age_ms": round(raw.audio_age_s * 1000, 1),
                     "backend": self.backend_name,
                     "nonfinite_samples": self.audio.nonfinite,    # NaN / inf heard so far, zeroed
-                    "stages_ms": {k: round(v, 2) for k, v in r.stages_ms.items()} | {
-                        "result_wait": round((t_got - r.t_infer_done) * 1e3, 2),
-                        "render": round((now - t_got) * 1e3, 2)},
+                    "stages_ms": {k: round(v, 2) for k, v in stages.items()},
                 }
                 if o.hfov_deg:
-                    fields["bearing_deg"] = [round(a, 2) for a in bearing_deg(
-                        *loc.peak, o.hfov_deg, image.shape[1], image.shape[0])] if loc.active else None
+                    fields["bearing_deg"] = [round(a, 2) for a in where.bearing_deg(o.hfov_deg)] if where.active else None
                 shown = Shown(image, frame.t_capture, frame.t_media, fields, t_sinks=time.monotonic())
                 for sink in self.sinks:
                     if why := sink.write(shown):

@@ -11,12 +11,13 @@ under `--min-confidence`; then no peak is reported and the stored map fades out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .preprocess import to_frame_xy
 from ..config import ModelConfig
+from .preprocess import to_frame_xy
+from .where import Where
 
 COLORMAPS = ("jet", "inferno", "turbo", "hot", "viridis")
 METER_FLOOR_DB = -80.0
@@ -31,17 +32,6 @@ class RenderOptions:
     alpha: float = 0.45
     colormap: str = "jet"
     show_hud: bool = True
-
-
-@dataclass
-class Localization:
-    active: bool                           # False: the no-source state
-    reason: str                            # why not active ("quiet", "low confidence",
-                                           # "non-finite model output"), else ""
-    peak: tuple[float, float] | None       # full-frame [0, 1] coordinates
-    box: tuple[float, float, float, float] | None   # (x0, y0, x1, y1) in full-frame [0, 1]
-    heatmap: np.ndarray                    # smoothed (S, S) in [0, 1], for drawing; the Localizer's
-                                           # own buffer (updated in place): copy it to keep it
 
 
 class Localizer:
@@ -70,26 +60,30 @@ class Localizer:
         self._t = t
         return self._heat
 
-    def update(self, heatmap: np.ndarray, confidence: float, level_db: float, t: float,
-               view: tuple = (0.0, 0.0, 1.0, 1.0)) -> Localization:
-        o = self.options
+    def update(self, raw: Where, t: float) -> Where:
+        """`raw`, the step's answer (the model's own map), smoothed at time `t` (s) and gated.
+        A raw answer that already has a reason (no server answered) stays "no source"."""
+        o, heatmap, confidence, level_db = self.options, raw.heatmap, raw.confidence, raw.level_db
         # a non-finite map or confidence (a diverged model) is never shown, nor smoothed into later frames
         broken = not (math.isfinite(confidence) and math.isfinite(level_db) and math.isfinite(float(heatmap.sum(dtype=np.float64))))
-        reason = ("non-finite model output" if broken else
-                  "quiet" if level_db < o.min_level_db else
-                  "low confidence" if confidence < self.min_confidence else "")
+        reason = raw.reason or ("non-finite model output" if broken else
+                                "quiet" if level_db < o.min_level_db else
+                                "low confidence" if confidence < self.min_confidence else "")
         # In the no-source state the map decays towards zero at the persistence rate.
         target = np.zeros_like(heatmap, dtype=np.float32) if reason else heatmap.astype(np.float32)
         heat = self._smooth(target, t)
+        gated = replace(raw, heatmap=heat, confidence=confidence if math.isfinite(confidence) else 0.0,
+                        active=False, reason=reason or "empty map", peak=None, box=None)
         if reason or float(heat.max()) <= 1e-6:
-            return Localization(False, reason or "empty map", None, None, heat)
+            return gated
         peak_yx = np.unravel_index(int(np.argmax(heat)), heat.shape)
         s_h, s_w = heat.shape
+        view = raw.view
         peak = to_frame_xy((peak_yx[1] + 0.5) / s_w, (peak_yx[0] + 0.5) / s_h, view)
         box = _region_box(heat, peak_yx, o.box_threshold)
         x0, y0 = to_frame_xy(box[0] / s_w, box[1] / s_h, view)
         x1, y1 = to_frame_xy(box[2] / s_w, box[3] / s_h, view)
-        return Localization(True, "", peak, (x0, y0, x1, y1), heat)
+        return replace(gated, active=True, reason="", peak=peak, box=(x0, y0, x1, y1))
 
 
 def _region_box(heat: np.ndarray, peak_yx: tuple, fraction: float) -> tuple[int, int, int, int]:
@@ -107,11 +101,11 @@ def _colormap_id(name: str) -> int:
     return getattr(cv2, f"COLORMAP_{name.upper()}")
 
 
-def draw_localization(image: np.ndarray, loc: Localization, options: RenderOptions,
-                      view: tuple = (0.0, 0.0, 1.0, 1.0)) -> np.ndarray:
+def draw_localization(image: np.ndarray, loc: Where, options: RenderOptions) -> np.ndarray:
     """Overlay the smoothed heatmap, the peak and the box on a BGR frame (in place, returned)."""
     import cv2
     h, w = image.shape[:2]
+    view = loc.view
     x0, y0 = int(round(view[0] * w)), int(round(view[1] * h))
     x1, y1 = int(round(view[2] * w)), int(round(view[3] * h))
     heat = loc.heatmap
@@ -134,29 +128,28 @@ def draw_localization(image: np.ndarray, loc: Localization, options: RenderOptio
 
 @dataclass
 class HudInfo:
+    """The run's figures the HUD shows next to the frame's answer."""
     fps: float
     latency_ms: float
     backend: str
-    level_db: float
     window_s: float
-    confidence: float
-    state: str                 # "" when a source is shown, else the no-source reason
     dropped: int = 0
     overflows: int = 0
     min_level_db: float = -50.0
 
 
-def draw_hud(image: np.ndarray, info: HudInfo) -> np.ndarray:
+def draw_hud(image: np.ndarray, where: Where, info: HudInfo) -> np.ndarray:
     """Text lines top-left and a vertical audio level meter on the right edge (in place)."""
     import cv2
     h, w = image.shape[:2]
     scale = max(0.45, min(1.0, w / 1280))
+    state = "" if where.active else where.reason
     lines = [f"{info.fps:5.1f} fps  {info.latency_ms:4.0f} ms  {info.backend}",
-             f"audio {info.level_db:6.1f} dBFS  window {info.window_s:.1f} s  conf {info.confidence:.2f}"]
+             f"audio {where.level_db:6.1f} dBFS  window {info.window_s:.1f} s  conf {where.confidence:.2f}"]
     if info.dropped or info.overflows:
         lines.append(f"dropped {info.dropped}  mic overflows {info.overflows}")
-    if info.state:
-        lines.append(f"NO SOURCE ({info.state})")
+    if state:
+        lines.append(f"NO SOURCE ({state})")
     line_h = int(round(34 * scale))
     # A darkened panel behind the text keeps it readable on any picture.
     text_w = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t in lines)
@@ -169,9 +162,9 @@ def draw_hud(image: np.ndarray, info: HudInfo) -> np.ndarray:
     # Level meter: green bar from METER_FLOOR_DB to 0 dBFS, a tick at the gate threshold.
     mx0, mx1, my0, my1 = w - 18, w - 8, 10, h - 10
     cv2.rectangle(image, (mx0, my0), (mx1, my1), (40, 40, 40), -1)
-    frac = np.clip((info.level_db - METER_FLOOR_DB) / -METER_FLOOR_DB, 0, 1)
+    frac = np.clip((where.level_db - METER_FLOOR_DB) / -METER_FLOOR_DB, 0, 1)
     top = int(my1 - frac * (my1 - my0))
-    cv2.rectangle(image, (mx0, top), (mx1, my1), (0, 200, 0) if not info.state else (0, 160, 200), -1)
+    cv2.rectangle(image, (mx0, top), (mx1, my1), (0, 200, 0) if not state else (0, 160, 200), -1)
     gate = np.clip((info.min_level_db - METER_FLOOR_DB) / -METER_FLOOR_DB, 0, 1)
     gy = int(my1 - gate * (my1 - my0))
     cv2.line(image, (mx0 - 4, gy), (mx1, gy), (0, 0, 255), 1)

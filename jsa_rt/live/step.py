@@ -6,18 +6,19 @@ and `SoundLocator` (your own loop) both run.
 The audio branch is the expensive, slowly changing half, so its state is cached and refreshed
 on a fixed grid of `audio_hop` seconds of an audio clock (the frame's media time in the
 pipeline, the pushed audio in SoundLocator); the visual branch runs on every frame. Gating and
-smoothing come after this step (render.Localizer), on the output side.
+smoothing come after this step (render.Localizer), on the output side: the step's answer is a
+`Where` not gated yet.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .audio import AudioChunk
 from .preprocess import model_input
+from .where import Where
 
 
 class RefreshGrid:
@@ -43,18 +44,6 @@ class RefreshGrid:
         self.last = clock
 
 
-@dataclass
-class StepResult:
-    maps: object                  # the backend's Maps: heatmap, confidence, ...
-    view: tuple                   # (x0, y0, x1, y1) of the frame the model saw, in [0, 1]
-    level_db: float               # audio level of the state in use
-    audio_clock: float            # clock of the audio refresh whose state was used
-    refreshed: bool               # the audio branch ran for this frame
-    stages_ms: dict               # preprocess, audio, visual
-    t_start: float                # time.monotonic() when the step began and ended: the stages
-    t_end: float                  # split exactly this span
-
-
 class FrameStep:
     """Holds the backend's cached audio state between frames; one per stream."""
 
@@ -67,14 +56,14 @@ class FrameStep:
         self.level_db = -120.0
         self.audio_refreshes = 0
 
-    def run(self, bgr: np.ndarray, clock: float, read_audio: Callable[[], AudioChunk]) -> StepResult:
-        """`bgr`: the frame; `clock`: the audio clock now (s); `read_audio`: the window to use
-        if a refresh is due (only called then)."""
+    def run(self, bgr: np.ndarray, clock: float, read_audio: Callable[[], AudioChunk]) -> Where:
+        """The model's answer for one frame, not gated yet (render.Localizer does that).
+        `bgr`: the frame; `clock`: the audio clock now (s); `read_audio`: the window to use if a
+        refresh is due (only called then)."""
         t0 = time.monotonic()
         rgb, view = model_input(bgr, self.config.image_size, self.crop)
         t1 = time.monotonic()
-        refreshed = self.grid.due(clock)
-        if refreshed:
+        if self.grid.due(clock):
             chunk = read_audio()
             self.state, self.level_db = self.backend.run_audio(chunk.wave), chunk.level_db
             self.grid.mark(clock)
@@ -83,4 +72,5 @@ class FrameStep:
         maps = self.backend.run_visual(rgb, self.state)
         t3 = time.monotonic()
         stages = {"preprocess": (t1 - t0) * 1e3, "audio": (t2 - t1) * 1e3, "visual": (t3 - t2) * 1e3}
-        return StepResult(maps, view, self.level_db, self.grid.last, refreshed, stages, t0, t3)
+        return Where(maps.heatmap, maps.confidence, self.level_db, view, bgr.shape[:2],
+                     audio_age_s=clock - self.grid.last, stages_ms=stages, t_done=t3)
