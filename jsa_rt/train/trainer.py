@@ -373,18 +373,6 @@ def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device):
         persistent_workers=False)
 
 
-# ---- validation --------------------------------------------------------------------------------
-def validate(model, ds, device, batch_size: int) -> dict:
-    """Localisation on the val split: pointing game, cIoU@0.5 (median threshold), AUC, and
-    retrieval R@1 (a2i), with the same code as `jsa-rt eval`."""
-    from .evaluate import evaluate
-    summary, _, _ = evaluate(model, ds, batch_size=batch_size, device=str(device), grid=0, progress=False)
-    model.train()
-    retrieval = summary.get("retrieval") or {}
-    return {"ciou50": summary["ciou50"], "auc": summary["auc"], "pointing": summary["pointing"],
-            "r1_a2i": retrieval.get("a2i", {}).get("r1"), "r1_i2a": retrieval.get("i2a", {}).get("r1")}
-
-
 # ---- training ----------------------------------------------------------------------------------
 def initial_model(args):
     """The --init checkpoint (model, its config), after checking it fits the flags; else (None, None)."""
@@ -403,48 +391,78 @@ def initial_model(args):
 
 def run(args) -> int:
     with contextlib.ExitStack() as held:            # holds the run folder's lock until the end
-        return _run(args, held)
+        Trainer(args, held).train()
+    return 0
 
 
-def _run(args, held: contextlib.ExitStack) -> int:
-    init_model, init_config = initial_model(args)
-    model_cfg, train_cfg = resolve_configs(args, init_config)         # sets args.model
-    device = torch_device(args.device)
-    dist_info = Distributed(device)
-    if device == "cuda" and dist_info.world > 1:
-        device_obj = torch.device("cuda", dist_info.local_rank)
-    else:
-        device_obj = torch.device(device)
-    out = run_folder(args, model_cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    if dist_info.main:
-        held.enter_context(_claim_run_folder(out, args.resume))
-    seed_everything(train_cfg.seed + dist_info.rank)
+class Trainer:
+    """One training run: set up (folder, data, model, optimizer, --resume), then epochs of steps,
+    each epoch ending with validation and a checkpoint, and final.pt at the end."""
 
-    train_ds = make_dataset(args, model_cfg, args.train_split, True, args.max_train_items)
-    val_ds = make_dataset(args, model_cfg, args.val_split, False) if args.val_split else None
-    if len(train_ds) < train_cfg.batch_size * dist_info.world:
-        raise InputError(f"{len(train_ds)} training items is fewer than one batch of "
-                         f"{train_cfg.batch_size} x {dist_info.world} processes: lower --batch-size")
-    used = len(EpochSampler(len(train_ds), 0, 0, 0, dist_info.world, train_cfg.batch_size).indices()) * dist_info.world
-    if used < 0.9 * len(train_ds) and dist_info.main:
-        # whole batches per rank only: the rest of each epoch's shuffle is left out
-        print(f"warning: each epoch uses {used} of {len(train_ds)} training items (batches of "
-              f"{train_cfg.batch_size} x {dist_info.world} processes); a smaller --batch-size uses more")
+    def __init__(self, args, held: contextlib.ExitStack):
+        self.args = args
+        init_model, init_config = initial_model(args)
+        self.model_cfg, self.train_cfg = resolve_configs(args, init_config)     # sets args.model
+        device = torch_device(args.device)
+        self.dist = Distributed(device)
+        self.device = torch.device("cuda", self.dist.local_rank) if device == "cuda" and self.dist.world > 1 \
+            else torch.device(device)
+        self.out = run_folder(args, self.model_cfg)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            held.enter_context(_claim_run_folder(self.out, args.resume))
+        seed_everything(self.train_cfg.seed + self.dist.rank)
+        self.train_ds, self.val_ds = self._datasets()
+        self.model = self._model(init_model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_cfg.lr,
+                                           weight_decay=self.train_cfg.weight_decay)
+        self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "history": []}
+        self.last_path = self.out / "last.pt"
+        if args.resume:
+            self._resume()
+        self.loader_cfg, self.reading_features = self._feature_cache()
+        self.train_model = LossModule(self.model)
+        if self.dist.world > 1:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.train_model, device_ids=[self.dist.local_rank] if device == "cuda" else None,
+                find_unused_parameters=True)
+        self.amp_dtype = torch.bfloat16 if device == "cuda" and self.train_cfg.amp else None
+        if self.dist.main:
+            self._print_plan()
+        self.log_file, self.has_header = _open_log(self.out / "log.csv", self.state["step"] if args.resume else None) \
+            if self.dist.main else (None, False)
+        self.log = csv.writer(self.log_file) if self.log_file else None
+        self.term_names = None
 
-    if init_model is not None:
-        model = init_model.train().to(device_obj)
-        model.cfg = model_cfg          # --variant / --match may change the losses of the --init model
-        if dist_info.main:
-            print(f"starting from the weights of {args.init}")
-    else:
-        _check_pretrained_weights(model_cfg, args.no_pretrained)
-        model = build_model(model_cfg, args.model, pretrained=not args.no_pretrained).to(device_obj)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "history": []}
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _datasets(self):
+        args, cfg, world = self.args, self.train_cfg, self.dist.world
+        train_ds = make_dataset(args, self.model_cfg, args.train_split, True, args.max_train_items)
+        val_ds = make_dataset(args, self.model_cfg, args.val_split, False) if args.val_split else None
+        if len(train_ds) < cfg.batch_size * world:
+            raise InputError(f"{len(train_ds)} training items is fewer than one batch of "
+                             f"{cfg.batch_size} x {world} processes: lower --batch-size")
+        used = len(EpochSampler(len(train_ds), 0, 0, 0, world, cfg.batch_size).indices()) * world
+        if used < 0.9 * len(train_ds) and self.dist.main:
+            # whole batches per rank only: the rest of each epoch's shuffle is left out
+            print(f"warning: each epoch uses {used} of {len(train_ds)} training items (batches of "
+                  f"{cfg.batch_size} x {world} processes); a smaller --batch-size uses more")
+        return train_ds, val_ds
 
-    last_path = out / "last.pt"
-    if args.resume:
+    def _model(self, init_model):
+        args = self.args
+        if init_model is not None:
+            model = init_model.train().to(self.device)
+            model.cfg = self.model_cfg     # --variant / --match may change the losses of the --init model
+            if self.dist.main:
+                print(f"starting from the weights of {args.init}")
+            return model
+        _check_pretrained_weights(self.model_cfg, args.no_pretrained)
+        return build_model(self.model_cfg, args.model, pretrained=not args.no_pretrained).to(self.device)
+
+    def _resume(self) -> None:
+        """Weights, optimizer, position and RNG states from last.pt."""
+        last_path = self.last_path
         if not last_path.is_file():
             raise InputError(f"--resume: no {last_path} yet; drop --resume to start a new run")
         try:
@@ -453,159 +471,198 @@ def _run(args, held: contextlib.ExitStack) -> int:
             raise CheckpointError(f"{last_path} is not a readable checkpoint ({type(exc).__name__}): the file "
                                   f"is corrupt or truncated; restore it, or drop --resume to start over") from None
         try:
-            model.load_state_dict(ckpt["state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            self.model.load_state_dict(ckpt["state_dict"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         except (KeyError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0][:160]
             raise CheckpointError(f"{last_path} does not fit this run's model ({first}); restore it, or drop "
                                   f"--resume to start over") from None
-        state = ckpt["train_state"]
+        self.state = ckpt["train_state"]
         rng = ckpt["rng"]
         if isinstance(rng, list):        # one state per rank; a different world size starts fresh streams
-            rng = rng[dist_info.rank] if len(rng) == dist_info.world else None
+            rng = rng[self.dist.rank] if len(rng) == self.dist.world else None
         if rng is not None:
             set_rng_state(rng)
         else:
-            seed_everything(train_cfg.seed + dist_info.rank + state["step"])
-        if dist_info.main:
-            print(f"resumed {last_path} at epoch {state['epoch']}, step {state['step']}")
+            seed_everything(self.train_cfg.seed + self.dist.rank + self.state["step"])
+        if self.dist.main:
+            print(f"resumed {last_path} at epoch {self.state['epoch']}, step {self.state['step']}")
 
-    reading_features = contextlib.nullcontext
-    if args.cache_features:
-        if not model_cfg.freeze_encoders:
+    def _feature_cache(self):
+        """With --cache-features: the training set becomes the cached backbone outputs. Returns
+        the loader's settings and the context the model's forward runs in."""
+        args, cfg = self.args, self.train_cfg
+        if not args.cache_features:
+            return cfg, contextlib.nullcontext
+        if not self.model_cfg.freeze_encoders:
             raise InputError("--cache-features needs frozen encoder backbones: set \"freeze_encoders\": true "
                              "in the --config JSON's \"model\" settings")
-        train_ds = FeatureCache(train_ds, model, args.cache_features, train_cfg.seed, train_cfg.batch_size,
-                                train_cfg.num_workers, device_obj, show_progress=dist_info.main and not args.no_progress)
-        train_cfg_loader = replace(train_cfg, num_workers=0)       # the cache is in memory
-        reading_features = model.reading_backbone_features
-    else:
-        train_cfg_loader = train_cfg
-    train_model = LossModule(model)
-    if dist_info.world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[dist_info.local_rank] if device == "cuda" else None,
-            find_unused_parameters=True)
-    amp_dtype = torch.bfloat16 if device == "cuda" and train_cfg.amp else None
-    if dist_info.main:
-        print(f"training {args.model} ({model_cfg.preset}, {count_parameters(model) / 1e6:.2f} M params) "
-              f"on {len(train_ds)} items, {dist_info.world} process(es) on {device}, "
-              f"batch {train_cfg.batch_size}, lr {train_cfg.lr}, epochs {train_cfg.epochs}, "
-              f"mixed precision {'bf16' if amp_dtype else 'off'}, slot kernels "
-              f"{model.slots.kernels_in_use(device_obj) if hasattr(model, 'slots') else 'n/a'}")
+        self.train_ds = FeatureCache(self.train_ds, self.model, args.cache_features, cfg.seed, cfg.batch_size,
+                                     cfg.num_workers, self.device,
+                                     show_progress=self.dist.main and not args.no_progress)
+        return replace(cfg, num_workers=0), self.model.reading_backbone_features    # the cache is in memory
 
-    def checkpoint():
-        """last.pt with every rank's RNG state (all ranks call this; rank 0 writes)."""
-        states = dist_info.gather(rng_state())
-        if dist_info.main:
-            save(last_path, states)
+    def _print_plan(self) -> None:
+        args, cfg, model = self.args, self.train_cfg, self.model
+        print(f"training {args.model} ({self.model_cfg.preset}, {count_parameters(model) / 1e6:.2f} M params) "
+              f"on {len(self.train_ds)} items, {self.dist.world} process(es) on {self.device.type}, "
+              f"batch {cfg.batch_size}, lr {cfg.lr}, epochs {cfg.epochs}, "
+              f"mixed precision {'bf16' if self.amp_dtype else 'off'}, slot kernels "
+              f"{model.slots.kernels_in_use(self.device) if hasattr(model, 'slots') else 'n/a'}")
 
-    def save(path, rng_states):
-        check_finite_weights(model, path)
-        atomic_torch_save({
-            "format": "jsa-rt", "format_version": 1, "kind": model.kind,
-            "config": model_cfg.to_dict(), "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "train_state": state,
-            "train_config": train_cfg.to_dict(),
-            "rng": rng_states,
-            "extra": {"model": args.model, "data": str(args.data)},
-        }, path)
-
-    log_file, has_header = _open_log(out / "log.csv", state["step"] if args.resume else None) \
-        if dist_info.main else (None, False)
-    log = csv.writer(log_file) if log_file else None
-
-    def log_row(row):
-        log.writerow(row)
-        log_file.flush()
-        os.fsync(log_file.fileno())          # a SIGKILL or power cut loses at most this row
-    term_names = None
-    stop = False
-    try:
-        while state["epoch"] < train_cfg.epochs and not stop:
-            epoch = state["epoch"]
-            loader = make_loader(train_ds, train_cfg_loader, epoch, dist_info, state["batch_in_epoch"], device)
-            bar = progress_bar(len(loader), f"epoch {epoch + 1}/{train_cfg.epochs}", "batch",
-                               enabled=not args.no_progress and dist_info.main)
-            model.train()
-            t0, seen = time.perf_counter(), 0
-            rate, values = 0.0, {"loss": float("nan")}     # an epoch resumed at its very end trains no batch
-            for batch in loader:
-                if batch["errors"]:
-                    known = {tuple(e) for e in state.setdefault("unreadable", [])}
-                    state["unreadable"].extend(e for e in batch["errors"] if tuple(e) not in known)
-                    print(f"  unreadable training items skipped: {batch['errors']}")
-                if dist_info.any_rank("image" not in batch):
-                    # a batch of nothing readable (on any rank: they must step together) is skipped
-                    # everywhere, and counted, so --resume continues after it
-                    state["batch_in_epoch"] += 1
-                    continue
-                images, wave = batch_to(batch, device_obj)
-                with torch.autocast(device_type=device_obj.type, dtype=amp_dtype, enabled=amp_dtype is not None), \
-                        reading_features():
-                    total, terms = train_model(images, wave)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                # the norm of all gradients (clipped when asked): a NaN / inf anywhere shows in it
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf"))
-                bad = "loss" if not torch.isfinite(total.detach()) else \
-                    "gradients" if not torch.isfinite(grad_norm) else ""
-                if dist_info.any_rank(bool(bad)):      # before the step: the weights stay finite
-                    raise InputError(_diverged(bad or "loss or gradients (on another process)",
-                                               state["step"] + 1, epoch, batch.get("id", []), out))
-                optimizer.step()
-                state["step"] += 1
-                state["batch_in_epoch"] += 1
-                seen += images.shape[0] * dist_info.world
-                rate = seen / (time.perf_counter() - t0)
-                values = {"loss": float(total.detach())} | {k: float(v.detach()) for k, v in terms.items()}
-                if log:
-                    if term_names is None:
-                        term_names = list(values)
-                        if not has_header:
-                            log_row(["step", "epoch", *term_names, "samples_per_s"])
-                    log_row([state["step"], epoch, *[f"{values[k]:.6f}" for k in term_names], f"{rate:.2f}"])
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"it/s": f"{rate:.1f}"})
-                bar.update(1)
-                if state["step"] % args.save_every == 0:
-                    checkpoint()
-                if args.max_steps and state["step"] >= args.max_steps:
-                    stop = True
+    # ---- the run --------------------------------------------------------------------------------
+    def train(self) -> None:
+        """Epochs until the last one, or until --max-steps; then final.pt."""
+        try:
+            while self.state["epoch"] < self.train_cfg.epochs:
+                stopped, mid_epoch, loss, rate = self.train_epoch()
+                if mid_epoch:
+                    # stopped mid-epoch: keep the position so --resume continues exactly here
+                    self.checkpoint()
                     break
-            bar.close()
-            if stop and state["batch_in_epoch"] < len(loader) + loader.sampler.start_batch:
-                # stopped mid-epoch: keep the position so --resume continues exactly here
-                checkpoint()
+                self.end_epoch(loss, rate)
+                if stopped:
+                    break
+        finally:
+            if self.log_file:
+                self.log_file.close()
+            self.dist.close()
+        if self.dist.main:
+            self._save_final()
+
+    def train_epoch(self) -> tuple[bool, bool, float, float]:
+        """This epoch's batches from the saved position on. Returns (stopped by --max-steps,
+        stopped before the epoch's end, the last loss, samples per second)."""
+        args, state, epoch = self.args, self.state, self.state["epoch"]
+        loader = make_loader(self.train_ds, self.loader_cfg, epoch, self.dist, state["batch_in_epoch"],
+                             self.device.type)
+        bar = progress_bar(len(loader), f"epoch {epoch + 1}/{self.train_cfg.epochs}", "batch",
+                           enabled=not args.no_progress and self.dist.main)
+        self.model.train()
+        t0, seen = time.perf_counter(), 0
+        rate, values = 0.0, {"loss": float("nan")}     # an epoch resumed at its very end trains no batch
+        stopped = False
+        for batch in loader:
+            step_values = self.train_step(batch, epoch)
+            if step_values is None:
+                continue
+            values = step_values
+            seen += batch["image"].shape[0] * self.dist.world
+            rate = seen / (time.perf_counter() - t0)
+            self._log_step(epoch, values, rate)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"it/s": f"{rate:.1f}"})
+            bar.update(1)
+            if state["step"] % args.save_every == 0:
+                self.checkpoint()
+            if args.max_steps and state["step"] >= args.max_steps:
+                stopped = True
                 break
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            record = {"epoch": state["epoch"], "step": state["step"], "samples_per_s": round(rate, 2),
-                      "loss": round(values["loss"], 5)}
-            due = state["epoch"] % args.val_every == 0 or state["epoch"] >= train_cfg.epochs
-            if val_ds is not None and dist_info.main and due:
-                record["val"] = validate(model, val_ds, device_obj, train_cfg.batch_size)
-                score = (record["val"].get("pointing") or 0.0) + (record["val"].get("ciou50") or 0.0)
-                if state["best"] is None or score > state["best"]["score"]:
-                    state["best"] = {"score": score, "epoch": state["epoch"]}
-                    save_checkpoint(out / "best.pt", model, extra={"val": record["val"], "epoch": state["epoch"]})
-            state["history"].append(record)
-            checkpoint()
-            if dist_info.main:
-                _write_json(out / "history.json", state["history"])
-                print(f"epoch {state['epoch']}: " + json.dumps(record))
-            dist_info.barrier()
-    finally:
-        if log_file:
-            log_file.close()
-        dist_info.close()
-    if dist_info.main:
+        bar.close()
+        mid_epoch = stopped and state["batch_in_epoch"] < len(loader) + loader.sampler.start_batch
+        return stopped, mid_epoch, values["loss"], rate
+
+    def train_step(self, batch, epoch: int) -> dict | None:
+        """One optimizer step; the loss and its terms, or None for a batch with nothing readable."""
+        state = self.state
+        if batch["errors"]:
+            known = {tuple(e) for e in state.setdefault("unreadable", [])}
+            state["unreadable"].extend(e for e in batch["errors"] if tuple(e) not in known)
+            print(f"  unreadable training items skipped: {batch['errors']}")
+        if self.dist.any_rank("image" not in batch):
+            # a batch of nothing readable (on any rank: they must step together) is skipped
+            # everywhere, and counted, so --resume continues after it
+            state["batch_in_epoch"] += 1
+            return None
+        images, wave = batch_to(batch, self.device)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None), \
+                self.reading_features():
+            total, terms = self.train_model(images, wave)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        # the norm of all gradients (clipped when asked): a NaN / inf anywhere shows in it
+        clip = self.train_cfg.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        bad = "loss" if not torch.isfinite(total.detach()) else \
+            "gradients" if not torch.isfinite(grad_norm) else ""
+        if self.dist.any_rank(bool(bad)):      # before the step: the weights stay finite
+            raise InputError(_diverged(bad or "loss or gradients (on another process)",
+                                       state["step"] + 1, epoch, batch.get("id", []), self.out))
+        self.optimizer.step()
+        state["step"] += 1
+        state["batch_in_epoch"] += 1
+        return {"loss": float(total.detach())} | {k: float(v.detach()) for k, v in terms.items()}
+
+    def end_epoch(self, loss: float, rate: float) -> None:
+        """Validation when due (best.pt on a better score), the history, a checkpoint."""
+        state = self.state
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        record = {"epoch": state["epoch"], "step": state["step"], "samples_per_s": round(rate, 2),
+                  "loss": round(loss, 5)}
+        due = state["epoch"] % self.args.val_every == 0 or state["epoch"] >= self.train_cfg.epochs
+        if self.val_ds is not None and self.dist.main and due:
+            record["val"] = self.validate()
+        state["history"].append(record)
+        self.checkpoint()
+        if self.dist.main:
+            _write_json(self.out / "history.json", state["history"])
+            print(f"epoch {state['epoch']}: " + json.dumps(record))
+        self.dist.barrier()
+
+    def validate(self) -> dict:
+        """Localisation on the val split: pointing game, cIoU@0.5 (median threshold), AUC, and
+        retrieval R@1, with the same code as `jsa-rt eval`; best.pt when the score is the best yet."""
+        from .evaluate import evaluate
+        summary, _, _ = evaluate(self.model, self.val_ds, batch_size=self.train_cfg.batch_size,
+                                 device=str(self.device), grid=0, progress=False)
+        self.model.train()
+        retrieval = summary.get("retrieval") or {}
+        val = {"ciou50": summary["ciou50"], "auc": summary["auc"], "pointing": summary["pointing"],
+               "r1_a2i": retrieval.get("a2i", {}).get("r1"), "r1_i2a": retrieval.get("i2a", {}).get("r1")}
+        score = (val.get("pointing") or 0.0) + (val.get("ciou50") or 0.0)
+        best = self.state["best"]
+        if best is None or score > best["score"]:
+            self.state["best"] = {"score": score, "epoch": self.state["epoch"]}
+            save_checkpoint(self.out / "best.pt", self.model, extra={"val": val, "epoch": self.state["epoch"]})
+        return val
+
+    # ---- files ----------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """last.pt with every rank's RNG state (all ranks call this; rank 0 writes)."""
+        states = self.dist.gather(rng_state())
+        if not self.dist.main:
+            return
+        check_finite_weights(self.model, self.last_path)
+        atomic_torch_save({
+            "format": "jsa-rt", "format_version": 1, "kind": self.model.kind,
+            "config": self.model_cfg.to_dict(), "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "train_state": self.state,
+            "train_config": self.train_cfg.to_dict(),
+            "rng": states,
+            "extra": {"model": self.args.model, "data": str(self.args.data)},
+        }, self.last_path)
+
+    def _log_step(self, epoch: int, values: dict, rate: float) -> None:
+        if not self.log:
+            return
+        if self.term_names is None:
+            self.term_names = list(values)
+            if not self.has_header:
+                self._log_row(["step", "epoch", *self.term_names, "samples_per_s"])
+        self._log_row([self.state["step"], epoch, *[f"{values[k]:.6f}" for k in self.term_names], f"{rate:.2f}"])
+
+    def _log_row(self, row) -> None:
+        self.log.writerow(row)
+        self.log_file.flush()
+        os.fsync(self.log_file.fileno())          # a SIGKILL or power cut loses at most this row
+
+    def _save_final(self) -> None:
+        out, state, args = self.out, self.state, self.args
         final = out / "final.pt"
-        save_checkpoint(final, model, extra={"steps": state["step"], "epochs": state["epoch"]})
+        save_checkpoint(final, self.model, extra={"steps": state["step"], "epochs": state["epoch"]})
         best = out / "best.pt" if (out / "best.pt").exists() else final
         print(f"trained {state['step']} steps -> {final} (best on val: {best}); next: "
               f"jsa-rt eval --checkpoint {best} --data {args.data} --split test --json {out}/test.json")
-    return 0
 
 
 RUN_FILES = ("last.pt", "log.csv", "history.json", "best.pt", "final.pt")
