@@ -292,6 +292,31 @@ class Pipeline:
                      t_done=time.monotonic())
 
     # ---- output thread --------------------------------------------------------------------------
+    def _log_fields(self, frame: Frame, raw: Where, where: Where, latency_ms: float, t_got: float,
+                    now: float) -> dict:
+        """One frame's log line (less the sinks' own time): `raw` the model's answer, `where` gated."""
+        # the step's own span, so that the stages split each frame's age exactly
+        stages = {"capture_wait": (raw.t_done - frame.t_capture) * 1e3 - raw.infer_ms, **raw.stages_ms,
+                  "result_wait": (t_got - raw.t_done) * 1e3, "render": (now - t_got) * 1e3}
+        fields = {
+            "t": round(frame.t_media - self._t_media0, 4),
+            "frame": frame.index,
+            "peak": [round(v, 4) for v in where.peak] if where.active else None,
+            "box": [round(v, 4) for v in where.box] if where.active else None,
+            "confidence": round(raw.confidence, 4),      # the model's own: the log writes a non-finite one as null
+            "level_db": round(where.level_db, 1),
+            "state": "source" if where.active else f"no source ({where.reason})",
+            "latency_ms": round(latency_ms, 2),
+            "infer_ms": round(raw.infer_ms, 2),
+            "audio_age_ms": round(raw.audio_age_s * 1000, 1),
+            "backend": self.backend_name,
+            "nonfinite_samples": self.audio.nonfinite,    # NaN / inf heard so far, zeroed
+            "stages_ms": {k: round(v, 2) for k, v in stages.items()},
+        }
+        if self.options.hfov_deg:
+            fields["bearing_deg"] = [round(a, 2) for a in where.bearing_deg(self.options.hfov_deg)] if where.active else None
+        return fields
+
     def _output_loop(self) -> None:
         o = self.options
         localizer = Localizer(o.render, self._config.no_source_confidence)
@@ -332,26 +357,7 @@ class Pipeline:
                     self._t_media0 = frame.t_media
                 self._t_last = now
                 self.frames_rendered += 1
-                # the step's own span, so that the stages split each frame's age exactly
-                stages = {"capture_wait": (raw.t_done - frame.t_capture) * 1e3 - raw.infer_ms, **raw.stages_ms,
-                          "result_wait": (t_got - raw.t_done) * 1e3, "render": (now - t_got) * 1e3}
-                fields = {
-                    "t": round(frame.t_media - self._t_media0, 4),
-                    "frame": frame.index,
-                    "peak": [round(v, 4) for v in where.peak] if where.active else None,
-                    "box": [round(v, 4) for v in where.box] if where.active else None,
-                    "confidence": round(raw.confidence, 4),      # the model's own: the log writes a non-finite one as null
-                    "level_db": round(where.level_db, 1),
-                    "state": "source" if where.active else f"no source ({where.reason})",
-                    "latency_ms": round(latency_ms, 2),
-                    "infer_ms": round(raw.infer_ms, 2),
-                    "audio_age_ms": round(raw.audio_age_s * 1000, 1),
-                    "backend": self.backend_name,
-                    "nonfinite_samples": self.audio.nonfinite,    # NaN / inf heard so far, zeroed
-                    "stages_ms": {k: round(v, 2) for k, v in stages.items()},
-                }
-                if o.hfov_deg:
-                    fields["bearing_deg"] = [round(a, 2) for a in where.bearing_deg(o.hfov_deg)] if where.active else None
+                fields = self._log_fields(frame, raw, where, latency_ms, t_got, now)
                 shown = Shown(image, frame.t_capture, frame.t_media, fields, t_sinks=time.monotonic())
                 for sink in self.sinks:
                     if why := sink.write(shown):
