@@ -286,10 +286,10 @@ def test_a_killed_run_keeps_its_log_and_resume_continues_it(scenes, tmp_path, si
 
 
 def test_two_runs_never_share_one_folder(scenes, tmp_path, capsys):
-    from jsa_rt.train.trainer import _claim_run_folder
+    from jsa_rt.train.run_parts import claim_run_folder
     args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--workers", "0",
             "--batch-size", "8", "--no-progress", "--val-split", "", "--epochs", "1", "--max-steps", "1"]
-    with _claim_run_folder(tmp_path, resume=False):           # another run is training there now
+    with claim_run_folder(tmp_path, resume=False):           # another run is training there now
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{tmp_path} is in use by another training run (pid {os.getpid()})" in err[0]
@@ -307,17 +307,17 @@ def test_training_files_are_never_written_through_symbolic_links(tmp_path):
     """Issue 16: a run folder's .lock (truncated for the pid) and log.csv (appended to) followed a
     link to whatever file it named."""
     from jsa_rt.errors import InputError
-    from jsa_rt.train.trainer import _claim_run_folder, _open_log
+    from jsa_rt.train.run_parts import claim_run_folder, open_log
     victim = tmp_path / "notes.txt"
     victim.write_text("keep me\n")
     run = tmp_path / "run"
     run.mkdir()
     (run / ".lock").symlink_to(victim)
     with pytest.raises(InputError, match=r"lock file .*\.lock is a symbolic link .*refusing to write through"):
-        _claim_run_folder(run, resume=False)
+        claim_run_folder(run, resume=False)
     (run / ".lock").unlink()
     (run / "log.csv").symlink_to(victim)
-    log, has_header = _open_log(run / "log.csv", resume_step=None)    # replaces the link with a new log
+    log, has_header = open_log(run / "log.csv", resume_step=None)    # replaces the link with a new log
     log.write("step,loss\n")
     log.close()
     assert victim.read_text() == "keep me\n" and not (run / "log.csv").is_symlink()

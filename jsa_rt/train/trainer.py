@@ -4,6 +4,10 @@ AdamW per the method, mixed precision on GPU, worker-process data loading, a pro
 the loss terms and throughput, validation metrics every epoch (selection on val, never test),
 atomic checkpoints with `--resume` (exact: RNG states and the position in the epoch are saved),
 CSV + JSON logs. Multi-GPU / multi-node through torchrun (DDP; gloo on CPU, nccl on GPU).
+
+The flags here; the settings they resolve to in run_settings.py; the pieces around the loop
+(RNG states, DDP, the loader that resumes exactly, the run folder's lock and log) in
+run_parts.py; the run itself in `Trainer`.
 """
 from __future__ import annotations
 
@@ -11,27 +15,26 @@ import contextlib
 import csv
 import json
 import os
-import random
-import sys
 import time
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
+from dataclasses import replace
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from ..args import non_negative_float, non_negative_int, positive_int
-from ..config import MATCH_MODES, PRESETS, TRAIN_PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset, with_variant
+from ..atomic import write_json
+from ..config import MATCH_MODES, PRESETS, VARIANTS
 from ..errors import CheckpointError, InputError
 from ..model import build_model, count_parameters
 from ..model.checkpoint import atomic_torch_save, check_finite_weights, save_checkpoint
 from .evaluate import torch_device
 from .feature_cache import FeatureCache
 from .progress import progress_bar
+from .run_parts import (Distributed, EpochSampler, LossModule, batch_to, claim_run_folder, diverged,
+                        make_dataset, make_loader, open_log, rng_state, seed_everything, set_rng_state)
+from .run_settings import check_pretrained_weights, resolve_configs, run_folder
 
 
-# ---- set-up ------------------------------------------------------------------------------------
+# ---- the command -------------------------------------------------------------------------------
 def add_parser(sub):
     p = sub.add_parser("train", help="train JSA or EZ-VSL")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="model preset: paper | edge | tiny (default edge)")
@@ -74,303 +77,6 @@ def add_parser(sub):
     return p
 
 
-def _check_pretrained_weights(model_cfg, no_pretrained: bool) -> None:
-    """Training the paper preset from a random image encoder is not the paper's model: without
-    its ImageNet weights, stop and say where they go (elsewhere a warning is enough)."""
-    from ..model.encoders import RESNET18_FILE, find_resnet18_weights
-    if model_cfg.image_encoder == "resnet18" and not no_pretrained and find_resnet18_weights() is None:
-        raise InputError(f"the {model_cfg.preset} preset's image encoder needs ImageNet ResNet-18 weights: "
-                         f"set JSA_RESNET18_WEIGHTS=/path/{RESNET18_FILE} (or put it in the torch hub cache), "
-                         f"or pass --no-pretrained to train from random weights")
-
-
-def resolve_configs(args, init_config=None):
-    """Preset (or the --init checkpoint's model; on --resume the run's own settings) -> overrides
-    from --config JSON ({"model": {...}, "train": {...}}) -> flags. Sets args.model when not given."""
-    run = _stored_run(args, init_config) if getattr(args, "resume", False) else None
-    if run is not None:
-        _refuse_another_model(args, init_config, run)
-        model_cfg = run.model
-        train_cfg = run.train or TRAIN_PRESETS.get(model_cfg.preset, TrainConfig())
-    else:
-        model_cfg = init_config or get_preset(args.preset or "edge")
-        train_cfg = TRAIN_PRESETS.get(model_cfg.preset, TrainConfig())
-    args.model = args.model or (run.kind if run else None) or "jsa"
-    overrides = _read_config(args, init_config, model_cfg, train_cfg)
-    variant_flags = {"variant": args.variant, "match": args.match}
-    if args.model == "ezvsl" and any(variant_flags.values()):
-        raise InputError("--variant and --match apply to --model jsa only")
-    try:
-        # the variant's defaults (match, IQR weight) first, then the JSON settings, then the flags
-        variant = args.variant or overrides.get("model", {}).get("variant")
-        model_cfg = with_variant(model_cfg, variant) if variant else model_cfg
-        model_cfg = model_cfg.with_overrides(**overrides.get("model", {}))
-        train_cfg = replace(train_cfg, **overrides.get("train", {}))
-    except ValueError as exc:
-        raise InputError(f"{args.config}: {exc}" if args.config else str(exc)) from None
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "weight_decay": args.weight_decay, "num_workers": args.workers, "seed": args.seed}
-    try:
-        model_cfg = model_cfg.with_overrides(**{k: v for k, v in variant_flags.items() if v is not None})
-        train_cfg = replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if args.no_amp:
-        train_cfg = replace(train_cfg, amp=False)
-    if run is not None:
-        _check_resume_changes(args, run, model_cfg, train_cfg)
-    return model_cfg, train_cfg
-
-
-def _read_config(args, init_config, model_cfg, train_cfg) -> dict:
-    """The --config JSON's {"model": {...}, "train": {...}}, checked for shape and known names."""
-    if not args.config:
-        return {}
-    try:
-        overrides = json.loads(Path(args.config).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read config {args.config}: {exc}") from None
-    sections = ("model", "train")
-    if not isinstance(overrides, dict) or set(overrides) - set(sections) or \
-            not all(isinstance(overrides.get(k, {}), dict) for k in sections):
-        raise InputError(f"{args.config} must be a JSON object with \"model\" and/or \"train\" settings, "
-                         f"e.g. {{\"train\": {{\"lr\": 1e-4}}}}")
-    if init_config is not None and overrides.get("model"):
-        raise InputError(f"--init fixes the model: {args.config} may hold only \"train\" settings")
-    for section, known in zip(sections, (model_cfg.to_dict(), train_cfg.to_dict())):
-        unknown = sorted(set(overrides.get(section, {})) - set(known))
-        if unknown:
-            raise InputError(f"{args.config}: unknown {section} setting(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(known)}")
-    return overrides
-
-
-def run_folder(args, model_cfg) -> Path:
-    return Path(args.out or f"runs/{model_cfg.preset}-{args.model}")
-
-
-# ---- --resume: the run's own settings, and what a resumed run may change -----------------------
-# A resumed run keeps its weights, so what shapes them (or the input they were trained on) cannot
-# change: a flag or --config setting that does is refused. The rest (losses, the schedule, the
-# loader) may change with a warning per setting, e.g. more --epochs for a run that ended.
-SHAPE_FIELDS = ("preset", "image_encoder", "audio_encoder", "image_size", "image_stride", "sample_rate",
-                "audio_seconds", "n_fft", "hop_length", "log_offset", "log_scale", "dim", "num_slots",
-                "iterations", "mlp_hidden", "decoder_hidden")
-VARIANT_FIELDS = ("variant", "match", "w_loc", "tau_loc", "iqr_alpha")      # what --variant sets
-TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay",
-               "num_workers": "--workers", "seed": "--seed", "amp": "--no-amp"}
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    out: Path
-    kind: str | None
-    model: ModelConfig
-    train: TrainConfig | None          # None: a checkpoint without its training settings
-
-
-def _stored_run(args, init_config) -> StoredRun | None:
-    """The settings in the run folder's last.pt; None when there is none or it cannot be read
-    (run() reports a missing or damaged file)."""
-    out = Path(args.out or f"runs/{args.preset or (init_config.preset if init_config else 'edge')}-{args.model or 'jsa'}")
-    try:
-        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True, mmap=True)
-        model = ModelConfig.from_dict(ckpt["config"])
-    except Exception:
-        return None
-    try:
-        known = {f.name for f in fields(TrainConfig)}
-        train = TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if k in known})
-    except Exception:
-        train = None
-    kind = ckpt.get("kind")
-    return StoredRun(out, kind if isinstance(kind, str) else None, model, train)
-
-
-def _refuse_another_model(args, init_config, run: StoredRun) -> None:
-    what = f"{run.out} holds a {run.model.preset}{' ' + run.kind if run.kind else ''} run"
-    if args.preset and args.preset != run.model.preset:
-        raise InputError(f"--resume: {what}; --preset {args.preset} cannot continue it: drop --preset "
-                         f"(the run's is used), or start a new run in another --out")
-    if args.model and run.kind and args.model != run.kind:
-        flag = f"--init {args.init} (a {args.model} model)" if init_config is not None else f"--model {args.model}"
-        raise InputError(f"--resume: {what}; {flag} cannot continue it: drop it (the run's is used), "
-                         f"or start a new run in another --out")
-    if init_config is not None:
-        changed = [f for f in SHAPE_FIELDS if getattr(init_config, f) != getattr(run.model, f)]
-        if changed:
-            raise InputError(f"--resume: {what}; --init {args.init} has another {changed[0]} "
-                             f"({getattr(init_config, changed[0])!r}, the run's {getattr(run.model, changed[0])!r}): "
-                             f"drop --init, or start a new run in another --out")
-
-
-def _check_resume_changes(args, run: StoredRun, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
-    """Refuses a changed model-shape setting; warns (one line each) about any other changed setting."""
-    def source(name: str, flag: str | None, given) -> str:
-        if flag and given:
-            return flag
-        return f"{args.config} ({name})" if args.config else "the flags"
-
-    warnings = []
-    for f in fields(ModelConfig):
-        old, new = getattr(run.model, f.name), getattr(model_cfg, f.name)
-        if old == new:
-            continue
-        if f.name == "match" and args.match:
-            by = "--match"
-        else:                                           # --variant, or its defaults (match, IQR weight)
-            by = source(f"model.{f.name}", "--variant", args.variant and f.name in VARIANT_FIELDS)
-        if f.name in SHAPE_FIELDS:
-            raise InputError(f"--resume: the run in {run.out} has model {f.name} {old!r} and {by} sets {new!r}, "
-                             f"which its weights cannot take: drop it, or start a new run in another --out")
-        warnings.append((by, f"model {f.name}", old, new))
-    if run.train is not None:
-        for f in fields(TrainConfig):
-            old, new = getattr(run.train, f.name), getattr(train_cfg, f.name)
-            if old != new:
-                flag = TRAIN_FLAGS.get(f.name)
-                attr = {"num_workers": "workers", "amp": "no_amp"}.get(f.name, f.name)
-                given = getattr(args, attr) not in (None, False)
-                warnings.append((source(f"train.{f.name}", flag, given), f.name, old, new))
-    if os.environ.get("RANK", "0") == "0":             # once, not once per DDP process
-        for by, name, old, new in warnings:
-            print(f"warning: --resume: {by} sets {name} {new!r}, the run's is {old!r}; using {new!r} from here on",
-                  file=sys.stderr)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """All RNG states as tensors and plain values (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": [version, torch.tensor(py_state, dtype=torch.int64), py_gauss]}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, py_state, py_gauss = state["python"]
-    random.setstate((version, tuple(int(v) for v in py_state.tolist()), py_gauss))
-
-
-def _worker_init(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32          # derived from the loader's seeded generator
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-class Distributed:
-    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process."""
-
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if self.world > 1:
-            backend = "nccl" if device == "cuda" else "gloo"
-            if device == "cuda":
-                torch.cuda.set_device(self.local_rank)
-            dist.init_process_group(backend)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t) / self.world
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-    def gather(self, obj) -> list:
-        """Every rank's `obj`, in rank order, on every rank (a collective: all ranks call it)."""
-        if self.world == 1:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def any_rank(self, flag: bool) -> bool:
-        """True on every rank when `flag` is true on any."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def close(self):
-        if self.world > 1:
-            dist.destroy_process_group()
-
-
-# ---- data --------------------------------------------------------------------------------------
-def make_dataset(args, cfg, split: str, train: bool, max_items: int | None = None):
-    from .datasets import open_dataset
-    ds = open_dataset(args.format, Path(args.data), cfg, split, train=train, method=args.model)
-    if train:
-        # a silent or off-screen-only clip has no visible source: it is no positive pair
-        ds.samples = [s for s in ds.samples if not s.no_source]
-        if max_items is not None:
-            ds.samples = ds.samples[:max_items]
-    for item_id, reason in ds.missing[:5]:
-        print(f"  skipped {item_id}: {reason}")
-    if ds.missing:
-        print(f"  {len(ds.missing)} {split} items unreadable or missing (listed above, first 5)")
-    return ds
-
-
-def batch_to(batch, device):
-    """Datasets yield dicts with at least "image" (B,3,H,W) and "audio" (B,L)."""
-    return batch["image"].to(device, non_blocking=True), batch["audio"].to(device, non_blocking=True)
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch, this rank's share of it, starting at `start` batches in
-    (so a resumed run sees exactly the samples it would have seen)."""
-
-    def __init__(self, n, seed, epoch, rank, world, batch_size, start_batch=0):
-        self.n, self.seed, self.epoch = n, seed, epoch
-        self.rank, self.world, self.batch_size, self.start_batch = rank, world, batch_size, start_batch
-
-    def indices(self):
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        per_rank = self.n // self.world
-        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
-        usable = len(mine) // self.batch_size * self.batch_size        # drop_last
-        return mine[self.start_batch * self.batch_size:usable]
-
-    def __iter__(self):
-        return iter(self.indices())
-
-    def __len__(self):
-        return len(self.indices())
-
-
-def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device):
-    ds.aug_seed = (train_cfg.seed, epoch)        # augmentation = f(seed, epoch, sample): exact resume, distinct ranks
-    sampler = EpochSampler(len(ds), train_cfg.seed, epoch, dist_info.rank, dist_info.world,
-                           train_cfg.batch_size, start_batch)
-    gen = torch.Generator().manual_seed(train_cfg.seed * 7919 + epoch * 104729 + start_batch)
-    from .datasets import collate
-    return torch.utils.data.DataLoader(
-        ds, batch_size=train_cfg.batch_size, sampler=sampler, num_workers=train_cfg.num_workers,
-        collate_fn=collate,
-        pin_memory=device == "cuda", drop_last=True, worker_init_fn=_worker_init, generator=gen,
-        persistent_workers=False)
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -410,7 +116,7 @@ class Trainer:
         self.out = run_folder(args, self.model_cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.main:
-            held.enter_context(_claim_run_folder(self.out, args.resume))
+            held.enter_context(claim_run_folder(self.out, args.resume))
         seed_everything(self.train_cfg.seed + self.dist.rank)
         self.train_ds, self.val_ds = self._datasets()
         self.model = self._model(init_model)
@@ -429,7 +135,7 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if device == "cuda" and self.train_cfg.amp else None
         if self.dist.main:
             self._print_plan()
-        self.log_file, self.has_header = _open_log(self.out / "log.csv", self.state["step"] if args.resume else None) \
+        self.log_file, self.has_header = open_log(self.out / "log.csv", self.state["step"] if args.resume else None) \
             if self.dist.main else (None, False)
         self.log = csv.writer(self.log_file) if self.log_file else None
         self.term_names = None
@@ -457,7 +163,7 @@ class Trainer:
             if self.dist.main:
                 print(f"starting from the weights of {args.init}")
             return model
-        _check_pretrained_weights(self.model_cfg, args.no_pretrained)
+        check_pretrained_weights(self.model_cfg, args.no_pretrained)
         return build_model(self.model_cfg, args.model, pretrained=not args.no_pretrained).to(self.device)
 
     def _resume(self) -> None:
@@ -585,7 +291,7 @@ class Trainer:
         bad = "loss" if not torch.isfinite(total.detach()) else \
             "gradients" if not torch.isfinite(grad_norm) else ""
         if self.dist.any_rank(bool(bad)):      # before the step: the weights stay finite
-            raise InputError(_diverged(bad or "loss or gradients (on another process)",
+            raise InputError(diverged(bad or "loss or gradients (on another process)",
                                        state["step"] + 1, epoch, batch.get("id", []), self.out))
         self.optimizer.step()
         state["step"] += 1
@@ -605,7 +311,7 @@ class Trainer:
         state["history"].append(record)
         self.checkpoint()
         if self.dist.main:
-            _write_json(self.out / "history.json", state["history"])
+            write_json(self.out / "history.json", state["history"])
             print(f"epoch {state['epoch']}: " + json.dumps(record))
         self.dist.barrier()
 
@@ -664,72 +370,3 @@ class Trainer:
         print(f"trained {state['step']} steps -> {final} (best on val: {best}); next: "
               f"jsa-rt eval --checkpoint {best} --data {args.data} --split test --json {out}/test.json")
 
-
-RUN_FILES = ("last.pt", "log.csv", "history.json", "best.pt", "final.pt")
-
-
-def _claim_run_folder(out: Path, resume: bool):
-    """An exclusive lock on OUT/.lock while this run lives (the OS drops it when the process
-    ends, even by SIGKILL), and no second run mixed into a folder that holds one (unless
-    --resume). Returns the lock's open file."""
-    import fcntl
-    from ..atomic import open_no_follow
-    lock = open_no_follow(out / ".lock", "a+", "the run's lock file")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        pid = lock.read().strip()
-        lock.close()
-        raise InputError(f"{out} is in use by another training run{f' (pid {pid})' if pid else ''}: wait for "
-                         f"it to end, or choose another --out") from None
-    found = [name for name in RUN_FILES if (out / name).exists()]
-    if found and not resume:
-        lock.close()
-        raise InputError(f"{out} already holds a training run ({', '.join(found)}): add --resume to continue "
-                         f"it, or choose another --out")
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    return lock
-
-
-def _open_log(path: Path, resume_step: int | None):
-    """log.csv for appending, and whether it already has its header. A new run starts it empty;
-    --resume keeps the header and the rows up to the checkpoint's step (later ones are trained
-    again), and drops a row cut short by a kill."""
-    kept = []
-    if resume_step is not None and path.is_file():
-        lines = path.read_text(errors="replace").splitlines()
-        if lines and lines[0].startswith("step,"):
-            width = len(lines[0].split(","))
-            kept = lines[:1] + [r for r in lines[1:] if len(r.split(",")) == width
-                                and r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= resume_step]
-    from ..atomic import open_no_follow, write_text
-    write_text(path, "".join(f"{r}\n" for r in kept))        # replaces a link there, never writes through it
-    return open_no_follow(path, "a", "the training log", newline=""), bool(kept)
-
-
-def _diverged(what: str, step: int, epoch: int, ids: list, out: Path) -> str:
-    """The one-line error for a non-finite loss or gradient (nothing of that step is saved)."""
-    items = ", ".join(map(str, ids[:4])) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
-    return (f"training diverged at step {step} (epoch {epoch + 1}): non-finite {what}"
-            f"{f' on the batch of {items}' if items else ''}; stopped before that update (any checkpoint "
-            f"in {out} is from an earlier, finite step): lower --lr, or check those files")
-
-
-class LossModule(torch.nn.Module):
-    """forward() = the model's loss, so DistributedDataParallel sees (and syncs) the call."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images, wave):
-        return self.model.loss(images, wave)
-
-
-def _write_json(path: Path, obj) -> None:
-    from ..atomic import write_json
-    write_json(path, obj)
