@@ -111,7 +111,7 @@ class StoredRun:
 
 def _stored_run(args, init_config) -> StoredRun | None:
     """The settings in the run folder's last.pt; None when there is none or it cannot be read
-    (run() reports a missing or damaged file)."""
+    (Trainer._resume reports a missing or damaged file)."""
     out = Path(args.out or f"runs/{args.preset or (init_config.preset if init_config else 'edge')}-{args.model or 'jsa'}")
     try:
         ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True, mmap=True)
