@@ -158,7 +158,30 @@ class AudioSource:
         return self.read(stop - n, stop), stop
 
 
-class MicSource(AudioSource):
+class RingAudioSource(AudioSource):
+    """An audio source whose samples live in a RingBuffer (`self.ring`), written by a device
+    callback or by the caller; subclasses say only which sample a capture time maps to."""
+
+    ring: RingBuffer
+
+    @property
+    def nonfinite(self) -> int:
+        return self.ring.nonfinite
+
+    def available(self) -> int:
+        return self.ring.written
+
+    def oldest(self) -> int:
+        return self.ring.oldest()
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.ring.read_padded(start, stop)
+
+    def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
+        return self.ring.read_window(stop, n)
+
+
+class MicSource(RingAudioSource):
     def __init__(self, spec: str, model_rate: int, window_seconds: float):
         self.sd = sd = import_sounddevice()
         self.device = resolve_input_device(spec, sd)
@@ -224,24 +247,8 @@ class MicSource(AudioSource):
                 pass
             self._stream = None
 
-    @property
-    def nonfinite(self) -> int:
-        return self.ring.nonfinite
-
-    def available(self) -> int:
-        return self.ring.written
-
-    def oldest(self) -> int:
-        return self.ring.oldest()
-
     def position_for(self, t_capture: float, t_media: float) -> int:
         return self.ring.index_at(t_capture)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return self.ring.read_padded(start, stop)
-
-    def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
-        return self.ring.read_window(stop, n)
 
 
 class FileAudioSource(AudioSource):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..audio_io import to_mono
 from ..errors import InputError
-from .audio import SILENCE_DB, AudioChunk, AudioSource, AudioWindow
+from .audio import SILENCE_DB, AudioChunk, AudioWindow, RingAudioSource
 from .settings import LiveOptions
 from .preprocess import CROP_MODES
 from .render import Localizer, RenderOptions, draw_localization
@@ -36,7 +36,7 @@ from .where import Where
 BUFFER_SECONDS = 30.0          # audio kept beyond the model's window
 
 
-class PushedAudio(AudioSource):
+class PushedAudio(RingAudioSource):
     """An audio source the caller feeds: a ring buffer at the caller's sample rate."""
 
     name = "pushed audio"
@@ -48,24 +48,8 @@ class PushedAudio(AudioSource):
     def push(self, mono: np.ndarray) -> None:
         self.ring.write(mono, time.monotonic())      # zeroes and counts NaN / inf samples
 
-    @property
-    def nonfinite(self) -> int:
-        return self.ring.nonfinite
-
-    def available(self) -> int:
-        return self.ring.written
-
-    def oldest(self) -> int:
-        return self.ring.oldest()
-
     def position_for(self, t_capture: float, t_media: float) -> int:
         return self.ring.written                      # the caller pushes audio up to "now"
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return self.ring.read_padded(start, stop)
-
-    def read_window(self, stop: int, n: int) -> tuple[np.ndarray, int]:
-        return self.ring.read_window(stop, n)
 
 
 class SoundLocator:
