@@ -1,9 +1,10 @@
 """Triton kernels against their PyTorch references.
 
-By default the kernels run on CPU under the Triton interpreter (TRITON_INTERPRET=1 is set below,
-before any kernel module is imported). On a GPU machine, JSA_KERNELS_DEVICE=cuda runs the same
-tests compiled (tools/gpu_checks.sh does). Outputs and workspaces are allocated NaN-filled
+By default the kernels run on CPU under the Triton interpreter (kernel_helpers sets
+TRITON_INTERPRET=1 before any kernel module is imported). On a GPU machine, JSA_KERNELS_DEVICE=cuda
+runs the same tests compiled (tools/gpu_checks.sh does). Outputs are allocated NaN-filled
 (`poisoned` fixture), so an element a kernel forgets to write fails the comparison.
+The experiment kernels/experiments/slot_loop.py has its own tests: test_experiment_slot_loop.py.
 """
 import itertools
 import json
@@ -13,72 +14,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEVICE = os.environ.get("JSA_KERNELS_DEVICE", "cpu")
-if DEVICE == "cpu":
-    os.environ["TRITON_INTERPRET"] = "1"     # must precede the first import of a kernel module
+from kernel_helpers import DEVICE, FP_TOL, poison_empty, randn, rel_err, skip_unless_runnable
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
+PYTHON_PRELUDE = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"    # for run_python's subprocesses
 
-# jsa_rt.kernels is mapped from <repo>/kernels by pyproject; without an install, map it by hand.
-IMPORT_SHIM = f"""
-import importlib.util, sys
-sys.path.insert(0, {str(ROOT)!r})
-import jsa_rt
-try:
-    import jsa_rt.kernels
-except ModuleNotFoundError:
-    spec = importlib.util.spec_from_file_location(
-        "jsa_rt.kernels", {str(ROOT / 'kernels' / '__init__.py')!r},
-        submodule_search_locations=[{str(ROOT / 'kernels')!r}])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["jsa_rt.kernels"] = module
-    spec.loader.exec_module(module)
-    jsa_rt.kernels = module
-"""
-exec(IMPORT_SHIM)
 import jsa_rt.kernels as K  # noqa: E402
-from jsa_rt.errors import DeviceError  # noqa: E402
-from jsa_rt.kernels import gru, reference, slot_attention, slot_loop  # noqa: E402
+from jsa_rt.kernels import reference, slot_attention  # noqa: E402
 
-if DEVICE == "cuda" and not torch.cuda.is_available():
-    pytest.skip("JSA_KERNELS_DEVICE=cuda but no CUDA device", allow_module_level=True)
-if DEVICE == "cpu" and type(slot_attention.slot_attention_step_kernel).__name__ != "InterpretedFunction":
-    pytest.skip("kernels were imported before TRITON_INTERPRET=1 was set: run this file in its own "
-                "pytest process", allow_module_level=True)
-
-FP_TOL = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
-
-
-def rel_err(got, ref) -> float:
-    """max |got - ref| / max |ref|, in float64; NaN anywhere in `got` gives inf."""
-    got, ref = got.double().cpu(), ref.double().cpu()
-    if not torch.isfinite(got).all():
-        return float("inf")
-    return ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+skip_unless_runnable(slot_attention.slot_attention_step_kernel)
 
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    """Every float tensor from torch.empty / empty_like starts as NaN (kernel outputs and workspaces)."""
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def nan_fill(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_fill(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_fill(real_empty_like(*a, **k)))
-    slot_loop._WORKSPACES.clear()
-    yield
-    slot_loop._WORKSPACES.clear()
-
-
-def randn(*shape, dtype=torch.float32, scale=1.0, seed=None):
-    g = torch.Generator().manual_seed(seed) if seed is not None else None
-    return (torch.randn(*shape, generator=g) * scale).to(device=DEVICE, dtype=dtype)
+    poison_empty(monkeypatch)
 
 
 # ---- slot-attention step ------------------------------------------------------------------------
@@ -182,71 +135,6 @@ def test_gru_cell_gradients_match_reference():
         assert rel_err(got.grad, want.grad) < 1e-5
 
 
-# ---- whole slot loop ----------------------------------------------------------------------------
-LOOP_CASES = [  # B, N, S, D, H, iters, mode, token dtype, per-batch slots0
-    (2, 49, 2, 32, 64, 3, "persistent", torch.float32, False),
-    (1, 16, 3, 64, 128, 5, "phased", torch.float32, False),
-    (3, 1, 7, 32, 64, 2, "phased", torch.float16, True),
-    (2, 196, 2, 16, 32, 2, "persistent", torch.bfloat16, False),
-]
-
-
-@pytest.mark.parametrize("B,N,S,D,H,iters,mode,dtype,per_batch", LOOP_CASES)
-def test_slot_iterations_match_float64_reference(poisoned, B, N, S, D, H, iters, mode, dtype, per_batch):
-    params = reference.random_params(D, H, device=DEVICE, generator=torch.Generator().manual_seed(B * N))
-    x = randn(B, N, D, dtype=dtype, scale=2.0)
-    slots0 = randn(*((B, S, D) if per_batch else (S, D)))
-    got = K.slot_iterations(x, slots0, params, iters, D ** -0.5, 1e-8, backend="triton", mode=mode)
-    want = reference.slot_iterations(x.double(), slots0.double(), {k: v.double() for k, v in params.items()},
-                                     iters, D ** -0.5, 1e-8)
-    names = ("slots", "q_last", "k", "attn_last")
-    for name, g, w in zip(names, got, want):
-        assert g.shape == w.shape, name
-        assert rel_err(g, w) < 1e-5, name       # fp32 inside whatever the token dtype
-
-
-def test_slot_iterations_repeat_calls_and_param_update():
-    # the persistent kernel resets its barrier counter; a parameter update must repack the cache
-    params = reference.random_params(32, 64, device=DEVICE, generator=torch.Generator().manual_seed(0))
-    x, slots0 = randn(2, 16, 32, seed=1), randn(2, 32, seed=2)
-    first = K.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8, backend="triton")[0].clone()
-    again = K.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8, backend="triton")[0]
-    assert rel_err(again, first) < 1e-6
-    with torch.no_grad():
-        params["mlp.2.bias"].add_(1.0)
-    moved = K.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8, backend="triton")[0]
-    want = reference.slot_iterations(x, slots0, params, 3, 32 ** -0.5, 1e-8)[0]
-    assert rel_err(moved, want) < 1e-5 and rel_err(moved, first) > 1e-3
-
-
-def test_slot_iterations_new_params_never_hit_a_stale_cache():
-    # regression (seen on the H100): a freed parameter's memory reused by a new tensor with the
-    # same version counter must not return the old packed weights
-    x, slots0 = randn(1, 16, 32, seed=1), randn(2, 32, seed=2)
-    for seed in range(3):
-        params = reference.random_params(32, 64, device=DEVICE, generator=torch.Generator().manual_seed(seed))
-        got = K.slot_iterations(x, slots0, params, 2, 32 ** -0.5, 1e-8, backend="triton")[0]
-        assert rel_err(got, reference.slot_iterations(x, slots0, params, 2, 32 ** -0.5, 1e-8)[0]) < 1e-5
-        del params
-
-
-def test_slot_iterations_gradients_match_reference():
-    D, H = 16, 32
-    params = reference.random_params(D, H, device=DEVICE, generator=torch.Generator().manual_seed(3))
-    x, slots0 = randn(2, 16, D, seed=1), randn(2, D, seed=2)
-    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
-    twins = {k: v.clone().requires_grad_() for k, v in params.items()}
-    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
-    weights = [randn(2, 2, D, seed=5), randn(2, 2, 16, seed=6)]
-    outs = K.slot_iterations(xs[0], slots0, leaves, 2, D ** -0.5, 1e-8, backend="triton")
-    ref = reference.slot_iterations(xs[1], slots0, twins, 2, D ** -0.5, 1e-8)
-    ((outs[0] * weights[0]).sum() + (outs[3] * weights[1]).sum()).backward()
-    ((ref[0] * weights[0]).sum() + (ref[3] * weights[1]).sum()).backward()
-    assert rel_err(xs[0].grad, xs[1].grad) < 1e-4
-    for name in ("gru.weight_hh", "to_q.weight", "mlp.0.weight", "norm_input.weight"):
-        assert rel_err(leaves[name].grad, twins[name].grad) < 1e-4, name
-
-
 # ---- public API -----------------------------------------------------------------------------------
 def test_backend_selection():
     assert K.triton_available(DEVICE)
@@ -262,7 +150,7 @@ def test_backend_selection():
 
 def run_python(code: str, env_drop=("TRITON_INTERPRET",)) -> str:
     env = {k: v for k, v in os.environ.items() if k not in env_drop}
-    done = subprocess.run([sys.executable, "-c", IMPORT_SHIM + code], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", PYTHON_PRELUDE + code], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

@@ -1,9 +1,11 @@
 """The package's layers point one way, and no module imports itself round a circle.
 
-ground (config, errors, atomic, audio_io, args, machine, paths, shipped, overlay, kernels) <- model <- train
-<- runtime <- export <- live <- profile <- cli: a module imports only its own layer and those to
-its left. The runtime (backends, reading engines) sits below export because building an engine
-ends with running it against onnxruntime; the live path never needs export. Every import in
+ground (config, errors, atomic, audio_io, args, machine, paths, shipped, overlay) <- kernels <- model
+<- train <- runtime <- export <- live <- profile <- cli: a module imports only its own layer and
+those to its left. The Triton kernels (`jsa_rt/kernels/`) sit just below the model, whose fast
+path they are: they know nothing of it, and the ground floor knows nothing of them. The runtime
+(backends, reading engines) sits below export because building an engine ends with running it
+against onnxruntime; the live path never needs export. Every import in
 `jsa_rt/` counts, the lazy ones inside functions too: a lazy import still ties two layers.
 """
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "jsa_rt"
-LAYERS = ["ground", "model", "train", "runtime", "export", "live", "profile", "cli"]
-GROUND = {"config", "errors", "atomic", "audio_io", "args", "machine", "paths", "shipped", "overlay", "kernels", "weights"}
+LAYERS = ["ground", "kernels", "model", "train", "runtime", "export", "live", "profile", "cli"]
+GROUND = {"config", "errors", "atomic", "audio_io", "args", "machine", "paths", "shipped", "overlay", "weights"}
 # Imports that still point up, each with its reason; a new one fails the test.
 KNOWN_UPWARD = {
     # onnx_for(None, preset): random weights exported on demand (tests, timing), never on the live path
@@ -30,8 +32,7 @@ def module_name(path: Path) -> str:
 
 
 def known_modules() -> set[str]:
-    names = {module_name(p) for p in PACKAGE.rglob("*.py")}
-    return names | {"jsa_rt.kernels"}            # kernels/ is mapped into the package by pyproject.toml
+    return {module_name(p) for p in PACKAGE.rglob("*.py")}
 
 
 def imports() -> dict[str, set[str]]:
@@ -110,8 +111,28 @@ def test_no_import_cycles():
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+def test_the_package_does_not_reach_the_kernel_experiments():
+    """kernels/experiments/ (repository root) is off the import path: no module imports it or
+    names it in code (docstrings may say where the experiments are)."""
+    users = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(n)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                names = [node.value]
+            else:
+                continue
+            users += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for n in names if "experiments" in n]
+    assert not users, f"the package reaches into kernels/experiments/: {users}"
+
+
 def test_the_checks_see_a_cycle_and_an_upward_import():
     """The detectors themselves: a made-up graph with one of each."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("jsa_rt.export.tensorrt_build") > layer("jsa_rt.runtime.trt_backend") > layer("jsa_rt.model.jsa")
+    assert layer("jsa_rt.model.jsa") > layer("jsa_rt.kernels.joint_loop") > layer("jsa_rt.errors")
     assert layer("jsa_rt.config") == layer("jsa_rt") == 0 and layer("jsa_rt.cli") == len(LAYERS) - 1

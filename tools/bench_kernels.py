@@ -1,15 +1,16 @@
 """Benchmark the joint slot-attention module on a GPU: eager PyTorch, PyTorch replayed from a CUDA
-graph, torch.compile, and the Triton kernels; plus numerics against a float64 reference.
+graph, torch.compile, and the product's Triton kernels (jsa_rt/kernels/); plus numerics against a
+float64 reference.
 
 The module is what the model runs after its encoders: for both modalities LN_in, K/V, T slot
 iterations (LN, q, attention, GRUCell, residual MLP), then the cross-modal maps ca_va / ca_av.
 Prints a table and writes benchmarks/kernels_<card>.json (atomically, after every configuration).
+The kernel experiments' benchmarks build on this one (kernels/experiments/bench_slot_loop.py).
 
     python tools/bench_kernels.py                      # paper + edge presets, batch 1 and 16
-    python tools/bench_kernels.py --smoke              # one persistent-kernel call vs reference
+    python tools/bench_kernels.py --dry-run            # CPU + interpreter: checks this script only
 """
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -25,17 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # drop tools/ from the path: a tools/profile.py would shadow the stdlib module torch.compile imports
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
-import jsa_rt  # noqa: E402
-
-try:                                   # installed package (pyproject maps kernels/ to jsa_rt.kernels)
-    import jsa_rt.kernels as K
-except ModuleNotFoundError:            # plain checkout: map it by hand
-    spec = importlib.util.spec_from_file_location("jsa_rt.kernels", ROOT / "kernels" / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT / "kernels")])
-    K = importlib.util.module_from_spec(spec)
-    sys.modules["jsa_rt.kernels"] = K
-    spec.loader.exec_module(K)
-    jsa_rt.kernels = K
+import jsa_rt.kernels as K  # noqa: E402
 from jsa_rt.config import get_preset  # noqa: E402
 from jsa_rt.kernels import reference  # noqa: E402
 
@@ -89,31 +80,41 @@ class JointSlots(nn.Module):
         self.slots0 = nn.Parameter(torch.randn(cfg.num_slots, cfg.dim))
         self.img, self.aud = ModalitySlots(cfg.dim, cfg.mlp_hidden), ModalitySlots(cfg.dim, cfg.mlp_hidden)
 
-    def forward(self, v_tokens, a_tokens, kernels="torch", mode="persistent"):
+    def forward(self, v_tokens, a_tokens, kernels="torch"):
+        """kernels: torch | triton-ops (step + GRU tail kernels per modality) | joint | joint-torch
+        (both modalities advanced together, kernels/joint_loop.py, with Triton or torch ops)."""
         c = self.cfg
-        scale = c.dim ** -0.5
         if kernels in ("joint", "joint-torch"):
-            # both modalities advanced together (kernels/joint_loop.py); weights packed once
             from jsa_rt.kernels.joint_loop import joint_slot_iterations, pack_joint
-            if getattr(self, "_packed", None) is None:
+            if getattr(self, "_packed", None) is None:           # weights packed once
                 self._packed = pack_joint(self.img.params(), self.aud.params())
-            (sv, qv, kv, ia_vv), (sa, qa, ka, ia_aa) = joint_slot_iterations(
-                v_tokens, a_tokens, self.slots0, self._packed, c.iterations, scale, c.attn_eps,
-                backend="torch" if kernels == "joint-torch" else "triton")
-            step = lambda q, k: K.slot_attention_step(q, k, k, scale, c.attn_eps,  # noqa: E731
-                                                      backend="torch" if kernels == "joint-torch" else "triton")[1]
-        elif kernels == "triton-loop":
-            sv, qv, kv, ia_vv = K.slot_iterations(v_tokens, self.slots0, self.img.params(), c.iterations,
-                                                  scale, c.attn_eps, backend="triton", mode=mode)
-            sa, qa, ka, ia_aa = K.slot_iterations(a_tokens, self.slots0, self.aud.params(), c.iterations,
-                                                  scale, c.attn_eps, backend="triton", mode=mode)
-            step = lambda q, k: K.slot_attention_step(q, k, k, scale, c.attn_eps, backend="triton")[1]  # noqa: E731
-        else:
-            sv, qv, kv, ia_vv = self.img.loop(v_tokens, self.slots0, c.iterations, c.attn_eps, kernels)
-            sa, qa, ka, ia_aa = self.aud.loop(a_tokens, self.slots0, c.iterations, c.attn_eps, kernels)
-            step = lambda q, k: reference.slot_attention_step(q, k, k, scale, c.attn_eps)[1]  # noqa: E731
+            backend = "torch" if kernels == "joint-torch" else "triton"
+            img, aud = joint_slot_iterations(v_tokens, a_tokens, self.slots0, self._packed, c.iterations,
+                                             c.dim ** -0.5, c.attn_eps, backend=backend)
+            return self.outputs(img, aud, backend)
+        img = self.img.loop(v_tokens, self.slots0, c.iterations, c.attn_eps, kernels)
+        aud = self.aud.loop(a_tokens, self.slots0, c.iterations, c.attn_eps, kernels)
+        return self.outputs(img, aud, "torch")
+
+    def outputs(self, img, aud, backend) -> dict:
+        """The slots, the intra-modal maps, and the cross maps (their step on `backend`)."""
+        (sv, qv, kv, ia_vv), (sa, qa, ka, ia_aa) = img, aud
+        scale, eps = self.cfg.dim ** -0.5, self.cfg.attn_eps
+        step = lambda q, k: K.slot_attention_step(q, k, k, scale, eps, backend=backend)[1]  # noqa: E731
         return {"slots_v": sv, "slots_a": sa, "ia_vv": ia_vv, "ia_aa": ia_aa,
                 "ca_va": step(qv, ka), "ca_av": step(qa, kv)}
+
+
+# (label, JointSlots.forward's `kernels`, replayed from a CUDA graph); the first two are the
+# baselines every speed-up is stated against
+METHODS = [
+    ("eager", "torch", False),
+    ("eager+cudagraph", "torch", True),
+    ("triton-ops (step+gru kernels)", "triton-ops", False),
+    ("joint: both modalities batched, torch ops +cudagraph", "joint-torch", True),
+    ("joint: both modalities batched + triton step/gru", "joint", False),
+    ("joint: both modalities batched + triton step/gru +cudagraph", "joint", True),
+]
 
 
 # ---- timing -------------------------------------------------------------------------------------
@@ -171,14 +172,14 @@ def rel_errors(got: dict, ref: dict) -> dict:
 
 
 # ---- one configuration ----------------------------------------------------------------------------
-def bench_config(preset, batch, audio_tokens, calls, do_compile, modes, log):
+def bench_config(preset, batch, audio_tokens, calls, do_compile, log, methods=METHODS, module_cls=JointSlots):
     cfg = get_preset(preset)
     torch.manual_seed(0)
-    module = JointSlots(cfg).to(DEVICE).eval()
+    module = module_cls(cfg).to(DEVICE).eval()
     v_tok = torch.randn(batch, cfg.image_tokens, cfg.dim, device=DEVICE)
     a_tok = torch.randn(batch, audio_tokens, cfg.dim, device=DEVICE)
     with torch.no_grad():
-        ref = JointSlots(cfg).to(DEVICE).double()
+        ref = module_cls(cfg).to(DEVICE).double()
         ref.load_state_dict(module.state_dict())
         want = ref(v_tok.double(), a_tok.double())
     rows = []
@@ -206,17 +207,8 @@ def bench_config(preset, batch, audio_tokens, calls, do_compile, modes, log):
         rows.append(row)
         log(row)
 
-    add("eager", lambda: module(v_tok, a_tok, "torch"))
-    add("eager+cudagraph", lambda: module(v_tok, a_tok, "torch"), graph=True)
-    add("triton-ops (step+gru kernels)", lambda: module(v_tok, a_tok, "triton-ops"))
-    add("joint: both modalities batched, torch ops +cudagraph", lambda: module(v_tok, a_tok, "joint-torch"),
-        graph=True)
-    add("joint: both modalities batched + triton step/gru", lambda: module(v_tok, a_tok, "joint"))
-    add("joint: both modalities batched + triton step/gru +cudagraph", lambda: module(v_tok, a_tok, "joint"),
-        graph=True)
-    for mode in modes:
-        add(f"triton-loop {mode}", lambda m=mode: module(v_tok, a_tok, "triton-loop", m))
-        add(f"triton-loop {mode}+cudagraph", lambda m=mode: module(v_tok, a_tok, "triton-loop", m), graph=True)
+    for label, kernels, graph in methods:
+        add(label, lambda k=kernels: module(v_tok, a_tok, k), graph=graph)
     if do_compile:
         t0 = time.perf_counter()
         try:
@@ -247,22 +239,18 @@ def dtype_numerics(log, preset="paper") -> dict:
     torch.manual_seed(1)
     cfg = get_preset(preset)
     D, N, S = cfg.dim, cfg.image_tokens, cfg.num_slots
-    params = reference.random_params(D, cfg.mlp_hidden, device=DEVICE)
-    p64 = {k: v.double() for k, v in params.items()}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         name = str(dtype).replace("torch.", "")
         q, k, v = (torch.randn(4, n, D, device=DEVICE).to(dtype) for n in (S, N, N))
         u, a = K.slot_attention_step(q, k, v, D ** -0.5, cfg.attn_eps, backend="triton")
         ru, ra = reference.slot_attention_step(q.double(), k.double(), v.double(), D ** -0.5, cfg.attn_eps)
-        x = torch.randn(4, N, D, device=DEVICE).to(dtype)
-        s0 = torch.randn(S, D, device=DEVICE)
-        got = K.slot_iterations(x, s0, params, cfg.iterations, D ** -0.5, cfg.attn_eps, backend="triton")
-        want = reference.slot_iterations(x.double(), s0.double(), p64, cfg.iterations, D ** -0.5, cfg.attn_eps)
-        rel = lambda g, w: ((g.double() - w).abs().max() / w.abs().max()).item()  # noqa: E731
-        out[name] = {"step_updates": rel(u, ru), "step_attn": rel(a, ra),
-                     "loop_slots": rel(got[0], want[0]), "loop_attn": rel(got[3], want[3])}
+        out[name] = {"step_updates": rel_error(u, ru), "step_attn": rel_error(a, ra)}
         log({"numerics": name, **out[name]})
     return out
+
+
+def rel_error(got, want) -> float:
+    return ((got.double() - want).abs().max() / want.abs().max()).item()
 
 
 def card_slug() -> str:
@@ -289,72 +277,68 @@ def print_table(rows):
               f"{x(r['speedup_vs_cudagraph'])} {r['max_rel_err_vs_fp64']:9.1e}")
 
 
-def smoke() -> int:
-    """One persistent-kernel call at the paper size vs the reference: exit 0 when it agrees."""
-    cfg = get_preset("paper")
-    params = reference.random_params(cfg.dim, cfg.mlp_hidden, device="cuda")
-    x, s0 = torch.randn(1, 49, cfg.dim, device="cuda"), torch.randn(2, cfg.dim, device="cuda")
-    t0 = time.perf_counter()
-    got = K.slot_iterations(x, s0, params, cfg.iterations, cfg.dim ** -0.5, cfg.attn_eps, backend="triton")
-    torch.cuda.synchronize()
-    want = reference.slot_iterations(x.double(), s0.double(), {k: v.double() for k, v in params.items()},
-                                     cfg.iterations, cfg.dim ** -0.5, cfg.attn_eps)
-    err = max(((g.double() - w).abs().max() / w.abs().max()).item() for g, w in zip(got, want))
-    print(f"smoke: persistent slot loop, first call {time.perf_counter() - t0:.1f} s, max rel err {err:.2e}")
-    return 0 if err < 1e-5 else 1
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(description: str, out_dir: Path = ROOT / "benchmarks") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--presets", nargs="+", default=["paper", "edge"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--audio-tokens", type=int, default=16, help="audio tokens per clip (paper: 16)")
     ap.add_argument("--calls", type=int, default=50, help="calls per timing repeat")
-    ap.add_argument("--modes", nargs="+", default=["persistent", "phased"], choices=["persistent", "phased"])
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
     ap.add_argument("--compile-budget-s", type=float, default=240,
                     help="skip torch.compile for configurations started after this many seconds")
-    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks"))
-    ap.add_argument("--smoke", action="store_true", help=smoke.__doc__)
+    ap.add_argument("--out-dir", default=str(out_dir))
     ap.add_argument("--dry-run", action="store_true",
                     help="CPU + Triton interpreter, tiny preset: exercises this script only")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def ready(args, name: str) -> bool:
+    """Pick the device (the dry run: CPU, tiny sizes, a scratch folder); False when there is no GPU."""
     global DEVICE
     if args.dry_run:
         DEVICE = "cpu"
         args.presets, args.batches, args.calls, args.no_compile = ["tiny"], [2], 1, True
-        args.out_dir = args.out_dir if args.out_dir != str(ROOT / "benchmarks") else "/tmp/bench_kernels_dry"
+        args.out_dir = args.out_dir if args.out_dir != str(ROOT / "benchmarks") else f"/tmp/{name}_dry"
     elif not torch.cuda.is_available():
-        print("bench_kernels: no CUDA device; run it on an NVIDIA GPU (the kernels' CPU tests are "
+        print(f"{name}: no CUDA device; run it on an NVIDIA GPU (the kernels' CPU tests are "
               "tests/test_kernels.py)")
-        return 2
+        return False
     torch.backends.cuda.matmul.allow_tf32 = False      # fp32 means fp32 (PyTorch's default)
     torch.backends.cudnn.allow_tf32 = False
-    if args.smoke:
-        return smoke()
+    return True
+
+
+def run(args, stem: str, module: str, methods=METHODS, module_cls=JointSlots, numerics=dtype_numerics) -> int:
+    """Every (batch, preset) configuration of `methods`, then `numerics`; writes <out-dir>/<stem>_<card>.json."""
     import triton
     started = time.perf_counter()
-    path = Path(args.out_dir) / f"kernels_{card_slug()}.json"
+    path = Path(args.out_dir) / f"{stem}_{card_slug()}.json"
     data = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (interpreter dry run)",
             "capability": list(torch.cuda.get_device_capability()) if DEVICE == "cuda" else None,
             "torch": torch.__version__, "triton": triton.__version__, "calls_per_repeat": args.calls,
-            "module": "joint slot attention: both modalities, LN_in + K/V + T iterations + cross maps",
-            "results": [], "numerics_by_dtype": None}
+            "module": module, "results": [], "numerics_by_dtype": None}
     log = lambda row: print(json.dumps(row), flush=True)  # noqa: E731
     for batch in args.batches:              # batch 1 first: the targets are stated there
         for preset in args.presets:
             do_compile = not args.no_compile and time.perf_counter() - started < args.compile_budget_s
-            data["results"] += bench_config(preset, batch, args.audio_tokens, args.calls, do_compile,
-                                            args.modes, log)
+            data["results"] += bench_config(preset, batch, args.audio_tokens, args.calls, do_compile, log,
+                                            methods, module_cls)
             write_json(path, data)
     try:
-        data["numerics_by_dtype"] = dtype_numerics(log, "paper" if DEVICE == "cuda" else "tiny")
+        data["numerics_by_dtype"] = numerics(log, "paper" if DEVICE == "cuda" else "tiny")
     except Exception as exc:
         data["numerics_by_dtype"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     write_json(path, data)
     print_table(data["results"])
     print(f"\nwrote {path} ({time.perf_counter() - started:.0f} s); commit it under benchmarks/")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    if not ready(args, "bench_kernels"):
+        return 2
+    return run(args, "kernels", "joint slot attention: both modalities, LN_in + K/V + T iterations + cross maps")
 
 
 if __name__ == "__main__":

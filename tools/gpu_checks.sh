@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
 # Every GPU check of the Triton kernels in one go (the lent H100, or any NVIDIA box with triton):
-#   1. smoke: one persistent slot-loop launch at the paper size vs the reference (catches a hung
-#      grid barrier early; on failure the rest runs without the persistent mode)
-#   2. tools/bench_kernels.py: the timing table + JSON (benchmarks/kernels_<card>.json)
-#   3. tests/test_kernels.py + tests/test_joint_loop.py compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
+#   1. smoke: one launch of the persistent slot-loop EXPERIMENT (kernels/experiments/) at the
+#      paper size vs the reference (catches a hung grid barrier early; on failure the rest runs
+#      without the persistent mode)
+#   2. tools/bench_kernels.py: the product kernels' timing table + JSON (benchmarks/kernels_<card>.json),
+#      then kernels/experiments/bench_slot_loop.py: the experiment's (kernels_slot_loop_<card>.json)
+#   3. tests/test_kernels.py + tests/test_joint_loop.py + tests/test_experiment_slot_loop.py
+#      compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
 #   4. tools/profile.py model on the GPU: edge-jsa and paper, every backend (torch eager,
 #      torch + Triton + CUDA graphs, onnxruntime, TensorRT when present)
 #   5. tools/check_aot_launch.py: the AOT PTX (hidden parameters removed) launched through the
 #      CUDA driver with exactly the TensorRT plugin's arguments, against the reference
 # Writes everything under $OUT (default: out/gpu_checks). Needs python3 with torch and triton;
-# the package need not be installed: a temporary tree maps jsa_rt.kernels onto kernels/ as
-# pyproject does. Each step has a timeout; the script always runs all steps.
+# the package need not be installed (jsa_rt is imported from this checkout). Each step has a
+# timeout; the script always runs all steps.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$REPO/out/gpu_checks}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 
-TREE=$(mktemp -d)
-trap 'rm -rf "$TREE"' EXIT
-mkdir -p "$TREE/jsa_rt"
-for entry in "$REPO"/jsa_rt/*; do ln -s "$entry" "$TREE/jsa_rt/"; done
-ln -s "$REPO/kernels" "$TREE/jsa_rt/kernels"
-export PYTHONPATH="$TREE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export TRITON_INTERPRET=0      # compiled kernels (tests/conftest.py defaults to the interpreter)
 cd "$REPO"
 
@@ -33,8 +31,8 @@ cd "$REPO"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-echo "== 1/5 smoke (persistent kernel)"
-timeout 60 $PY tools/bench_kernels.py --smoke 2>&1 | tee "$OUT/smoke.txt"
+echo "== 1/5 smoke (persistent slot-loop experiment)"
+timeout 60 $PY kernels/experiments/bench_slot_loop.py --smoke 2>&1 | tee "$OUT/smoke.txt"
 smoke=${PIPESTATUS[0]}
 if [ "$smoke" -eq 0 ]; then
   modes="persistent"; skip=""
@@ -43,13 +41,16 @@ else
   modes="phased"; skip="not persistent and not repeat_calls and not slot_iterations_gradients"
 fi
 
-echo "== 2/5 bench_kernels.py"
-timeout 200 $PY tools/bench_kernels.py --out-dir "$OUT" --modes $modes --compile-budget-s 60 \
-  2>&1 | tee "$OUT/bench.txt"
+echo "== 2/5 bench_kernels.py, then the slot-loop experiment's benchmark"
+timeout 160 $PY tools/bench_kernels.py --out-dir "$OUT" --compile-budget-s 60 2>&1 | tee "$OUT/bench.txt"
 bench=${PIPESTATUS[0]}
+timeout 80 $PY kernels/experiments/bench_slot_loop.py --out-dir "$OUT" --modes $modes 2>&1 \
+  | tee "$OUT/bench_slot_loop.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
 
 echo "== 3/5 kernel tests compiled"
-JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py tests/test_joint_loop.py -v -p no:cacheprovider \
+JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py tests/test_joint_loop.py \
+  tests/test_experiment_slot_loop.py -v -p no:cacheprovider \
   --durations=5 ${skip:+-k "$skip"} 2>&1 | tee "$OUT/pytest.txt"
 tests=${PIPESTATUS[0]}
 

@@ -19,7 +19,6 @@ if ls .carry/whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .carry/whl/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-$PY -c "import jsa_rt.kernels" 2>/dev/null || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 export JSA_DATA=${JSA_DATA:-$PWD/.carry/data}
 [ -f .carry/effnet_lite0_fp16.pth ] && export JSA_EFFNET_LITE0_WEIGHTS=$PWD/.carry/effnet_lite0_fp16.pth
 [ -f .carry/sound8_conv1-7_fp16.npy ] && export JSA_SOUNDNET8_WEIGHTS=$PWD/.carry/sound8_conv1-7_fp16.npy

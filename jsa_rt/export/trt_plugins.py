@@ -8,8 +8,8 @@ is declared with an explicit onnx.defs.OpSchema: the exporter and the checker ne
 
 Build side (TensorRT): `prepare()` registers the plugin (jsa_rt/runtime/trt_plugin.py, which
 running an engine needs too) before parsing.
-  TensorRT >= 10.9: ahead-of-time: the Triton kernel compiled to PTX (kernels/aot.py), baked
-                    into the plan; no Python at run time. Float constants (scale, eps) become
+  TensorRT >= 10.9: ahead-of-time: the Triton kernel compiled to PTX (jsa_rt/kernels/aot.py),
+                    baked into the plan; no Python at run time. Float constants (scale, eps) become
                     constexpr; the only runtime scalar is the token count (int32), in the kernel's
                     order inputs, scalars, outputs. PTX ISA 8.5 on TensorRT 10 (JetPack 6 driver).
   10.6 - 10.8:      just-in-time: TensorRT calls back into Python (torch + triton) per launch,

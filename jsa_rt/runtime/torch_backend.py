@@ -115,7 +115,7 @@ def _as_tensor(backend, value):
 
 def _triton_kernels_available() -> bool:
     try:
-        from .. import kernels  # noqa: F401  (jsa_rt.kernels, mapped from kernels/)
+        from .. import kernels  # noqa: F401
         from ..kernels import slot_attention_step, gru_update  # noqa: F401
         import triton  # noqa: F401
     except Exception:

@@ -1,8 +1,9 @@
-"""The whole slot-attention loop of one modality (method.md section 3) in ONE persistent launch.
+"""EXPERIMENT (not used by the product, not on jsa_rt's import path; kernels/README.md):
+the whole slot-attention loop of one modality (method.md section 3) in ONE persistent launch.
 
 At batch 1 the eager module is ~95 tiny launches per modality; their count, not their FLOPs, is
 the cost. This kernel runs every step with a fixed grid of at most one program per SM, and
-separates the data-dependent phases with a grid-wide barrier (`_device.grid_barrier`):
+separates the data-dependent phases with a grid-wide barrier (`grid_barrier` below):
 
     prep      K = LN_in(x) Wk^T + bk,  Kq = K Wq (+ K.bq),  Vg = V W_ih^T + b_ih,  slots <- slots0
     T times:  attn  LN_slot(S) -> logits = LN_slot(S).Kq -> softmax over slots + eps -> renormalise
@@ -33,10 +34,35 @@ import torch
 import triton
 import triton.language as tl
 
-from . import reference
-from ._device import grid_barrier, grid_exit, linear_tile, row_stats, sigmoid, tanh
+from jsa_rt.kernels import reference, resolve_backend
+from jsa_rt.kernels._device import linear_tile, row_stats, sigmoid, tanh
 
 PHASE_PERSISTENT, PHASE_PREP, PHASE_ATTN, PHASE_GRU, PHASE_MLP = 0, 1, 2, 3, 4
+
+
+@triton.jit
+def grid_barrier(bar_ptr, target):
+    """Wait until `target` arrivals have been counted at bar_ptr (every program arrives once per barrier).
+
+    Only correct when all programs of the grid are resident at once (grid <= number of SMs):
+    the persistent kernels size their grid that way. Thread 0 does the atomics (Triton predicates
+    scalar atomics); release/acquire at GPU scope + the CTA barriers order the phases' memory.
+    """
+    tl.debug_barrier()
+    tl.atomic_add(bar_ptr, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def grid_exit(bar_ptr):
+    """Last program out resets the barrier counters, so the next launch (or CUDA-graph replay) starts at 0."""
+    old = tl.atomic_add(bar_ptr + 1, 1, sem="acq_rel", scope="gpu")
+    if old == tl.num_programs(0) - 1:
+        tl.atomic_xchg(bar_ptr, 0, sem="relaxed", scope="gpu")
+        tl.atomic_xchg(bar_ptr + 1, 0, sem="relaxed", scope="gpu")
 
 
 def packed_layout(dim: int, hidden: int):
@@ -479,3 +505,23 @@ class SlotIterations(torch.autograd.Function):
         out = [next(got) if t.requires_grad else None for t in leaves]
         return (out[0], out[1], None, None, None, None, None, *out[2:])
 
+
+def slot_iterations(x, slots0, params: dict, iters: int, scale: float, eps: float,
+                    ln_eps: float = 1e-5, backend: str = "auto", mode: str = "persistent"):
+    """The whole slot loop of one modality (method.md section 3, eval path: no token masking).
+
+    x:       (B, N, D) encoder tokens BEFORE the input LayerNorm (any float dtype).
+    slots0:  (S, D) shared initial slots (or (B, S, D)).
+    params:  dict keyed by reference.PARAM_NAMES, e.g. reference.params_from_modules(...).
+    iters:   T (5); scale = D**-0.5; eps = attention eps (1e-8); ln_eps = the LayerNorms' eps.
+    Returns fp32 (slots (B,S,D), q_last (B,S,D), k (B,N,D), attn_last (B,S,N)); q_last and
+    attn_last are from the last iteration (queries of the slots before the last update), which is
+    what the maps (ia_vv, ca_av, ...) are built from. mode="persistent" is one launch (grid-wide
+    barriers, grid <= SM count); "phased" is 1 + 3T launches of the same phases.
+    """
+    if resolve_backend(x.device, backend) == "torch":
+        return tuple(t.float() for t in reference.slot_iterations(x, slots0, params, iters, scale, eps, ln_eps))
+    tensors = [params[name] for name in reference.PARAM_NAMES]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, slots0, *tensors)):
+        return SlotIterations.apply(x, slots0, iters, float(scale), float(eps), float(ln_eps), mode, *tensors)
+    return forward(x, slots0, params, iters, scale, eps, ln_eps, mode)

@@ -1,4 +1,4 @@
-"""Triton device helpers shared by the kernels: activations, LayerNorm rows, a GEMM tile, a grid barrier.
+"""Triton device helpers shared by the kernels: activations, LayerNorm rows, a GEMM tile.
 
 Everything here computes in fp32. Transcendentals use only tl.exp / tl.sqrt because the
 interpreter (TRITON_INTERPRET=1, used by the CPU tests) has no libdevice.
@@ -74,28 +74,3 @@ def linear_tile(x_ptr, row_stride, row0, n_rows, w_ptr, b_ptr, col0, n_cols,
         acc += tl.dot(a, tl.trans(w), input_precision="ieee")   # fp32 FMA: the 1e-5 target rules out tf32
     bias = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     return acc + bias[None, :]
-
-
-@triton.jit
-def grid_barrier(bar_ptr, target):
-    """Wait until `target` arrivals have been counted at bar_ptr (every program arrives once per barrier).
-
-    Only correct when all programs of the grid are resident at once (grid <= number of SMs):
-    the persistent kernels size their grid that way. Thread 0 does the atomics (Triton predicates
-    scalar atomics); release/acquire at GPU scope + the CTA barriers order the phases' memory.
-    """
-    tl.debug_barrier()
-    tl.atomic_add(bar_ptr, 1, sem="release", scope="gpu")
-    seen = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
-    while seen < target:
-        seen = tl.atomic_add(bar_ptr, 0, sem="acquire", scope="gpu")
-    tl.debug_barrier()
-
-
-@triton.jit
-def grid_exit(bar_ptr):
-    """Last program out resets the barrier counters, so the next launch (or CUDA-graph replay) starts at 0."""
-    old = tl.atomic_add(bar_ptr + 1, 1, sem="acq_rel", scope="gpu")
-    if old == tl.num_programs(0) - 1:
-        tl.atomic_xchg(bar_ptr, 0, sem="relaxed", scope="gpu")
-        tl.atomic_xchg(bar_ptr + 1, 0, sem="relaxed", scope="gpu")

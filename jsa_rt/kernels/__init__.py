@@ -1,4 +1,5 @@
-"""Triton kernels for the slot-attention module (imported as `jsa_rt.kernels`).
+"""Triton kernels of the slot-attention module: the model's fast path (jsa_rt/model/slot_attention.py)
+and the TensorRT plugin's kernel (`aot.py` compiles it to PTX).
 
 Stable entry points (CUDA tensors with compute capability >= 8.0, or CPU tensors when
 TRITON_INTERPRET=1 was set before this package's kernels were first imported):
@@ -9,13 +10,14 @@ TRITON_INTERPRET=1 was set before this package's kernels were first imported):
     gru_update(gi, gh, h) -> h_new
         GRUCell tail; gi/gh (..., 3D) gate pre-activations with biases (order r, z, n).
     gru_cell(x, h, w_ih, w_hh, b_ih, b_hh) -> h_new          whole GRUCell, GEMMs included.
-    slot_iterations(x, slots0, params, iters, scale, eps, ln_eps=1e-5)
-        -> (slots, q_last, k, attn_last): the whole T-iteration loop of one modality, one launch.
+    joint_loop.joint_slot_iterations(...)                    both modalities' loops together (inference).
 
 Each takes `backend="auto" | "triton" | "torch"`: "auto" picks Triton when `triton_available`
 says so and the PyTorch reference (`jsa_rt.kernels.reference`) otherwise; "triton" raises
 DeviceError where it cannot run. All are differentiable (see each kernel module's Function).
 Importing this package needs neither torch nor triton; the kernels load on first use.
+Kernel experiments the product does not use live outside the package, in the repository's
+top-level `kernels/experiments/` (kernels/README.md).
 """
 import os
 
@@ -103,29 +105,5 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, backend: str = "auto"):
     return gru.cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)
 
 
-def slot_iterations(x, slots0, params: dict, iters: int, scale: float, eps: float,
-                    ln_eps: float = 1e-5, backend: str = "auto", mode: str = "persistent"):
-    """The whole slot loop of one modality (method.md section 3, eval path: no token masking).
-
-    x:       (B, N, D) encoder tokens BEFORE the input LayerNorm (any float dtype).
-    slots0:  (S, D) shared initial slots (or (B, S, D)).
-    params:  dict keyed by reference.PARAM_NAMES, e.g. reference.params_from_modules(...).
-    iters:   T (5); scale = D**-0.5; eps = attention eps (1e-8); ln_eps = the LayerNorms' eps.
-    Returns fp32 (slots (B,S,D), q_last (B,S,D), k (B,N,D), attn_last (B,S,N)); q_last and
-    attn_last are from the last iteration (queries of the slots before the last update), which is
-    what the maps (ia_vv, ca_av, ...) are built from. mode="persistent" is one launch (grid-wide
-    barriers, grid <= SM count); "phased" is 1 + 3T launches of the same phases.
-    """
-    if resolve_backend(x.device, backend) == "torch":
-        from . import reference
-        return tuple(t.float() for t in reference.slot_iterations(x, slots0, params, iters, scale, eps, ln_eps))
-    from . import reference, slot_loop
-    tensors = [params[name] for name in reference.PARAM_NAMES]
-    if _needs_grad(x, slots0, *tensors):
-        return slot_loop.SlotIterations.apply(x, slots0, iters, float(scale), float(eps), float(ln_eps),
-                                              mode, *tensors)
-    return slot_loop.forward(x, slots0, params, iters, scale, eps, ln_eps, mode)
-
-
 __all__ = ["triton_available", "resolve_backend", "slot_attention_step", "gru_update", "gru_cell",
-           "slot_iterations", "MIN_CAPABILITY"]
+           "MIN_CAPABILITY"]
