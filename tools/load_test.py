@@ -318,7 +318,7 @@ def markdown(report: dict) -> str:
              f"{report['date']}; {report['seconds']:g} s per run; streams at {FPS:g} fps, audio every "
              f"{AUDIO_HOP:g} s; edge-jsa on onnxruntime (CPU). Latency: a frame's due time to its result.",
              "", f"Load average (1/5/15 min, /proc/loadavg): {' / '.join(map(str, la0))} at the start, "
-             f"{' / '.join(map(str, la1))} at the end." + (f" {report['note']}" if report.get("note") else ""), "",
+             f"{' / '.join(map(str, la1))} at the end (this test's own streams count in it too)." + (f" {report['note']}" if report.get("note") else ""), "",
              "| N | set-up | throughput fps | per-stream fps min / mean / max | p50 / p99 ms | dropped | errors "
              "| mean batch visual / audio | server RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
@@ -329,11 +329,12 @@ def markdown(report: dict) -> str:
     lines.append("")
     for row in report["rows"]:
         if row.get("rss_series"):
+            slope = (f"; slope {row['rss_slope_mb_per_min']} MB/min over the run, "
+                     f"{row['rss_slope_2nd_half_mb_per_min']} MB/min over its second half"
+                     if row["rss_slope_2nd_half_mb_per_min"] is not None else "")     # too few samples for one
             lines.append(f"- N = {row['n']}, {row['setup']}: server RSS {row['rss_start_mb']:g} MB at the start, "
                          f"{row['rss_end_mb']:g} at the end, {row['rss_max_mb']:g} at most "
-                         f"({len(row['rss_series'])} samples, every {report['rss_every']:g} s); slope "
-                         f"{row['rss_slope_mb_per_min']} MB/min over the run, "
-                         f"{row['rss_slope_2nd_half_mb_per_min']} MB/min over its second half.")
+                         f"({len(row['rss_series'])} samples, every {report['rss_every']:g} s){slope}.")
         if row.get("kill"):
             k = row["kill"]
             lines.append(f"- N = {row['n']}, {row['setup']}, one client process killed (SIGKILL) at "
