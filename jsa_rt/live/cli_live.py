@@ -137,6 +137,11 @@ def default_mic(camera: str) -> str:
     return f"file://{spec.target}" if spec.kind == "file" else "default"
 
 
+def sink_path(spec: str | None) -> str | None:
+    """`--output file://out.mp4` is the file out.mp4, as for open_sink (checks and messages see the path)."""
+    return spec[len("file://"):] if spec and spec.startswith("file://") else spec
+
+
 def live_options(args):
     if args.audio_hop <= 0:
         raise JsaError(f"--audio-hop must be positive (got {args.audio_hop:g})")
@@ -149,7 +154,8 @@ def live_options(args):
         input_width=args.input_width, input_height=args.input_height,
         input_rate=args.input_rate, max_side=args.max_side, loop=args.loop, reconnect=args.reconnect, paced=not args.no_pace,
         audio_window=args.audio_window, audio_hop=args.audio_hop, av_offset_ms=args.av_offset_ms,
-        crop=args.crop, hfov_deg=args.hfov, render=render_options(args), output=args.output, headless=args.headless,
+        crop=args.crop, hfov_deg=args.hfov, render=render_options(args), output=sink_path(args.output),
+        headless=args.headless,
         duration=args.duration, log_json=args.log_json)
 
 

@@ -236,7 +236,7 @@ class Pipeline:
         return Summary(self.frames_rendered, span, fps, self.latency.percentile(50),
                        self.latency.percentile(99), self.video.dropped + self._results.dropped if self.video else 0,
                        self.audio.overflows if self.audio else 0, self.audio_refreshes,
-                       self.backend_name, self.stopped_by, written, not_joined)
+                       self.backend_name, self.stopped_by, written, not_joined, self.server_misses)
 
     # ---- inference thread -----------------------------------------------------------------------
     def _inference_loop(self) -> None:

@@ -45,12 +45,15 @@ class Summary:
     stopped_by: str
     written: list[str]
     not_joined: list[str]
+    server_misses: int = 0             # frames a `--server` did not answer (shown as "server unreachable")
 
     def line(self) -> str:
         text = (f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps, {self.backend}), "
                 f"latency p50 {self.p50_ms:.0f} ms p99 {self.p99_ms:.0f} ms, "
                 f"{self.audio_refreshes} audio refreshes, dropped {self.dropped}, "
                 f"mic overflows {self.overflows}; stopped by {self.stopped_by}")
+        if self.server_misses:
+            text += f"; {self.server_misses} frames unanswered by the server (shown as 'server unreachable')"
         if self.not_joined:
             text += f"; threads still running after {JOIN_TIMEOUT_S:.0f} s: {', '.join(self.not_joined)}"
         if self.written:
