@@ -325,6 +325,8 @@ def test_output_paths_are_checked_before_the_run(tmp_path):
         assert "Traceback" not in done.stderr
     done = cli("live", "--camera", "missing.mp4", "--output", "/proc/version/x.mp4")
     assert done.returncode == 2 and "cannot write in" in done.stderr
+    done = cli("live", "--camera", "missing.mp4", "--output", f"file://{folder}")     # file:// names the file
+    assert done.returncode == 2 and f"--output {folder} is a folder" in done.stderr
 
 
 def test_a_file_name_with_an_exclamation_mark_is_a_file(tmp_path):

@@ -2,12 +2,15 @@
 
 One server for the module, started the way a user starts it (`jsa-rt serve` from this venv, which
 re-executes under .venv-serve's Debian python3.11), on free loopback ports, with a long batching
-window (200 ms) so that two concurrent requests are sure to meet in one batch. The last test stops
-it with SIGTERM while a live pipeline streams to it.
+window (200 ms) so that two concurrent requests are sure to meet in one batch. A `jsa-rt live`
+client process is killed with SIGKILL while two others stream to it; the last test stops it with
+SIGTERM while a live pipeline streams to it. One more server of its own is killed with SIGKILL
+while a `jsa-rt live --server` process records from it.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -23,7 +26,7 @@ from jsa_rt.errors import InputError
 from jsa_rt.export.serve import SERVE_VENV, prepare_graphs
 from jsa_rt.runtime import load_backend
 
-from live_helpers import write_red_square_clip, write_tone_wav
+from live_helpers import REPO, write_red_square_clip, write_tone_wav
 
 pytest.importorskip("tritonclient.grpc", reason="the Triton client is not installed: pip install 'jsa-rt[client]'")
 from jsa_rt.runtime.triton_client import ServerUnavailable, TritonClientBackend
@@ -161,6 +164,134 @@ def test_bad_server_urls_and_mixed_options_are_one_line_errors():
             TritonClientBackend(url)
     with pytest.raises(Exception, match="server chooses the model"):
         load_backend("onnxruntime", server="grpc://127.0.0.1:1")
+
+
+def jsa_rt_cli(*args: str, **kwargs) -> subprocess.Popen:
+    """A real `jsa-rt` command in its own process (its own session, so a kill reaches only it)."""
+    return subprocess.Popen([sys.executable, "-m", "jsa_rt.cli", *args], cwd=str(REPO), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kwargs)
+
+
+def lines_of(path) -> list[dict]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines()[:-1]]      # the last may be half written
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@needs_server
+def test_killing_a_client_mid_stream_leaves_the_server_serving_the_others(server, tmp_path):
+    """A `jsa-rt live --server` process streams alongside two other clients and is killed with
+    SIGKILL mid-stream (a request may wait up to 200 ms to join a batch, so one of its requests
+    is usually in flight, often batched with the others'). The others keep getting answers,
+    without one error, and a new client is served."""
+    clip, wav, log = tmp_path / "clip.mp4", tmp_path / "tone.wav", tmp_path / "victim.jsonl"
+    write_red_square_clip(clip, frames=30, fps=15)
+    write_tone_wav(wav, 2.0)
+    url = f"grpc://127.0.0.1:{server['grpc']}"
+    victim = jsa_rt_cli("live", "--server", url, "--camera", str(clip), "--mic", f"file://{wav}", "--loop",
+                        "--headless", "--duration", "60", "--log-json", str(log))
+    stop, answered, failed = threading.Event(), [[], []], [[], []]
+
+    def stream(i):                                 # another client: a frame (and audio) after another
+        client = load_backend(server=url, timeout_s=5.0)
+        frame, wave = inputs(20 + i)
+        state = client.run_audio(wave)
+        while not stop.is_set():
+            try:
+                client.run_visual(frame, state)
+                answered[i].append(time.monotonic())
+            except ServerUnavailable as exc:
+                failed[i].append(str(exc))
+        client.close()
+    others = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    try:
+        for t in others:
+            t.start()
+        wait_for(lambda: sum(line["state"] != "no source (server unreachable)" for line in lines_of(log)) >= 5
+                 and all(answered), 60, "the victim and the others to be answered")
+        victim.send_signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        assert victim.wait(10) == -signal.SIGKILL
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        for t in others:
+            t.join(15)
+        if victim.poll() is None:
+            victim.kill()
+        victim.communicate()
+    assert failed == [[], []], failed
+    for times in answered:                         # still served after the kill: a batch every 0.2-0.4 s
+        assert sum(t > t_kill for t in times) >= 5, [round(t - t_kill, 2) for t in times]
+    assert server["proc"].poll() is None
+    fresh = load_backend(server=url)               # and a new client is served too
+    assert fresh.run_audio(inputs(0)[1]) is not None
+    fresh.close()
+
+
+@needs_server
+def test_sigkill_of_the_server_a_live_client_shows_it_unreachable_and_finalizes_its_recording(tmp_path):
+    """`kill -9` of `jsa-rt serve` while a `jsa-rt live --server` process records a clip from it:
+    the client carries on to the end of the clip with its frames in the 'server unreachable'
+    state, says so in its one summary line, exits 0 with a finalized mp4; Triton goes with it."""
+    clip, wav, out, log = tmp_path / "clip.mp4", tmp_path / "tone.wav", tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    write_red_square_clip(clip, frames=60, fps=15)
+    write_tone_wav(wav, 4.0)
+    base = prepare_graphs("edge-jsa")
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    server_log = tmp_path / "server.log"
+    with open(server_log, "w") as sink:
+        srv = subprocess.Popen([sys.executable, "-m", "jsa_rt.cli", "serve", "--model", str(base),
+                                "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+                                "--metrics-port", str(ports["metrics"])], stdout=sink, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    client = None
+    try:
+        wait_for(lambda: "serve: ready" in server_log.read_text() or srv.poll() is not None, 90, "jsa-rt serve")
+        assert srv.poll() is None, server_log.read_text()[-2000:]
+        client = jsa_rt_cli("live", "--server", f"grpc://127.0.0.1:{ports['grpc']}", "--camera", str(clip),
+                            "--mic", f"file://{wav}", "--headless", "--output", f"file://{out}", "--log-json", str(log))
+        wait_for(lambda: len(lines_of(log)) >= 5 or client.poll() is not None, 60, "the client's first frames")
+        srv.send_signal(signal.SIGKILL)                          # `jsa-rt serve` itself, as `kill -9 PID`
+        srv.wait(10)
+        stdout, stderr = client.communicate(timeout=60)
+        # the orphaned tritonserver notices its parent is gone and exits: nothing of the server lingers
+        wait_for(lambda: not session_alive(srv.pid), 30, "tritonserver to exit after its parent was killed")
+    finally:
+        for proc in (client, srv):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        if session_alive(srv.pid):
+            os.killpg(srv.pid, signal.SIGKILL)
+    assert client.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    summary = [line for line in stdout.splitlines() if line.startswith("live: ") and " frames in " in line]
+    assert len(summary) == 1 and "unanswered by the server (shown as 'server unreachable')" in summary[0], stdout
+    states = [json.loads(line)["state"] for line in log.read_text().splitlines()]
+    assert "no source (server unreachable)" in states and states[0] != "no source (server unreachable)", states
+    assert f"wrote {out}" in summary[0] and f"play it: ffplay {out}" in summary[0]     # file:// is the file
+    import cv2                                                   # finalized: it opens and plays
+    video = cv2.VideoCapture(str(out))
+    assert video.read()[0] and video.get(cv2.CAP_PROP_FRAME_COUNT) >= len(states)
+
+
+def session_alive(sid: int) -> bool:
+    """Whether any process of the session (process group) `sid` still runs."""
+    try:
+        os.killpg(sid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @needs_server
