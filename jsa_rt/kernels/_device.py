@@ -19,23 +19,28 @@ def tanh(x):
 
 
 @triton.jit
+def _row_chunk(x_ptr, row_stride, rows, row_mask, k0, K: tl.constexpr, BK: tl.constexpr):
+    """Columns k0 .. k0+BK of `rows` of a (.., K) matrix in fp32 (zeros outside), their mask and
+    their column indices."""
+    ks = k0 + tl.arange(0, BK)
+    m = row_mask[:, None] & (ks < K)[None, :]
+    a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
+                cache_modifier=".cg").to(tl.float32)
+    return a, m, ks
+
+
+@triton.jit
 def row_stats(x_ptr, row_stride, rows, row_mask, K: tl.constexpr, eps, BR: tl.constexpr,
               BK: tl.constexpr):
     """Mean and 1/std (biased variance, as LayerNorm) of rows of a (.., K) fp32-able matrix; two passes."""
     total = tl.zeros((BR,), tl.float32)
     for k0 in range(0, K, BK):
-        ks = k0 + tl.arange(0, BK)
-        m = row_mask[:, None] & (ks < K)[None, :]
-        a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
-                    cache_modifier=".cg").to(tl.float32)
+        a, m, ks = _row_chunk(x_ptr, row_stride, rows, row_mask, k0, K, BK)
         total += tl.sum(a, axis=1)
     mean = total / K
     sq = tl.zeros((BR,), tl.float32)
     for k0 in range(0, K, BK):
-        ks = k0 + tl.arange(0, BK)
-        m = row_mask[:, None] & (ks < K)[None, :]
-        a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
-                    cache_modifier=".cg").to(tl.float32)
+        a, m, ks = _row_chunk(x_ptr, row_stride, rows, row_mask, k0, K, BK)
         d = tl.where(m, a - mean[:, None], 0.0)
         sq += tl.sum(d * d, axis=1)
     rstd = 1.0 / tl.sqrt(sq / K + eps)
@@ -60,11 +65,8 @@ def linear_tile(x_ptr, row_stride, row0, n_rows, w_ptr, b_ptr, col0, n_cols,
         mean, rstd = row_stats(x_ptr, row_stride, rows, row_mask, K, ln_eps, BR, BK)
     acc = tl.zeros((BR, BC), tl.float32)
     for k0 in range(0, K, BK):
-        ks = k0 + tl.arange(0, BK)
+        a, m, ks = _row_chunk(x_ptr, row_stride, rows, row_mask, k0, K, BK)
         k_mask = ks < K
-        m = row_mask[:, None] & k_mask[None, :]
-        a = tl.load(x_ptr + rows[:, None] * row_stride + ks[None, :], mask=m, other=0.0,
-                    cache_modifier=".cg").to(tl.float32)
         if HAS_LN:
             g = tl.load(ln_w_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
             beta = tl.load(ln_b_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)

@@ -70,23 +70,25 @@ def gru_update_backward_kernel(gi_ptr, gh_ptr, h_ptr, grad_ptr, n_rows,
 
 
 @triton.jit
+def _gate_tiles(x_ptr, w_ptr, b_ptr, row0, n_rows, col0, D: tl.constexpr, BR: tl.constexpr,
+                BC: tl.constexpr, BK: tl.constexpr):
+    """One gate GEMM's (BR, BC) tiles of x W^T + b for the r, z and n gates (W (3D, D), nn.GRUCell's)."""
+    r = linear_tile(x_ptr, D, row0, n_rows, w_ptr, b_ptr, col0, D, w_ptr, w_ptr, 0.0, D, False, BR, BC, BK)
+    z = linear_tile(x_ptr, D, row0, n_rows, w_ptr + D * D, b_ptr + D, col0, D, w_ptr, w_ptr, 0.0, D, False,
+                    BR, BC, BK)
+    n = linear_tile(x_ptr, D, row0, n_rows, w_ptr + 2 * D * D, b_ptr + 2 * D, col0, D, w_ptr, w_ptr, 0.0,
+                    D, False, BR, BC, BK)
+    return r, z, n
+
+
+@triton.jit
 def gru_cell_kernel(x_ptr, h_ptr, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, n_rows, h_new_ptr,
                     D: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
     """One (BR rows, BC columns) tile of h': six GEMM tiles (3 gates x {ih, hh}) then the tail."""
     row0 = tl.program_id(0) * BR
     col0 = tl.program_id(1) * BC
-    gi_r = linear_tile(x_ptr, D, row0, n_rows, w_ih_ptr, b_ih_ptr, col0, D, w_ih_ptr, w_ih_ptr, 0.0,
-                       D, False, BR, BC, BK)
-    gi_z = linear_tile(x_ptr, D, row0, n_rows, w_ih_ptr + D * D, b_ih_ptr + D, col0, D,
-                       w_ih_ptr, w_ih_ptr, 0.0, D, False, BR, BC, BK)
-    gi_n = linear_tile(x_ptr, D, row0, n_rows, w_ih_ptr + 2 * D * D, b_ih_ptr + 2 * D, col0, D,
-                       w_ih_ptr, w_ih_ptr, 0.0, D, False, BR, BC, BK)
-    gh_r = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr, b_hh_ptr, col0, D, w_hh_ptr, w_hh_ptr, 0.0,
-                       D, False, BR, BC, BK)
-    gh_z = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr + D * D, b_hh_ptr + D, col0, D,
-                       w_hh_ptr, w_hh_ptr, 0.0, D, False, BR, BC, BK)
-    gh_n = linear_tile(h_ptr, D, row0, n_rows, w_hh_ptr + 2 * D * D, b_hh_ptr + 2 * D, col0, D,
-                       w_hh_ptr, w_hh_ptr, 0.0, D, False, BR, BC, BK)
+    gi_r, gi_z, gi_n = _gate_tiles(x_ptr, w_ih_ptr, b_ih_ptr, row0, n_rows, col0, D, BR, BC, BK)
+    gh_r, gh_z, gh_n = _gate_tiles(h_ptr, w_hh_ptr, b_hh_ptr, row0, n_rows, col0, D, BR, BC, BK)
     r, z, n = _gates(gi_r, gi_z, gi_n, gh_r, gh_z, gh_n)
     rows = row0 + tl.arange(0, BR)
     cols = col0 + tl.arange(0, BC)
