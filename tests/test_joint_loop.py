@@ -42,6 +42,7 @@ def test_joint_loop_equals_two_reference_loops(backend, batch, n_img, n_aud, dim
 def test_model_localize_uses_the_joint_loop_and_matches_the_reference_path():
     from jsa_rt.kernels import triton_available
     from jsa_rt.model import build_model
+    from jsa_rt.model.slot_kernels import use_kernels
     device = os.environ.get("JSA_KERNELS_DEVICE", "cpu")
     if not triton_available(device):
         pytest.skip(f"Triton kernels cannot run on {device} (set TRITON_INTERPRET=1 before importing)")
@@ -54,9 +55,9 @@ def test_model_localize_uses_the_joint_loop_and_matches_the_reference_path():
                 norm.bias.normal_(0, 0.2)
         images = torch.randn(2, 3, 112, 112, device=device)
         wave = torch.randn(2, model.cfg.num_samples, device=device)
-        model.slots.set_kernels("torch")
+        use_kernels(model, "torch")
         want = model.localize(images, wave)
-        model.slots.set_kernels("triton")
+        use_kernels(model, "triton")
         calls = []
         import jsa_rt.kernels.joint_loop as joint
         original = joint.joint_slot_iterations

@@ -1,10 +1,12 @@
 """Opt-in `--plugins triton`: the fused slot-attention step (jsa_rt.kernels) inside the TensorRT
 engine, as a TensorRT Python plugin ("quickly deployable plugin", `tensorrt.plugin`).
 
-Export side (torch, no TensorRT): the slot attention's read-out step becomes one ONNX node
-`jsa_rt::slot_attention_step` (q, k, v -> updates, attn) carrying `plugin_namespace="jsa_rt"` (and
-`aot=1`), which is how TensorRT's ONNX parser maps a node to a registered Python plugin. The node
-is declared with an explicit onnx.defs.OpSchema: the exporter and the checker need it.
+Export side (torch, no TensorRT): `use_plugin_ops` sets the model's slot kernels, through the
+model's one seam (model/slot_kernels.py `use_kernels`), to `plugin_kernels()`: the slot
+attention's read-out step becomes one ONNX node `jsa_rt::slot_attention_step` (q, k, v ->
+updates, attn) carrying `plugin_namespace="jsa_rt"` (and `aot=1`), which is how TensorRT's ONNX
+parser maps a node to a registered Python plugin. The node is declared with an explicit
+onnx.defs.OpSchema: the exporter and the checker need it.
 
 Build side (TensorRT): `prepare()` registers the plugin (jsa_rt/runtime/trt_plugin.py, which
 running an engine needs too) before parsing.
@@ -21,8 +23,6 @@ Never verified here (no TensorRT): tools/validate_trt.sh is the check.
 No `from __future__ import annotations` in this module: `tensorrt.plugin` reads the decorated
 functions' type hints as classes when the decorators run (strings fail its checks).
 """
-import types
-
 from ..errors import EngineError
 from ..runtime.trt_facts import plugin_module
 from ..runtime.trt_plugin import NAMESPACE, OP, PLUGIN_ID, TRITON_VERSION_NOTE, register
@@ -91,18 +91,33 @@ def translation_table() -> dict:
     return {_torch_op(): slot_attention_step}
 
 
-def use_plugin_ops(model):
-    """Route every SlotAttention.attend of `model` (in place) through the plugin op."""
-    op = _torch_op()
+_PLUGIN_KERNELS = None
 
-    def attend(self, q, k, v, triton=False):      # `triton` is the model's own kernel switch: unused here
-        updates, attn = op(q, k, v, float(self.scale), float(self.eps))
-        return attn, updates
-    slots = getattr(model, "slots", None)
-    if slots is None:
+
+def plugin_kernels():
+    """The slot kernels of a `--plugins triton` export: the PyTorch reference loop with its
+    competition step as the plugin op (one ONNX node per step), for the model's one seam
+    (model/slot_kernels.py). Defined on first use: this module imports no torch."""
+    global _PLUGIN_KERNELS
+    if _PLUGIN_KERNELS is None:
+        from ..model.slot_kernels import SlotKernels
+        op = _torch_op()
+
+        class PluginSlotKernels(SlotKernels):
+            name = "tensorrt-plugin"
+
+            def attend(self, q, k, v, scale, eps):
+                updates, attn = op(q, k, v, float(scale), float(eps))
+                return attn, updates
+        _PLUGIN_KERNELS = PluginSlotKernels()
+    return _PLUGIN_KERNELS
+
+
+def use_plugin_ops(model):
+    """Run the slot attention of `model` (in place) through the plugin op."""
+    from ..model.slot_kernels import use_kernels
+    if use_kernels(model, plugin_kernels()) is None:
         raise EngineError("--plugins triton applies to JSA models (slot attention); this model has none")
-    for module in (slots.image, slots.audio):
-        module.attend = types.MethodType(attend, module)
     return model
 
 

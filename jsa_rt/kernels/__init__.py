@@ -1,5 +1,6 @@
-"""Triton kernels of the slot-attention module: the model's fast path (jsa_rt/model/slot_attention.py)
-and the TensorRT plugin's kernel (`aot.py` compiles it to PTX).
+"""Triton kernels of the slot-attention module: the model's fast path, chosen once per model by
+jsa_rt/model/slot_kernels.py (`use_kernels`), and the TensorRT plugin's kernel (`aot.py` compiles
+it to PTX). They know nothing of the model.
 
 Stable entry points (CUDA tensors with compute capability >= 8.0, or CPU tensors when
 TRITON_INTERPRET=1 was set before this package's kernels were first imported):

@@ -10,7 +10,8 @@ MODEL_KINDS = {"jsa": JSA, "ezvsl": EZVSL}
 
 def build_model(cfg: ModelConfig | str, kind: str = "jsa", pretrained=True, kernels: str = "auto"):
     """A model from a preset name or config. `pretrained`: load ImageNet weights for the image
-    encoder when available locally (True), from a path (str), or not at all (False)."""
+    encoder when available locally (True), from a path (str), or not at all (False). `kernels`:
+    how the slot loops run, "auto", "triton" or "torch" (slot_kernels.use_kernels)."""
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
     if kind not in MODEL_KINDS:

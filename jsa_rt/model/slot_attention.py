@@ -4,46 +4,26 @@ Slots compete for tokens (softmax over the slot axis), then each slot takes the 
 of the values it won, then a GRU and a residual MLP update it. "Joint" = the two modalities
 share the learned initial slots, and cross-modal maps pair one modality's queries with the
 other's keys. Slot 0 is the target slot, slot 1 the off-target slot.
+
+The loop below is the reference's. How its two steps run (the PyTorch reference, or the Triton
+kernels) is chosen once per model, outside the loop: slot_kernels.py, `use_kernels`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-
-def slot_attention_map(q: torch.Tensor, k: torch.Tensor, scale: float, eps: float,
-                       gamma: float = 1.0) -> torch.Tensor:
-    """(B,S,D) queries x (B,N,D) keys -> (B,S,N): softmax over slots, + eps, renormalised over
-    tokens. Computed in fp32 whatever the input dtype (fp16 would flush eps=1e-8 to 0), also
-    under mixed-precision training (autocast would run the product in bf16)."""
-    if torch.is_autocast_enabled(q.device.type):
-        with torch.autocast(q.device.type, enabled=False):
-            return slot_attention_map(q, k, scale, eps, gamma)
-    logits = torch.matmul(q.float(), k.float().transpose(1, 2)) * (scale * gamma)
-    attn = logits.softmax(dim=1) + eps
-    return attn / attn.sum(dim=2, keepdim=True)
-
-
-@dataclass
-class SlotState:
-    slots: torch.Tensor    # (B, S, D) after the last update
-    query: torch.Tensor    # (B, S, D) queries of the last iteration (from the slots before it)
-    keys: torch.Tensor     # (B, N, D)
-    attn: torch.Tensor     # (B, S, N) intra-modal attention of the last iteration
+from .slot_kernels import REFERENCE, SlotState, slot_attention_map, use_kernels
 
 
 class SlotAttention(nn.Module):
     """Slot attention over one modality's tokens, starting from given initial slots."""
 
-    def __init__(self, dim: int, iterations: int, mlp_hidden: int, eps: float,
-                 token_mask_prob: float = 0.0, kernels: str = "auto"):
+    def __init__(self, dim: int, iterations: int, mlp_hidden: int, eps: float, token_mask_prob: float = 0.0):
         super().__init__()
         self.iterations, self.eps, self.scale = iterations, eps, dim ** -0.5
         self.token_mask_prob = token_mask_prob
-        self.kernels = kernels          # "auto" (Triton on CUDA GPUs), "triton" or "torch" (reference)
+        self.step = REFERENCE           # how `attend` and `gru_step` run (slot_kernels.use_kernels)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.norm_input = nn.LayerNorm(dim)
         self.norm_slots = nn.LayerNorm(dim)
@@ -62,41 +42,22 @@ class SlotAttention(nn.Module):
         drop = torch.rand(tokens.shape[:2], device=tokens.device) < self.token_mask_prob
         return torch.where(drop.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
 
-    def uses_triton(self, device: torch.device) -> bool:
-        if self.kernels == "torch" or (self.kernels == "auto" and device.type != "cuda"):
-            return False
-        if self.kernels == "triton":
-            return True
-        from ..kernels import triton_available
-        return triton_available(device)
-
-    def attend(self, q, k, v, triton: bool):
+    def attend(self, q, k, v):
         """One competition step: attention (B,S,N) and the weighted means U (B,S,D)."""
-        if triton:
-            from ..kernels import slot_attention_step
-            updates, attn = slot_attention_step(q, k, v, self.scale, self.eps, backend="triton")
-            return attn, updates
-        attn = slot_attention_map(q, k, self.scale, self.eps)
-        return attn, torch.matmul(attn.to(v.dtype), v)
+        return self.step.attend(q, k, v, self.scale, self.eps)
 
-    def gru_step(self, updates, hidden, triton: bool):
-        if triton:
-            from ..kernels import gru_update
-            gi = F.linear(updates, self.gru.weight_ih, self.gru.bias_ih)
-            gh = F.linear(hidden, self.gru.weight_hh, self.gru.bias_hh)
-            return gru_update(gi, gh, hidden, backend="triton")
-        return self.gru(updates, hidden)
+    def gru_step(self, updates, hidden):
+        return self.step.gru(self.gru, updates, hidden)
 
     def forward(self, tokens: torch.Tensor, initial_slots: torch.Tensor) -> SlotState:
         batch, _, dim = tokens.shape
         x = self.norm_input(self.mask_tokens(tokens))
         k, v = self.to_k(x), self.to_v(x)
         slots = initial_slots.expand(batch, -1, -1)
-        triton = self.uses_triton(tokens.device)
         for _ in range(self.iterations):
             q = self.to_q(self.norm_slots(slots))
-            attn, updates = self.attend(q, k, v, triton)
-            slots = self.gru_step(updates.reshape(-1, dim), slots.reshape(-1, dim), triton).view(batch, -1, dim)
+            attn, updates = self.attend(q, k, v)
+            slots = self.gru_step(updates.reshape(-1, dim), slots.reshape(-1, dim)).view(batch, -1, dim)
             slots = slots + self.mlp(self.norm_pre_ff(slots))
         return SlotState(slots=slots, query=q, keys=k, attn=attn)
 
@@ -109,42 +70,25 @@ class JointSlotAttention(nn.Module):
         super().__init__()
         self.eps, self.scale = eps, dim ** -0.5
         self.initial_slots = nn.Parameter(torch.randn(1, num_slots, dim) * dim ** -0.5)
-        args = (dim, iterations, mlp_hidden, eps, token_mask_prob, kernels)
+        args = (dim, iterations, mlp_hidden, eps, token_mask_prob)
         self.image = SlotAttention(*args)
         self.audio = SlotAttention(*args)
+        use_kernels(self, kernels)      # sets self.kernels (the setting) and self.step (what runs)
 
-    def set_kernels(self, kernels: str) -> None:
-        self.image.kernels = self.audio.kernels = kernels
-
-    def kernels_in_use(self, device) -> str:
-        """"triton" or "torch": what the slot updates run on for tensors on `device` (for logs)."""
-        return "triton" if self.image.uses_triton(torch.device(device)) else "torch"
+    def _apply(self, fn, *args, **kwargs):
+        """Moving or casting the module (.to, .cuda, .half): "auto" is chosen again for the device."""
+        super()._apply(fn, *args, **kwargs)
+        if self.kernels == "auto":
+            use_kernels(self, "auto")
+        return self
 
     def attention(self, query, keys, gamma: float = 1.0):
         return slot_attention_map(query, keys, self.scale, self.eps, gamma)
 
     def both(self, image_tokens, audio_tokens) -> tuple[SlotState, SlotState]:
-        """Both modalities' loops. At inference with the Triton kernels they advance together
-        (kernels/joint_loop.py: a third of the launches); otherwise one module after the other."""
-        if self.training or not self.image.uses_triton(image_tokens.device):
-            return (self.image(image_tokens, self.initial_slots),
-                    self.audio(audio_tokens, self.initial_slots))
-        from ..kernels.joint_loop import joint_slot_iterations
-        img, aud = joint_slot_iterations(image_tokens, audio_tokens, self.initial_slots,
-                                         self._packed_weights(), self.image.iterations, self.scale,
-                                         self.eps, ln_eps=self.image.norm_input.eps)
-        return SlotState(*img), SlotState(*aud)
-
-    def _packed_weights(self) -> dict:
-        """Stacked, LayerNorm-folded weights for the joint loop; repacked when any weight changes."""
-        from ..kernels.joint_loop import pack_joint
-        from ..kernels.reference import params_from_modules
-        params = [params_from_modules(m.norm_input, m.to_q, m.to_k, m.to_v, m.gru, m.mlp,
-                                      m.norm_slots, m.norm_pre_ff) for m in (self.image, self.audio)]
-        key = tuple((p.data_ptr(), p._version) for d in params for p in d.values())
-        if getattr(self, "_packed_key", None) != key:
-            self._packed, self._packed_key = pack_joint(*params), key
-        return self._packed
+        """Both modalities' loops, as the chosen kernels run them (at inference with the Triton
+        kernels they advance together; otherwise one module after the other)."""
+        return self.step.both(self, image_tokens, audio_tokens)
 
     def forward(self, image_tokens, audio_tokens) -> dict:
         img = self.image(image_tokens, self.initial_slots)

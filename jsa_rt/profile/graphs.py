@@ -55,8 +55,10 @@ def profile_triton_graphs(model, device: str, warmup: int, iterations: int) -> d
     if not kernels.triton_available(device):
         raise JsaError("torch-triton-graphs needs Triton and a GPU of compute capability >= 8.0; "
                        "pip install 'jsa-rt[kernels]'")
+    from ..model.slot_kernels import use_kernels
     frame, audio = synthetic_inputs(model.cfg)
-    model.slots.set_kernels("triton")
+    before = model.slots.kernels
+    use_kernels(model, "triton")
     try:
         with torch.inference_mode():
             total = _whole_call(model, frame, audio, device, warmup, iterations)
@@ -67,7 +69,7 @@ def profile_triton_graphs(model, device: str, warmup: int, iterations: int) -> d
                 graphs.append((name, _capture(fn).replay))
         stages = pt.time_stages(graphs, warmup, iterations, device)
     finally:
-        model.slots.set_kernels("torch")
+        use_kernels(model, before)
     return profiling.backend_entry(
         total, stages, device=device,
         timer="total: perf_counter around copy-in + graph replay + heatmap copy-out; "

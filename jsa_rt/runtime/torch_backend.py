@@ -2,8 +2,9 @@
 
 It runs the same raw-in wrappers the ONNX graphs are exported from (export/wrappers.py), so
 its numbers are the reference the other backends are compared with. On CUDA it can use the
-fused Triton kernels (kernels="triton") and replay the visual branch as a CUDA graph
-(cuda_graph=True: static input buffers, one launch per frame).
+fused Triton kernels (kernels="triton"; "auto" uses them where they can run, model/slot_kernels.py)
+and replay the visual branch as a CUDA graph (cuda_graph=True: static input buffers, one launch
+per frame).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class TorchBackend(Backend):
                  kernels: str = "auto", cuda_graph: bool = False, threads: int | None = None):
         import torch
         from ..model import wrappers
+        from ..model.slot_kernels import use_kernels
         self.torch = torch
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -28,10 +30,9 @@ class TorchBackend(Backend):
         self.device = device
         if threads:
             torch.set_num_threads(threads)
-        if kernels == "auto":
-            kernels = "triton" if device == "cuda" and _triton_kernels_available() else "torch"
-        self.kernels = kernels
-        self.model = self._load(model, preset, device, kernels)
+        self.model = self._load(model, preset).to(device).eval()
+        step = use_kernels(self.model, kernels)          # once, for the device the model now lives on
+        self.kernels = step.name if step is not None else "n/a"      # what "auto" chose
         self.config = self.model.cfg
         self.full = wrappers.RawLocalizer(self.model).to(device).eval()
         self.audio = wrappers.RawAudioBranch(self.model).to(device).eval()
@@ -40,18 +41,14 @@ class TorchBackend(Backend):
         self.cuda_graph = cuda_graph and device == "cuda"
 
     @staticmethod
-    def _load(model, preset, device, kernels):
+    def _load(model, preset):
         if model is not None and not isinstance(model, (str, bytes)) and hasattr(model, "localize"):
-            net = model                                  # an nn.Module already
-        elif model is None and preset is not None:
+            return model                                 # an nn.Module already
+        if model is None and preset is not None:
             from ..model import random_model
-            net = random_model(preset)
-        else:
-            from ..model.checkpoint import load_checkpoint
-            net, _ = load_checkpoint(model, device="cpu", kernels=kernels)
-        if hasattr(net, "slots") and hasattr(net.slots, "set_kernels"):
-            net.slots.set_kernels(kernels)
-        return net.to(device).eval()
+            return random_model(preset)
+        from ..model.checkpoint import load_checkpoint
+        return load_checkpoint(model, device="cpu")[0]
 
     def _tensors(self, *arrays):
         return [self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
@@ -111,13 +108,3 @@ def _as_tensor(backend, value):
     if isinstance(value, np.ndarray):
         return backend.torch.from_numpy(value).to(backend.device)
     return value.to(backend.device)
-
-
-def _triton_kernels_available() -> bool:
-    try:
-        from .. import kernels  # noqa: F401
-        from ..kernels import slot_attention_step, gru_update  # noqa: F401
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True

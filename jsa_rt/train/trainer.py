@@ -214,7 +214,7 @@ class Trainer:
               f"on {len(self.train_ds)} items, {self.dist.world} process(es) on {self.device.type}, "
               f"batch {cfg.batch_size}, lr {cfg.lr}, epochs {cfg.epochs}, "
               f"mixed precision {'bf16' if self.amp_dtype else 'off'}, slot kernels "
-              f"{model.slots.kernels_in_use(self.device) if hasattr(model, 'slots') else 'n/a'}")
+              f"{model.slots.step.name if hasattr(model, 'slots') else 'n/a'}")
 
     # ---- the run --------------------------------------------------------------------------------
     def train(self) -> None:
