@@ -5,8 +5,8 @@
 #      without the persistent mode)
 #   2. tools/bench_kernels.py: the product kernels' timing table + JSON (benchmarks/kernels_<card>.json),
 #      then kernels/experiments/bench_slot_loop.py: the experiment's (kernels_slot_loop_<card>.json)
-#   3. tests/test_kernels.py + tests/test_joint_loop.py + tests/test_experiment_slot_loop.py
-#      compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
+#   3. tests/test_kernels.py, test_joint_loop.py, test_slot_kernels.py (the model's seam) and
+#      test_experiment_slot_loop.py compiled (JSA_KERNELS_DEVICE=cuda, no interpreter)
 #   4. tools/profile.py model on the GPU: edge-jsa and paper, every backend (torch eager,
 #      torch + Triton + CUDA graphs, onnxruntime, TensorRT when present)
 #   5. tools/check_aot_launch.py: the AOT PTX (hidden parameters removed) launched through the
@@ -50,7 +50,7 @@ timeout 80 $PY kernels/experiments/bench_slot_loop.py --out-dir "$OUT" --modes $
 
 echo "== 3/5 kernel tests compiled"
 JSA_KERNELS_DEVICE=cuda timeout 130 $PY -m pytest tests/test_kernels.py tests/test_joint_loop.py \
-  tests/test_experiment_slot_loop.py -v -p no:cacheprovider \
+  tests/test_slot_kernels.py tests/test_experiment_slot_loop.py -v -p no:cacheprovider \
   --durations=5 ${skip:+-k "$skip"} 2>&1 | tee "$OUT/pytest.txt"
 tests=${PIPESTATUS[0]}
 
