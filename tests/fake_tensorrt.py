@@ -14,7 +14,8 @@ tests can check which API a given TensorRT version gets:
 
 "Strong typing" is simulated: the fake engine's layers run in the precision of the ONNX
 initializers, as a real strongly typed build would; `force_layer_dtype` overrides it to
-simulate a silently-fp32 engine.
+simulate a silently-fp32 engine. An engine's execution context (tests/fake_trt_runtime.py)
+checks shapes against the plan's optimization profile and runs the ONNX graph on onnxruntime.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class FakeTensorRT:
                 fake.calls.append(("build_serialized_network",))
                 if network.onnx is None:
                     return None
-                return fake._plan_bytes(network)
+                return fake._plan_bytes(network, config)
 
         class Network:
             def __init__(self, flags):
@@ -118,7 +119,7 @@ class FakeTensorRT:
 
         class Config:
             def __init__(self):
-                self.cache = None
+                self.cache, self.profiles = None, []
 
             def set_memory_pool_limit(self, pool, size):
                 fake.calls.append(("set_memory_pool_limit", pool, size))
@@ -150,6 +151,7 @@ class FakeTensorRT:
 
             def add_optimization_profile(self, profile):
                 fake.calls.append(("add_optimization_profile", dict(profile.shapes)))
+                self.profiles.append(dict(profile.shapes))
 
         class OnnxParser:
             def __init__(self, network, logger):
@@ -158,7 +160,7 @@ class FakeTensorRT:
             def parse_from_file(self, path):
                 fake.calls.append(("parse_from_file", path))
                 try:
-                    self.network.onnx = onnx.load(path)
+                    self.network.onnx, self.network.path = onnx.load(path), str(path)
                 except Exception as exc:           # the real parser reports, never raises
                     self.errors.append(f"failed to parse: {exc}")
                     return False
@@ -217,6 +219,10 @@ class FakeTensorRT:
 
             def create_engine_inspector(self):
                 return Inspector(self)
+
+            def create_execution_context(self):      # runs the graph on onnxruntime: fake_trt_runtime.py
+                from fake_trt_runtime import FakeContext
+                return FakeContext(fake, self)
 
         self.Builder, self.OnnxParser, self.Runtime = Builder, OnnxParser, Runtime
 
@@ -337,7 +343,7 @@ class FakeTensorRT:
 
     _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 2: "UINT8", 7: "INT64", 6: "INT32", 9: "BOOL"}
 
-    def _plan_bytes(self, network) -> bytes:
+    def _plan_bytes(self, network, config) -> bytes:
         graph = network.onnx.graph
         floats = [numpy_helper.to_array(t).dtype for t in graph.initializer
                   if numpy_helper.to_array(t).dtype in (np.float16, np.float32)]
@@ -352,7 +358,8 @@ class FakeTensorRT:
                     "shape": dims}
         desc = {"fake": "FakeTensorRT plan, not a real engine", "version": self.__version__,
                 "compute": compute, "layers": [n.name or n.op_type for n in graph.node],
-                "inputs": [spec(v) for v in graph.input], "outputs": [spec(v) for v in graph.output]}
+                "inputs": [spec(v) for v in graph.input], "outputs": [spec(v) for v in graph.output],
+                "onnx": network.path, "profiles": config.profiles}
         return json.dumps(desc).encode()
 
     def _engine_info(self, desc) -> str:

@@ -75,6 +75,14 @@ def server(tmp_path_factory):
         proc.wait(30)
 
 
+@needs_server
+def test_the_ready_line_says_auto_chose_onnxruntime_here_and_why(server):
+    """No TensorRT in .venv-serve here: `--backend auto` (the default) serves on onnxruntime."""
+    ready = [line for line in server["log"].read_text().splitlines() if line.startswith("serve: ready: ")]
+    assert len(ready) == 1, server["log"].read_text()[-2000:]
+    assert "(onnxruntime, chosen by auto: no TensorRT with a builder can be imported; max batch 4)" in ready[0]
+
+
 def inputs(seed: int):
     rng = np.random.default_rng(seed)
     frame = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)

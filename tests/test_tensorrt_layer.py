@@ -372,3 +372,20 @@ def test_cuda_graphs_without_cuda_python_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
     with pytest.raises(DeviceError, match="CUDA graphs need cuda-python"):
         cuda_mem._Provider().begin_capture()
+
+
+def test_a_batch_1_engine_runs_with_fixed_shapes_set_once(tmp_path):
+    """TrtEngine as the tensorrt backend uses it, on the stand-ins (FakeTensorRT's context runs the
+    graph on onnxruntime): shapes are set once at load, never per call; other shapes are refused."""
+    from jsa_rt.runtime.trt_backend import TrtEngine
+    from fake_trt_runtime import FakeCuda
+    trt = FakeTensorRT("10.3.0")
+    res = build(trt, small_onnx(tmp_path / "m.onnx", "fp32"), tmp_path / "e", precision="fp32",
+                gpu=(FakeCuda.gpu_name, FakeCuda.compute_capability))
+    engine = TrtEngine(res.plan, trt, FakeCuda())
+    wave = np.arange(4, dtype=np.float32).reshape(1, 4)
+    out = engine.infer({"frame": np.zeros((1, 4, 4, 3), np.uint8), "wave": wave})
+    np.testing.assert_allclose(out["heatmap"], wave @ np.ones((4, 4), np.float32))
+    assert [c[1:3] for c in trt.called("context.set_input_shape")] == [("frame", (1, 4, 4, 3)), ("wave", (1, 4))]
+    with pytest.raises(EngineError, match=r"wave has shape \(2, 4\), the engine takes \(1, 4\)"):
+        engine.infer({"frame": np.zeros((1, 4, 4, 3), np.uint8), "wave": np.zeros((2, 4), np.float32)})

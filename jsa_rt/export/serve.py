@@ -9,7 +9,9 @@ Three models, each batched on its first axis by Triton's dynamic batcher:
 
 A stream's audio state (audio_query, audio_slot) travels by value with each frame, so the server
 keeps nothing per stream and any replica serves any frame. The graphs are exported once with a
-dynamic batch axis into engines/serve/ (that needs torch) and run on onnxruntime in this process.
+dynamic batch axis into engines/serve/ (that needs torch) and run in this process on onnxruntime,
+or on TensorRT engines built from them (serve_trt.py; --backend tensorrt, or auto where TensorRT
+and a CUDA device work).
 
 Triton's Python-backend stub in the nvidia-pytriton wheel links Debian's libpython3.11, so the
 server runs under Debian's /usr/bin/python3.11 in `.venv-serve` (made by tools/setup.sh). Started
@@ -33,12 +35,11 @@ from ..errors import EngineError, InputError
 from ..paths import ENGINES_DIR, PACKAGE_DIR, file_sha256
 from ..runtime.ort_backend import graph_path
 from ..shipped import DEFAULT_MODEL, resolve_checkpoint
+from .serve_branches import Branch, OrtBranch
 
 SERVE_DIR = ENGINES_DIR / "serve"                       # dynamic-batch graphs exported for serving
 SERVE_VENV = PACKAGE_DIR.parent / ".venv-serve"
 SETUP_HINT = "run tools/setup.sh (it makes .venv-serve with Debian's python3.11 and nvidia-pytriton)"
-ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
-             "tensor(int32)": np.int32, "tensor(int64)": np.int64}
 
 
 # ---- the graphs ---------------------------------------------------------------------------------
@@ -71,42 +72,6 @@ def prepare_graphs(model: str | None, log=print) -> Path:
     return base
 
 
-class Branch:
-    """One exported graph on onnxruntime, called with whole batches."""
-
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
-        if not path.is_file():
-            raise InputError(f"graph not found: {path}; export it with `jsa-rt export-onnx --dynamic-batch "
-                             f"--graphs audio,visual`")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.meta = self.session.get_modelmeta().custom_metadata_map
-        self.inputs = {i.name: (ORT_TYPES[i.type], i.shape[1:]) for i in self.session.get_inputs()}
-        # outputs that only echo an input (the visual graph's audio_slot) stay home: the client has it
-        self.outputs = {o.name: (ORT_TYPES[o.type], o.shape[1:]) for o in self.session.get_outputs()
-                        if o.name not in self.inputs}
-        fixed = [i.name for i in self.session.get_inputs() if isinstance(i.shape[0], int)]
-        if fixed:
-            raise InputError(f"{path.name}: input {fixed[0]} has a fixed batch size, so Triton cannot batch "
-                             f"it; export with `jsa-rt export-onnx --dynamic-batch --graphs audio,visual`")
-
-    def __call__(self, **feeds) -> dict:
-        names = list(self.outputs)
-        out = dict(zip(names, self.session.run(names, feeds)))
-        # Triton needs at least one dim per sample: a per-sample scalar (confidence) goes out as (B, 1)
-        return {n: a.reshape(len(a), -1) if a.ndim == 1 else a for n, a in out.items()}
-
-    def tensors(self, kind: str):
-        from pytriton.model_config import Tensor
-        spec = self.inputs if kind == "inputs" else self.outputs
-        return [Tensor(name=n, dtype=t, shape=tuple(-1 if not isinstance(d, int) else d for d in dims) or (1,))
-                for n, (t, dims) in spec.items()]
-
-
 # ---- the server -----------------------------------------------------------------------------------
 def bind_models(triton, audio: Branch, visual: Branch, *, max_batch: int, queue_delay_us: int) -> None:
     from pytriton.decorators import batch
@@ -131,13 +96,25 @@ def bind_models(triton, audio: Branch, visual: Branch, *, max_batch: int, queue_
                 outputs=[Tensor(name="info", dtype=bytes, shape=(1,))], config=ModelConfig(batching=False))
 
 
+def load_branches(base: Path, backend: str, *, max_batch: int, threads: int | None, log=print):
+    """(audio, visual) Branches on `backend` ('onnxruntime' | 'tensorrt')."""
+    if backend == "tensorrt":
+        from .serve_trt import trt_branches
+        return trt_branches(base, max_batch=max_batch, log=log)
+    return tuple(OrtBranch(graph_path(base, g), threads) for g in ("audio", "visual"))
+
+
 def serve(base: Path, *, max_batch: int, queue_delay_us: int, address: str, http_port: int, grpc_port: int,
-          metrics_port: int, threads: int | None = None, log=print) -> None:
+          metrics_port: int, threads: int | None = None, backend: str = "auto", log=print) -> None:
     """Run Triton with the three models until SIGINT or SIGTERM."""
     import logging
     from pytriton.triton import Triton, TritonConfig
+    from .serve_trt import choose_backend, describe
     logging.getLogger("pytriton").setLevel(logging.WARNING)
-    audio, visual = (Branch(graph_path(base, g), threads) for g in ("audio", "visual"))
+    backend, note = choose_backend(backend)
+    audio, visual = load_branches(base, backend, max_batch=max_batch, threads=threads, log=log)
+    runs_on = f"{backend} {describe(visual)}" if backend == "tensorrt" else backend
+    runs_on += f", {note}" if note else ""
     config = TritonConfig(http_address=address, http_port=http_port, grpc_address=address, grpc_port=grpc_port,
                           metrics_address=address, metrics_port=metrics_port, allow_metrics=True,
                           exit_timeout_secs=5, log_verbose=0)
@@ -145,19 +122,23 @@ def serve(base: Path, *, max_batch: int, queue_delay_us: int, address: str, http
     def stop(*_):           # SIGTERM ends the serve loop the way Ctrl-C does
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
-    triton = Triton(config=config)
+    triton = None
     try:
+        triton = Triton(config=config)
         bind_models(triton, audio, visual, max_batch=max_batch, queue_delay_us=queue_delay_us)
         triton.run()                              # starts tritonserver and waits until the models are ready
         host = "127.0.0.1" if address in ("0.0.0.0", "") else address
         log(f"serve: ready: {visual.meta.get('jsa_rt.model_name', base.stem)} on grpc://{host}:{grpc_port} and "
-            f"http://{host}:{http_port} (max batch {max_batch}), metrics http://{host}:{metrics_port}/metrics; "
-            f"next: jsa-rt live --server grpc://{host}:{grpc_port} --camera ...  (Ctrl-C stops)")
+            f"http://{host}:{http_port} ({runs_on}; max batch {max_batch}), metrics http://{host}:{metrics_port}"
+            f"/metrics; next: jsa-rt live --server grpc://{host}:{grpc_port} --camera ...  (Ctrl-C stops)")
         triton.serve()                            # returns on SIGINT/SIGTERM, or if the server dies
     except KeyboardInterrupt:
         pass
     finally:
-        triton.stop()
+        if triton is not None:
+            triton.stop()
+        for branch in (audio, visual):
+            branch.close()
     log("serve: stopped")
 
 
@@ -182,9 +163,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                           "visual branches with dynamic batching. Ctrl-C or SIGTERM stops it.")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
                    help="shipped name (default edge-jsa), .pt, or X.onnx with dynamic-batch X.audio.onnx/X.visual.onnx")
-    p.add_argument("--backend", choices=("auto", "onnxruntime"), default="auto",
-                   help="what runs the graphs inside the server (auto: onnxruntime; for TensorRT on a GPU "
-                        "use `jsa-rt export-triton --backend tensorrt` with NVIDIA's Triton container)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+                   help="what runs the graphs inside the server: tensorrt builds engines (batch 1..--max-batch) "
+                        "once and caches them next to the graphs, and needs tensorrt, cuda-python and onnx "
+                        "in the server's interpreter (.venv-serve) on an NVIDIA GPU; auto (default) takes "
+                        "tensorrt where that works, else onnxruntime, and the ready line says which")
     p.add_argument("--max-batch", type=positive_int, default=8, help="largest batch Triton forms (default 8)")
     p.add_argument("--no-batching", action="store_true", help="every request runs alone (same as --max-batch 1)")
     p.add_argument("--queue-delay-us", type=non_negative_int, default=1000,
@@ -207,7 +190,8 @@ def run(args) -> int:
     max_batch = 1 if args.no_batching else args.max_batch
     if not can_host_here():
         python = serve_python()
-        argv = [str(python), "-m", "jsa_rt.cli", "serve", "--model", str(base), "--max-batch", str(max_batch),
+        argv = [str(python), "-m", "jsa_rt.cli", "serve", "--model", str(base), "--backend", args.backend,
+                "--max-batch", str(max_batch),
                 "--queue-delay-us", str(args.queue_delay_us), "--address", args.address,
                 "--http-port", str(args.http_port), "--grpc-port", str(args.grpc_port),
                 "--metrics-port", str(args.metrics_port)] + (["--threads", str(args.threads)] if args.threads else [])
@@ -215,5 +199,5 @@ def run(args) -> int:
         os.execv(argv[0], argv)               # the same command under the interpreter Triton's stub links
     serve(base, max_batch=max_batch, queue_delay_us=args.queue_delay_us, address=args.address,
           http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-          threads=args.threads, log=lambda text: print(text, flush=True))
+          threads=args.threads, backend=args.backend, log=lambda text: print(text, flush=True))
     return 0

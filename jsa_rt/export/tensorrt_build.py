@@ -117,7 +117,8 @@ def onnx_facts(onnx_path: Path) -> dict:
 
 
 def optimisation_profile(inputs: list, max_batch: int = 1, opt_batch: int = 1) -> dict:
-    """min/opt/max per input: a dynamic leading (batch) dim runs 1..max_batch."""
+    """min/opt/max per input: a dynamic leading (batch) dim runs 1..max_batch, tuned for opt_batch."""
+    opt_batch = min(max(opt_batch, 1), max_batch)
     profile = {}
     for spec in inputs:
         dims = spec["dims"]
@@ -150,12 +151,14 @@ def make_logger(trt, verbose: bool = False):
 def build_engine(onnx_path, *, precision: str = "fp16", plugins: str = "none",
                  workspace_gb: float = 2.0, timing_cache: str | Path | None = None,
                  force: bool = False, root: str | Path = cache.DEFAULT_ROOT,
-                 model_name: str | None = None, max_batch: int = 1, validate=None,
+                 model_name: str | None = None, max_batch: int = 1, opt_batch: int = 1, validate=None,
                  gpu: tuple[str, str] | None = None, trt=None, log=print,
                  verbose: bool = False) -> BuildResult:
     """Build (or reuse) the engine for one ONNX graph. `validate(plan_path, onnx_path) -> dict`
     compares the engine with onnxruntime; `gpu` = (name, compute capability) when known;
-    `trt` = the TensorRT module (tests pass a stand-in)."""
+    `trt` = the TensorRT module (tests pass a stand-in). A graph with a dynamic batch axis gets
+    the profile 1..max_batch, tuned for opt_batch; a cached engine is reused only with the same
+    profile."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EngineError(f"ONNX file not found: {onnx_path}; make it with `jsa-rt export-onnx`")
@@ -181,11 +184,12 @@ def build_engine(onnx_path, *, precision: str = "fp16", plugins: str = "none",
     key = cache.EngineKey(cache.file_sha256(onnx_path), feats.version, gpu[0], gpu[1],
                           precision, plugins)
     paths = cache.EnginePaths(cache.engine_dir(root, model_name, graph, key))
+    profile_spec = optimisation_profile(facts["inputs"], max_batch=max_batch, opt_batch=opt_batch)
     if not force:
         hit = cache.find_cached(root, model_name, graph, key)
         if hit is not None:
             sidecar = cache.read_sidecar(hit.sidecar)
-            if sidecar.get("validation", {}).get("passed", False):
+            if sidecar.get("validation", {}).get("passed", False) and sidecar.get("profile") == profile_spec:
                 log(f"[cache] reusing {hit.plan} (same ONNX, TensorRT {feats.version}, {gpu[0]}); "
                     f"--force rebuilds")
                 return BuildResult(hit.plan, sidecar, reused=True)
@@ -216,7 +220,6 @@ def build_engine(onnx_path, *, precision: str = "fp16", plugins: str = "none",
         # a cache from another TensorRT, GPU or config is rejected; the build just takes longer
         log(f"      timing cache {cache_path} does not fit this TensorRT/GPU: starting a new one")
         config.set_timing_cache(config.create_timing_cache(b""), False)
-    profile_spec = optimisation_profile(facts["inputs"], max_batch=max_batch)
     profile = builder.create_optimization_profile()
     for name, shapes in profile_spec.items():
         profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])

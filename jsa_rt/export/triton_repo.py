@@ -71,6 +71,13 @@ def load_graph(path: Path):
     return proto, spec
 
 
+def drop_echo(proto, spec: dict) -> bool:
+    """Remove from `proto` the outputs that only return an input (spec["echo"]); True if any."""
+    for echo in [o for o in proto.graph.output if o.name in spec["echo"]]:
+        proto.graph.output.remove(echo)
+    return bool(spec["echo"])
+
+
 # ---- config.pbtxt ---------------------------------------------------------------------------------
 def preferred_sizes(max_batch: int) -> list[int]:
     """Powers of two from 2, and max_batch itself: [2, 4, 8, 16] for 16, [1] for 1."""
@@ -162,9 +169,7 @@ def write_model_repository(onnx_audio: Path, onnx_visual: Path, out: Path, *, ma
         folder.unlink(missing_ok=True)
         model = folder / ("1/model.onnx" if backend == "onnxruntime" else "model.onnx")
         with atomic_path(model) as tmp:
-            if spec["echo"]:                      # drop outputs that only echo an input
-                for echo in [o for o in proto.graph.output if o.name in spec["echo"]]:
-                    proto.graph.output.remove(echo)
+            if drop_echo(proto, spec):            # drop outputs that only echo an input
                 onnx.save(proto, str(tmp))
             else:
                 shutil.copyfile(src, tmp)

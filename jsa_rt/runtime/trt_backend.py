@@ -1,6 +1,6 @@
 """TensorRT backend: plans built by `jsa-rt build-engine`, run through the TensorRT 10/11 runtime
-API (deserialize_cuda_engine, create_execution_context, set_input_shape, set_tensor_address,
-execute_async_v3). Device buffers, pinned host buffers and the stream come from cuda_mem
+API (deserialize_cuda_engine, create_execution_context, set_input_shape, get_tensor_shape,
+set_tensor_address, execute_async_v3). Device buffers, pinned host buffers and the stream come from cuda_mem
 (pycuda in the primary context, else cuda-python, else torch). Optional CUDA graph: the
 enqueue is captured once and replayed per call (copies stay outside the graph).
 
@@ -39,11 +39,18 @@ def _nptype(trt, dtype):
 
 
 class TrtEngine:
-    """One plan, one execution context, its buffers. Batch 1 (the profile's opt shape).
+    """One plan, one execution context, its buffers. Batch 1 by default; `max_batch` > 1 is for a
+    plan built with a batch profile 1..max_batch (`jsa-rt serve --backend tensorrt`): the buffers
+    hold max_batch rows, and each call sets the input shapes of its own batch (set_input_shape)
+    and reads the output shapes TensorRT derives from them (get_tensor_shape). A CUDA graph
+    replays fixed shapes, so only a batch-1 engine takes one.
     `verified=False` is for a plan build-engine has just written, before its sidecar exists."""
 
-    def __init__(self, plan: str | Path, trt, cuda, cuda_graph: bool = False, verified: bool = True):
+    def __init__(self, plan: str | Path, trt, cuda, cuda_graph: bool = False, verified: bool = True,
+                 max_batch: int = 1):
         self.plan, self.trt, self.cuda = Path(plan), trt, cuda
+        if cuda_graph and max_batch > 1:
+            raise EngineError("a CUDA graph replays fixed shapes: use cuda_graph only with batch-1 engines")
         if verified:
             sidecar = cache.verify_plan(self.plan)
             cache.check_compatible(sidecar, str(trt.__version__), cuda.gpu_name, cuda.compute_capability)
@@ -64,32 +71,73 @@ class TrtEngine:
             raise EngineError(f"TensorRT could not create an execution context for {self.plan.name} "
                               f"(out of GPU memory?)")
         inputs, outputs = io_specs(trt, self.engine)
+        # inputs with a dynamic first (batch) axis; their buffers hold max_batch rows
+        self.batched = {s["name"] for s in inputs if s["shape"] and s["shape"][0] < 0}
         self.inputs, self.outputs, self.host, self.device = [], [], {}, {}
-        for spec, is_input in [(s, True) for s in inputs] + [(s, False) for s in outputs]:
-            name, shape = spec["name"], tuple(1 if d < 0 else d for d in spec["shape"])
-            if is_input and self.context.set_input_shape(name, shape) is False:
-                raise EngineError(f"{self.plan.name} does not accept input {name} of shape {shape}; "
-                                  f"rebuild it with `jsa-rt build-engine --force`")
-            self.host[name] = cuda.alloc_host(shape, _nptype(trt, self.engine.get_tensor_dtype(name)))
-            self.device[name] = cuda.alloc_device(self.host[name].nbytes)
-            if self.context.set_tensor_address(name, self.device[name]) is False:
-                raise EngineError(f"TensorRT refused the buffer of {name} in {self.plan.name}")
-            (self.inputs if is_input else self.outputs).append(name)
+        self.shapes, self._out_shapes = {}, {}          # the input shapes the context holds now
+        for spec in inputs:                             # the largest shapes: outputs are sized from them
+            name = spec["name"]
+            self._set_shape(name, tuple(max_batch if i == 0 and d < 0 else 1 if d < 0 else d
+                                        for i, d in enumerate(spec["shape"])))
+            self._bind(name, self.shapes[name])
+            self.inputs.append(name)
+        for spec in outputs:
+            self._bind(spec["name"], self._output_shape(spec["name"]))
+            self.outputs.append(spec["name"])
         self._graph, self.cuda_graph = None, cuda_graph
 
+    def _set_shape(self, name: str, shape: tuple) -> None:
+        if self.context.set_input_shape(name, shape) is False:
+            raise EngineError(f"{self.plan.name} does not accept input {name} of shape {shape}; "
+                              f"rebuild it with `jsa-rt build-engine --force`")
+        self.shapes[name] = tuple(shape)
+        self._out_shapes.clear()
+
+    def _output_shape(self, name: str) -> tuple:
+        """What TensorRT derives for output `name` from the input shapes set now."""
+        if name not in self._out_shapes:
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise EngineError(f"TensorRT cannot tell the shape of output {name} of {self.plan.name} "
+                                  f"({shape}); rebuild it with `jsa-rt build-engine --force`")
+            self._out_shapes[name] = shape
+        return self._out_shapes[name]
+
+    def _bind(self, name: str, shape: tuple) -> None:
+        self.host[name] = self.cuda.alloc_host(shape, _nptype(self.trt, self.engine.get_tensor_dtype(name)))
+        self.device[name] = self.cuda.alloc_device(self.host[name].nbytes)
+        if self.context.set_tensor_address(name, self.device[name]) is False:
+            raise EngineError(f"TensorRT refused the buffer of {name} in {self.plan.name}")
+
+    def _rows(self, name: str, shape: tuple) -> np.ndarray:
+        """The first rows of the pinned buffer of `name`, as `shape` (a view: no copy)."""
+        return self.host[name].reshape(-1)[:int(np.prod(shape))].reshape(shape)
+
+    def _check(self, name: str, shape: tuple) -> None:
+        full = self.host[name].shape
+        if shape == full or (name in self.batched and len(shape) == len(full) and shape[1:] == full[1:]
+                             and 1 <= shape[0] <= full[0]):
+            return
+        takes = (f"1..{full[0]}",) if name in self.batched else (str(full[0]),) if full else ()
+        raise EngineError(f"input {name} has shape {shape}, the engine takes "
+                          f"({', '.join(takes + tuple(map(str, full[1:])))})")
+
     def infer(self, feeds: dict) -> dict:
+        """One call; a batched engine takes any batch 1..max_batch (the same for every input)."""
         for name in self.inputs:
             src = np.asarray(feeds[name])
-            if src.shape != self.host[name].shape:
-                raise EngineError(f"input {name} has shape {src.shape}, the engine expects "
-                                  f"{self.host[name].shape}")
-            np.copyto(self.host[name], src, casting="same_kind")
-            self.cuda.h2d(self.device[name], self.host[name])
+            self._check(name, src.shape)
+            if src.shape != self.shapes[name]:
+                self._set_shape(name, src.shape)
+            host = self._rows(name, src.shape)
+            np.copyto(host, src, casting="same_kind")
+            self.cuda.h2d(self.device[name], host)
         self._enqueue()
-        for name in self.outputs:
-            self.cuda.d2h(self.host[name], self.device[name])
+        out = {name: self._rows(name, self._output_shape(name)) for name in self.outputs}
+        for name, host in out.items():
+            self.cuda.d2h(host, self.device[name])
         self.cuda.synchronize()
-        return {name: self.host[name].copy() for name in self.outputs}
+        return {name: host.copy() for name, host in out.items()}
 
     def _enqueue(self):
         stream = self.cuda.stream_handle
