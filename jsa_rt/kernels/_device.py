@@ -76,3 +76,13 @@ def linear_tile(x_ptr, row_stride, row0, n_rows, w_ptr, b_ptr, col0, n_cols,
         acc += tl.dot(a, tl.trans(w), input_precision="ieee")   # fp32 FMA: the 1e-5 target rules out tf32
     bias = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     return acc + bias[None, :]
+
+
+@triton.jit
+def slot_softmax(logits, slot_ok, valid, scale, eps):
+    """Slot attention's normalisation of (slots, tokens) logits: softmax over slots (axis 0), + eps,
+    renormalised over tokens (axis 1). Padding slots and tokens (outside `valid`) come back as 0."""
+    logits = tl.where(slot_ok[:, None], logits * scale, float("-inf"))
+    e = tl.exp(logits - tl.max(logits, axis=0)[None, :])
+    attn = tl.where(valid, e / tl.sum(e, axis=0)[None, :] + eps, 0.0)
+    return attn / tl.where(slot_ok, tl.sum(attn, axis=1), 1.0)[:, None]

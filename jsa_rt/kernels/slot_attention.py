@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from . import reference
+from ._device import slot_softmax
 
 
 @triton.jit
@@ -40,13 +41,8 @@ def slot_attention_step_kernel(q_ptr, k_ptr, v_ptr, n_tokens, u_ptr, attn_ptr,
                     mask=tok_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
         logits += tl.sum(q[:, None, :] * k[None, :, :], axis=2)
 
-    # softmax over slots (axis 0), + eps, renormalise over tokens (axis 1)
-    logits = tl.where(slot_ok[:, None], logits * SCALE, float("-inf"))
-    e = tl.exp(logits - tl.max(logits, axis=0)[None, :])
-    attn = e / tl.sum(e, axis=0)[None, :]
     valid = slot_ok[:, None] & tok_ok[None, :]
-    attn = tl.where(valid, attn + EPS, 0.0)
-    attn = attn / tl.where(slot_ok, tl.sum(attn, axis=1), 1.0)[:, None]
+    attn = slot_softmax(logits, slot_ok, valid, SCALE, EPS)
     tl.store(attn_ptr + b * S * n_tokens + slot[:, None] * n_tokens + tok[None, :], attn, mask=valid)
 
     # U (BS, D) = A V

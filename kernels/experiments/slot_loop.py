@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from jsa_rt.kernels import reference, resolve_backend
-from jsa_rt.kernels._device import linear_tile, row_stats, sigmoid, tanh
+from jsa_rt.kernels._device import linear_tile, row_stats, sigmoid, slot_softmax, tanh
 
 PHASE_PERSISTENT, PHASE_PREP, PHASE_ATTN, PHASE_GRU, PHASE_MLP = 0, 1, 2, 3, 4
 
@@ -176,12 +176,8 @@ def _attn_phase(p_ptr, kq_ptr, vg_ptr, gi_ptr, s_ptr, q_out_ptr, attn_out_ptr,
                              mask=tok_ok[:, None] & (ks < D + 1)[None, :], other=0.0,
                              cache_modifier=".cg")
                 logits += tl.dot(a, tl.trans(kq), input_precision="ieee")
-            logits = tl.where(slot_ok[:, None], logits * scale, float("-inf"))
-            e = tl.exp(logits - tl.max(logits, axis=0)[None, :])
-            attn = e / tl.sum(e, axis=0)[None, :]
             valid = slot_ok[:, None] & tok_ok[None, :]
-            attn = tl.where(valid, attn + attn_eps, 0.0)
-            attn = attn / tl.where(slot_ok, tl.sum(attn, axis=1), 1.0)[:, None]
+            attn = slot_softmax(logits, slot_ok, valid, scale, attn_eps)
             if c0 == 0:
                 tl.store(attn_out_ptr + b * S * N + slot[:, None] * N + tok[None, :], attn, mask=valid)
             # gi[:, c0:c0+BCA] = A Vg  (= U W_ih^T + b_ih)
