@@ -94,6 +94,9 @@ class ModelConfig:
     # keep the pretrained encoder backbones fixed (BatchNorm statistics too) and train only their
     # projections and what follows: pretrained semantics survive training on a few thousand scenes
     freeze_encoders: bool = False
+    # ... except the image backbone's last N blocks (efficientnet_lite0 has 16), which train
+    # with it: frozen features cannot tell cartoon stamps apart; the stem's do not need to move
+    image_tuned_blocks: int = 0
     tau_loc: float = 1.0             # its temperature; the margins are attention logits already
 
     def __post_init__(self):
@@ -106,6 +109,9 @@ class ModelConfig:
                              f"got {self.num_slots}")
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown model variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.image_tuned_blocks and not self.freeze_encoders:
+            raise ValueError("model setting image_tuned_blocks only applies with \"freeze_encoders\": true "
+                             "(without it the whole image backbone trains)")
         if self.match not in MATCH_MODES:
             raise ValueError(f"unknown attention-matching mode {self.match!r}; "
                              f"choose one of {', '.join(MATCH_MODES)}")
@@ -174,6 +180,7 @@ _MODEL_RULES = {
     **{k: ("float", _POSITIVE, None) for k in ("audio_seconds", "log_offset", "log_scale", "attn_eps", "tau",
                                                "tau_loc", "gamma")},
     **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc")},
+    "image_tuned_blocks": ("int", 0, None),
     "token_mask_prob": ("float", 0, 1), "iqr_alpha": ("float", 0, 1),
     "no_source_confidence": ("float", -1, 1),          # a cosine
 }

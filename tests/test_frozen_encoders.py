@@ -110,3 +110,68 @@ def test_a_trimmed_fp16_copy_named_by_the_environment_loads_the_same_layers(tmp_
     monkeypatch.setenv("JSA_SOUNDNET8_WEIGHTS", str(tmp_path / "missing.npy"))
     with pytest.raises(Exception, match="JSA_SOUNDNET8_WEIGHTS .*not a file"):
         find_soundnet8_weights()
+
+
+# ---- image_tuned_blocks: the image backbone's last blocks train, the rest stays fixed ----------
+def tuned_edge(blocks: int = 3):
+    """edge's EfficientNet-Lite0 image trunk (random weights) with its last `blocks` blocks tuned;
+    a 128-pixel input keeps the test fast."""
+    cfg = get_preset("edge").with_overrides(audio_encoder="soundnet8", freeze_encoders=True,
+                                            image_tuned_blocks=blocks, image_size=128)
+    torch.manual_seed(0)
+    return build_model(with_variant(cfg, "listen"), "jsa", pretrained=False)
+
+
+def test_tuned_blocks_train_and_everything_before_them_and_all_statistics_stay_fixed():
+    model = tuned_edge(blocks=3).train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if ".backbone." in k}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images, wave = torch.randn(4, 3, 128, 128), 0.1 * torch.randn(4, model.cfg.num_samples)
+    for _ in range(2):
+        total, _ = model.loss(images, wave)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    after = model.state_dict()
+    tuned = ("image_encoder.backbone._blocks.13.", "image_encoder.backbone._blocks.14.",
+             "image_encoder.backbone._blocks.15.", "image_encoder.backbone._conv_head.",
+             "image_encoder.backbone._bn1.weight", "image_encoder.backbone._bn1.bias")
+    moved = {k for k, v in before.items() if not torch.equal(after[k], v)}
+    assert moved and all(k.startswith(tuned) for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("image_encoder.backbone._blocks.15.") for k in moved)
+    assert not any("running_" in k for k in moved)                     # BatchNorm statistics stay
+
+
+def test_tuned_blocks_cached_features_give_the_tokens_the_images_give():
+    model = tuned_edge(blocks=5).eval()
+    images, wave = torch.randn(2, 3, 128, 128), 0.1 * torch.randn(2, model.cfg.num_samples)
+    with torch.no_grad():
+        direct = model.encode_image(images), model.encode_audio(wave)
+        features = model.backbone_features(images, wave)
+        assert features[0].shape[1] == 112          # the cache holds block 11's input: 112 channels at stride 16
+        with model.reading_backbone_features():
+            cached = model.encode_image(features[0]), model.encode_audio(features[1])
+    for a, b in zip(direct, cached):
+        torch.testing.assert_close(a, b)
+
+
+def test_tuned_blocks_round_trip_through_a_checkpoint(tmp_path):
+    model = tuned_edge(blocks=8).eval()
+    save_checkpoint(tmp_path / "m.pt", model)
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["config"].image_tuned_blocks == 8 and loaded.image_encoder.cut == 8
+    images, wave = torch.randn(1, 3, 128, 128), 0.1 * torch.randn(1, model.cfg.num_samples)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.localize(images, wave)["aud"], model.localize(images, wave)["aud"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"image_tuned_blocks": 4}, "only applies with \"freeze_encoders\": true"),
+    ({"image_tuned_blocks": 4, "freeze_encoders": True, "image_encoder": "tiny_cnn"}, "efficientnet_lite0"),
+    ({"image_tuned_blocks": 17, "freeze_encoders": True}, "between 1 and 16"),
+    ({"image_tuned_blocks": -1, "freeze_encoders": True}, "image_tuned_blocks"),
+])
+def test_tuned_blocks_misconfigured_is_a_one_line_error(overrides, message):
+    with pytest.raises(ValueError, match=message) as err:
+        build_model(get_preset("edge").with_overrides(**overrides), "jsa", pretrained=False)
+    assert "\n" not in str(err.value)

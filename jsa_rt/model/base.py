@@ -57,6 +57,9 @@ class AudioVisualModel(nn.Module):
         self.frozen = [self.image_encoder.backbone, self.audio_encoder.backbone] if cfg.freeze_encoders else []
         for backbone in self.frozen:
             backbone.requires_grad_(False)
+        if cfg.image_tuned_blocks:        # ... except the image backbone's last blocks (BatchNorm statistics stay)
+            for module in self.image_encoder.tune_last(cfg.image_tuned_blocks):
+                module.requires_grad_(True)
         self.inputs_are_backbone_features = False        # see reading_backbone_features
         # a buffer, so it follows .to(device) and no host copy happens in a CUDA graph or a trace
         self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
@@ -77,24 +80,29 @@ class AudioVisualModel(nn.Module):
     @contextlib.contextmanager
     def reading_backbone_features(self):
         """Inside, `encode_image` / `encode_audio` take what the frozen backbones output (computed
-        once by the trainer's feature cache) instead of images and waveforms: the same heads and
-        losses, without a backbone pass per step."""
+        once by the trainer's feature cache: `backbone_features`) instead of images and waveforms:
+        the same heads and losses, without a backbone pass per step."""
         self.inputs_are_backbone_features = True
         try:
             yield self
         finally:
             self.inputs_are_backbone_features = False
 
+    def backbone_features(self, images: torch.Tensor, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a feature cache stores for a batch: the fixed parts of both encoders' outputs."""
+        return (self.image_encoder.fixed_features(images),
+                self.audio_encoder.fixed_features(self.frontend(wave)))
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) ImageNet-normalised -> (B, g*g, d)."""
         if self.inputs_are_backbone_features:
-            return self.image_encoder.tokens(images)
+            return self.image_encoder.tokens_from_fixed(images)
         return self.image_encoder(images)
 
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, L) waveform at cfg.sample_rate -> (B, T', d); spectrogram masking in training."""
         if self.inputs_are_backbone_features:
-            return self.audio_encoder.tokens(wave)
+            return self.audio_encoder.tokens_from_fixed(wave)
         spec = self.frontend(wave)
         if self.training:
             spec = self.frontend.augment(spec)

@@ -86,10 +86,23 @@ class EfficientNetLite0Trunk(nn.Module):
         self.out_channels = 1280
 
     def forward(self, x):
+        return self.upper(self.lower(x, len(self._blocks)), len(self._blocks))
+
+    # The trunk cut in two at block `cut`: `lower` (stem and blocks before it) and `upper` (the
+    # rest and the head conv), so that a fixed lower part can be computed once and cached.
+    def lower(self, x, cut: int):
         x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[:cut]:
+            x = block(x)
+        return x
+
+    def upper(self, x, cut: int):
+        for block in self._blocks[cut:]:
             x = block(x)
         return nn.functional.relu6(self._bn1(self._conv_head(x)))
+
+    def upper_modules(self, cut: int) -> list[nn.Module]:
+        return [*self._blocks[cut:], self._conv_head, self._bn1]
 
 
 class SmallResNet(nn.Module):
@@ -121,18 +134,39 @@ class SmallResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 class Encoder(nn.Module):
     """A backbone and a projection to d; `tokens` turns the backbone's output into (B, N, d).
-    Split so that a frozen backbone's outputs, computed once, can go through `tokens` alone."""
+    Split so that a frozen backbone's outputs, computed once, can go through `tokens` alone:
+    `fixed_features` is what stays fixed, `tokens_from_fixed` the rest. With `tune_last(n)` the
+    backbone's last n blocks leave the fixed part (they train; everything before them does not)."""
 
     def __init__(self, backbone: nn.Module, proj: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.proj = proj
+        self.cut: int | None = None          # first tuned backbone block; None: the whole backbone is fixed
 
     def forward(self, x):
         return self.tokens(self.backbone(x))
 
     def tokens(self, features):
         raise NotImplementedError
+
+    def tune_last(self, blocks: int) -> list[nn.Module]:
+        """Move the backbone's last `blocks` blocks (and what follows them) out of the fixed part;
+        returns those modules."""
+        total = len(getattr(self.backbone, "_blocks", ()))
+        if not total:
+            raise ValueError(f"image_tuned_blocks needs an image backbone made of blocks "
+                             f"(efficientnet_lite0), not {type(self.backbone).__name__}")
+        if not 0 < blocks <= total:
+            raise ValueError(f"model setting image_tuned_blocks must be between 1 and {total}, got {blocks}")
+        self.cut = total - blocks
+        return self.backbone.upper_modules(self.cut)
+
+    def fixed_features(self, x):
+        return self.backbone(x) if self.cut is None else self.backbone.lower(x, self.cut)
+
+    def tokens_from_fixed(self, features):
+        return self.tokens(features if self.cut is None else self.backbone.upper(features, self.cut))
 
 
 class ImageEncoder(Encoder):

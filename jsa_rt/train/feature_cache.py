@@ -37,8 +37,9 @@ class FeatureCache(torch.utils.data.Dataset):
                 for batch in loader:
                     if batch["errors"]:
                         raise ValueError(f"unreadable training items: {batch['errors'][:3]}")
-                    images.append(model.image_encoder.backbone(batch["image"].to(device)).half().cpu())
-                    audio.append(model.audio_encoder.backbone(model.frontend(batch["audio"].to(device))).half().cpu())
+                    image, wave = model.backbone_features(batch["image"].to(device), batch["audio"].to(device))
+                    images.append(image.half().cpu())
+                    audio.append(wave.half().cpu())
                     bar.update(len(batch["id"]))
                 self.images.append(torch.cat(images))
                 self.audio.append(torch.cat(audio))
