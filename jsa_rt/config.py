@@ -91,6 +91,7 @@ class ModelConfig:
     # "reverse" (ia_vv follows the detached ca_av instead), "off"
     match: str = "both"
     w_loc: float = 1.0               # weight of `loc` (listen only)
+    w_frame: float = 0.0             # weight of `frame`, hard negatives from the same frame (listen only)
     # keep the pretrained encoder backbones fixed (BatchNorm statistics too) and train only their
     # projections and what follows: pretrained semantics survive training on a few thousand scenes
     freeze_encoders: bool = False
@@ -179,7 +180,7 @@ _MODEL_RULES = {
                                      "knn_reference_batch")},
     **{k: ("float", _POSITIVE, None) for k in ("audio_seconds", "log_offset", "log_scale", "attn_eps", "tau",
                                                "tau_loc", "gamma")},
-    **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc")},
+    **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc", "w_frame")},
     "image_tuned_blocks": ("int", 0, None),
     "token_mask_prob": ("float", 0, 1), "iqr_alpha": ("float", 0, 1),
     "no_source_confidence": ("float", -1, 1),          # a cosine

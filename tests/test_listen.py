@@ -271,3 +271,69 @@ def test_listen_model_exports_to_onnx_and_matches_torch(tmp_path):
     # the heatmap is the AUD map alone (IQR weight 1): different from the paper model's
     heatmap = dict(zip(MAP_OUTPUTS, ref))["heatmap"]
     assert not torch.allclose(heatmap, dict(zip(MAP_OUTPUTS, paper))["heatmap"], atol=1e-3)
+
+
+# ---- hard negatives from the same frame (`frame` term, frames given to `loc`) ---------------------
+def two_sounds_one_frame(same_place: bool):
+    """Items 0 and 1: one frame (an x-object at token 0, a y-object at token 1) with two
+    soundtracks; item 2: another frame with one soundtrack. Margins: sound 0 +x, sound 1 +y
+    (or +x too when `same_place`), sound 2 +x."""
+    q = torch.zeros(3, 2, 2)
+    q[0, 0] = torch.tensor([1.0, 0.0])
+    q[1, 0] = torch.tensor([1.0, 0.0]) if same_place else torch.tensor([0.0, 1.0])
+    q[2, 0] = torch.tensor([1.0, 0.0])
+    frame = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    k = torch.stack([frame, frame, torch.tensor([[2.0, 0.0], [0.0, 0.0]])])
+    return q, k, torch.tensor([0, 0, -1])
+
+
+def test_frame_loss_on_hand_made_frames():
+    q, k, frames = two_sounds_one_frame(same_place=False)
+    # each sound owns its object's token: at token 0 sound 0 scores 2 against sound 1's 0
+    by_hand = math.log(1 + math.exp(-2))
+    assert losses.same_frame_loss(q, k, 1.0, 1.0, frames).item() == pytest.approx(by_hand, rel=1e-6)
+    # a map that does not depend on the sound owns nothing: log(number of soundtracks)
+    q_blind, _, _ = two_sounds_one_frame(same_place=True)
+    assert losses.same_frame_loss(q_blind, k, 1.0, 1.0, frames).item() == pytest.approx(math.log(2), rel=1e-6)
+    # the temperature divides the margins
+    assert losses.same_frame_loss(q, k, 1.0, 0.5, frames).item() == pytest.approx(math.log(1 + math.exp(-4)), rel=1e-5)
+
+
+def test_frame_loss_without_a_shared_frame_is_zero_and_keeps_the_graph():
+    q, k, _ = two_sounds_one_frame(same_place=False)
+    q.requires_grad_(True)
+    loss = losses.same_frame_loss(q, k, 1.0, 1.0, torch.tensor([0, 1, -1]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert q.grad is not None
+
+
+def test_loc_loss_does_not_use_a_frames_other_soundtrack_as_a_negative():
+    q, k, frames = two_sounds_one_frame(same_place=False)
+    qn, kn = q.numpy(), k.numpy()
+    s = np.array([[max(float(np.dot(qn[i, 0], kn[j, n])) for n in range(2)) for j in range(3)] for i in range(3)])
+    masked = s.copy()
+    masked[0, 1] = masked[1, 0] = -np.inf
+    got = losses.localisation_mil_loss(q, k, 1.0, 1.0, frames).item()
+    assert got == pytest.approx(cross_entropy_np(masked) + cross_entropy_np(masked.T), rel=1e-6)
+    assert got < losses.localisation_mil_loss(q, k, 1.0, 1.0).item()
+    # EZ-VSL's loss leaves them out the same way
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert losses.ezvsl_mil_loss(a, k, 1.0, frames).item() < losses.ezvsl_mil_loss(a, k, 1.0).item()
+
+
+def test_listen_model_adds_the_frame_term_only_with_its_weight_and_frames():
+    cfg = with_variant(get_preset("tiny"), "listen").with_overrides(w_frame=0.5)
+    torch.manual_seed(0)
+    model = build_model(cfg, pretrained=False).train()
+    images, wave = tiny_batch(cfg)
+    torch.manual_seed(2)
+    total, terms = model.loss(images, wave, torch.tensor([3, 3, -1, -1]))
+    assert set(terms) == {"cotr", "recon", "div", "match", "loc", "frame"} and terms["frame"].item() > 0
+    assert total.item() == pytest.approx((terms["cotr"] + 0.1 * terms["recon"] + 0.1 * terms["div"]
+                                          + 100.0 * terms["match"] + terms["loc"] + 0.5 * terms["frame"]).item(),
+                                         rel=1e-6)
+    torch.manual_seed(2)
+    assert "frame" not in model.loss(images, wave)[1]
+    with pytest.raises(ValueError, match="w_frame"):
+        ModelConfig.from_dict(cfg.to_dict() | {"w_frame": -1.0})

@@ -349,3 +349,21 @@ def test_cached_features_need_frozen_backbones(scenes, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "freeze_encoders" in err[0], err
+
+
+def test_the_soundtracks_of_one_frame_share_a_batch_and_reach_the_loss():
+    from types import SimpleNamespace
+    from jsa_rt.train.run_parts import EpochSampler, frame_ids
+    groups = [None, "f1", None, "f2", "f1", None, "f2", "f2", None, None]
+    samples = [SimpleNamespace(meta={"group": g}) for g in groups]
+    frames = frame_ids(samples)
+    assert frames.tolist() == [-1, 0, -1, 1, 0, -1, 1, 1, -1, -1]
+    assert frame_ids([SimpleNamespace(meta={}) for _ in range(3)]) is None
+    plain = EpochSampler(10, 0, 0, 0, 1, 5).indices()
+    order = EpochSampler(10, 0, 0, 0, 1, 5, frames=frames).indices()
+    assert sorted(order) == sorted(plain) == list(range(10))
+    assert order == EpochSampler(10, 0, 0, 0, 1, 5, frames=frames).indices()          # seeded: resumable
+    for members in ([1, 4], [3, 6, 7]):                                             # adjacent in the order
+        spots = sorted(order.index(i) for i in members)
+        assert spots == list(range(spots[0], spots[0] + len(members)))
+    assert EpochSampler(10, 0, 0, 0, 1, 5, start_batch=1, frames=frames).indices() == order[5:]

@@ -24,9 +24,12 @@ class EZVSL(AudioVisualModel):
     def forward(self, images, wave) -> dict:
         return {"image_tokens": self.encode_image(images), "audio_emb": self.audio_embedding(wave)}
 
-    def loss(self, images, wave):
+    def loss(self, images, wave, frames: torch.Tensor | None = None):
+        """`frames`: as JSA.loss; two soundtracks of one frame are not each other's negatives."""
         out = self(images, wave)
-        total = ezvsl_mil_loss(*whole_batch(out["audio_emb"], out["image_tokens"]), self.cfg.tau)   # all ranks
+        if frames is not None:
+            frames = whole_batch(frames.to(images.device))[0]
+        total = ezvsl_mil_loss(*whole_batch(out["audio_emb"], out["image_tokens"]), self.cfg.tau, frames)   # all ranks
         return total, {"mil": total}
 
     def audio_branch(self, wave) -> dict:

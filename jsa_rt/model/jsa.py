@@ -10,7 +10,9 @@ map `ia_vv` by the attention-matching loss, which no sound enters, and nothing i
 it depend on which sound plays. The "listen" variant (1) adds `loc`, an EZ-VSL-style
 multiple-instance contrastive term on the map's own logits (losses.localisation_mil_loss): the
 sound must light up some location of its own image more than any location of the other images,
-so the map has to use the audio; (2) drops the matching term that pulls the map toward the
+so the map has to use the audio, and `frame` (losses.same_frame_loss), hard negatives from the
+same frame: where a frame is in the batch once per sounding object, each sound must beat the
+frame's other sounds somewhere in it; (2) drops the matching term that pulls the map toward the
 sound-blind `ia_vv` (`match="audio_only"`; "reverse" and "off" are ablations); (3) uses the AUD
 map alone at inference (IQR weight 1.0), as the image's own map cannot know which object sounds.
 Architecture and weights are the same: only the losses and the IQR weight differ.
@@ -45,7 +47,9 @@ class JSA(AudioVisualModel):
         out.update(image_tokens=v, audio_tokens=a)
         return out
 
-    def loss(self, images, wave):
+    def loss(self, images, wave, frames: torch.Tensor | None = None):
+        """`frames` (B,): which items show one frame with different soundtracks (equal ids >= 0;
+        -1 for none); the listen variant's `loc` and `frame` terms use it."""
         cfg = self.cfg
         out = self(images, wave)
         img, aud = out["image"], out["audio"]
@@ -64,8 +68,13 @@ class JSA(AudioVisualModel):
         }
         if cfg.variant == "listen":
             query, keys = losses.whole_batch(aud.query, img.keys)
-            terms["loc"] = losses.localisation_mil_loss(query, keys, self.slots.scale, cfg.tau_loc)
-        weights = {"cotr": 1.0, "recon": cfg.w_recon, "div": cfg.w_div, "match": cfg.w_match, "loc": cfg.w_loc}
+            if frames is not None:
+                frames = losses.whole_batch(frames.to(query.device))[0]
+            terms["loc"] = losses.localisation_mil_loss(query, keys, self.slots.scale, cfg.tau_loc, frames)
+            if cfg.w_frame and frames is not None:
+                terms["frame"] = losses.same_frame_loss(query, keys, self.slots.scale, cfg.tau_loc, frames)
+        weights = {"cotr": 1.0, "recon": cfg.w_recon, "div": cfg.w_div, "match": cfg.w_match, "loc": cfg.w_loc,
+                   "frame": cfg.w_frame}
         total = sum(weights[name] * value for name, value in terms.items())
         return total, terms
 

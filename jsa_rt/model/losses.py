@@ -102,28 +102,69 @@ def reconstruction_loss(reconstruction, tokens) -> torch.Tensor:
     return F.mse_loss(reconstruction, tokens.detach())
 
 
-def ezvsl_mil_loss(audio_emb: torch.Tensor, image_map: torch.Tensor, tau: float) -> torch.Tensor:
+def ezvsl_mil_loss(audio_emb: torch.Tensor, image_map: torch.Tensor, tau: float,
+                   frames: torch.Tensor | None = None) -> torch.Tensor:
     """EZ-VSL: audio (B,D) vs image locations (B,N,D), both normalised; the score of a pair is
-    the max over image locations; symmetric cross-entropy against the diagonal."""
+    the max over image locations; symmetric cross-entropy against the diagonal. `frames`: as
+    in `localisation_mil_loss` (two soundtracks of one frame are not negatives)."""
     a = F.normalize(audio_emb.float(), dim=-1)
     v = F.normalize(image_map.float(), dim=-1)
     scores = torch.einsum("id,jnd->ijn", a, v).amax(dim=2) / tau      # (B audio, B image)
+    if frames is not None:
+        scores = _without_shared_frames(scores, frames)
     labels = torch.arange(scores.shape[0], device=scores.device)
     return F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)
 
 
 def localisation_mil_loss(audio_query: torch.Tensor, image_keys: torch.Tensor, scale: float,
-                          tau: float) -> torch.Tensor:
+                          tau: float, frames: torch.Tensor | None = None) -> torch.Tensor:
     """The listen variant's `loc` term: audio i's last queries (B,S,D) against image j's keys
     (B,N,D). The logit at token n is the target-minus-off-target margin of the localisation map,
     m_ijn = scale * (q_i0 - q_i1) . k_jn (softmax over two slots = sigmoid(m), so its argmax is
     the map's peak); the pair's score is max_n m_ijn (MIL: a sound lights up some location of
     its own image, more than any location of the other images). Symmetric cross-entropy
-    against the diagonal at temperature tau, in fp32. (Two sounds of one frame in a batch would
-    be false negatives of each other; with shuffled batches that is about one pair in seven
-    batches of 64, so it is not worth a mask.)"""
-    with torch.autocast(audio_query.device.type, enabled=False):
-        margin = (audio_query[:, 0] - audio_query[:, 1]).float() * scale                  # (B, D)
-        scores = torch.einsum("id,jnd->ijn", margin, image_keys.float()).amax(dim=2) / tau  # (B audio, B image)
+    against the diagonal at temperature tau, in fp32. `frames` (B,) names each item's frame
+    (-1: a frame with one soundtrack): two soundtracks of one frame are not negatives of each
+    other (both objects are in view), so those pairs are left out."""
+    scores = _margin_scores(audio_query, image_keys, scale, tau).amax(dim=2)        # (B audio, B image)
+    if frames is not None:
+        scores = _without_shared_frames(scores, frames)
     labels = torch.arange(scores.shape[0], device=scores.device)
     return F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)
+
+
+def same_frame_loss(audio_query: torch.Tensor, image_keys: torch.Tensor, scale: float, tau: float,
+                    frames: torch.Tensor) -> torch.Tensor:
+    """The listen variant's `frame` term, hard negatives from the same frame: where one frame
+    is in the batch once per sounding object (items with equal `frames` >= 0), each sound must
+    own some location of the frame, that is, beat the frame's other sounds there:
+    -max_n log softmax_k(m_kin)[i], k over the soundtracks of item i's frame, with the margins
+    m of `localisation_mil_loss`. Each item is scored on its own image (augmentation may differ
+    between the copies). Zero when no frame has two soundtracks in the batch."""
+    scores = _margin_scores(audio_query, image_keys, scale, tau)                    # (B audio, B image, N)
+    same = _same_frame(frames)
+    shared = same.sum(1) > 1
+    if not shared.any():
+        return scores.sum() * 0.0                     # keeps the graph (and DDP's gradient sync) whole
+    others = scores.transpose(0, 1).masked_fill(~same[:, :, None], float("-inf"))     # (image i, audio k, N)
+    own = scores.diagonal(0, 0, 1).T                                                 # (image i, N)
+    log_share = own - others.logsumexp(dim=1)
+    return -log_share[shared].amax(dim=1).mean()
+
+
+def _margin_scores(audio_query, image_keys, scale: float, tau: float) -> torch.Tensor:
+    """m_ijn / tau in fp32: audio i's target-minus-off-target query against image j's token n."""
+    with torch.autocast(audio_query.device.type, enabled=False):
+        margin = (audio_query[:, 0] - audio_query[:, 1]).float() * scale                  # (B, D)
+        return torch.einsum("id,jnd->ijn", margin, image_keys.float()) / tau
+
+
+def _without_shared_frames(scores: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """(B,B) pair scores with the pairs of two soundtracks of one frame set to -inf."""
+    eye = torch.eye(len(frames), dtype=torch.bool, device=scores.device)
+    return scores.masked_fill(_same_frame(frames) & ~eye, float("-inf"))
+
+
+def _same_frame(frames: torch.Tensor) -> torch.Tensor:
+    """(B,B): items i and j show the same frame (the diagonal: for items of a shared frame)."""
+    return (frames[:, None] == frames[None, :]) & (frames[:, None] >= 0)

@@ -120,15 +120,21 @@ def batch_to(batch, device):
 
 class EpochSampler(torch.utils.data.Sampler):
     """A seeded permutation per epoch, this rank's share of it, starting at `start` batches in
-    (so a resumed run sees exactly the samples it would have seen)."""
+    (so a resumed run sees exactly the samples it would have seen). With `frames` (one id per
+    item, -1 for none), the items of one frame stay next to each other in the order, so its
+    soundtracks share a batch (except where a batch boundary falls inside them)."""
 
-    def __init__(self, n, seed, epoch, rank, world, batch_size, start_batch=0):
+    def __init__(self, n, seed, epoch, rank, world, batch_size, start_batch=0, frames=None):
         self.n, self.seed, self.epoch = n, seed, epoch
         self.rank, self.world, self.batch_size, self.start_batch = rank, world, batch_size, start_batch
+        self.units = None if frames is None else frame_units(frames)
 
     def indices(self):
         g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
+        if self.units is None:
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = [i for u in torch.randperm(len(self.units), generator=g).tolist() for i in self.units[u]]
         per_rank = self.n // self.world
         mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
         usable = len(mine) // self.batch_size * self.batch_size        # drop_last
@@ -141,10 +147,27 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(self.indices())
 
 
-def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device):
+def frame_units(frames) -> list[list[int]]:
+    """Item indices grouped by frame id (-1: an item on its own), in first-seen order."""
+    units: dict = {}
+    for i, frame in enumerate(frames):
+        units.setdefault(int(frame) if frame >= 0 else ("own", i), []).append(i)
+    return list(units.values())
+
+
+def frame_ids(samples) -> torch.Tensor | None:
+    """(n,) the frame id of each sample (`meta["group"]`: scenes of one frame with different
+    soundtracks), -1 where it has none; None when no frame has two soundtracks."""
+    ids: dict = {}
+    frames = torch.tensor([ids.setdefault(g, len(ids)) if (g := s.meta.get("group")) else -1 for s in samples],
+                          dtype=torch.long)
+    return frames if (frames >= 0).any() else None
+
+
+def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device, frames=None):
     ds.aug_seed = (train_cfg.seed, epoch)        # augmentation = f(seed, epoch, sample): exact resume, distinct ranks
     sampler = EpochSampler(len(ds), train_cfg.seed, epoch, dist_info.rank, dist_info.world,
-                           train_cfg.batch_size, start_batch)
+                           train_cfg.batch_size, start_batch, frames)
     gen = torch.Generator().manual_seed(train_cfg.seed * 7919 + epoch * 104729 + start_batch)
     from .datasets import collate
     return torch.utils.data.DataLoader(
@@ -214,5 +237,5 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, wave):
-        return self.model.loss(images, wave)
+    def forward(self, images, wave, frames=None):
+        return self.model.loss(images, wave, frames)

@@ -29,7 +29,7 @@ from ..model.checkpoint import atomic_torch_save, check_finite_weights, save_che
 from .evaluate import torch_device
 from .feature_cache import FeatureCache
 from .progress import progress_bar
-from .run_parts import (Distributed, EpochSampler, LossModule, batch_to, claim_run_folder, diverged,
+from .run_parts import (Distributed, EpochSampler, LossModule, batch_to, claim_run_folder, diverged, frame_ids,
                         make_dataset, make_loader, open_log, rng_state, seed_everything, set_rng_state)
 from .run_settings import check_pretrained_weights, resolve_configs, run_folder
 
@@ -119,6 +119,8 @@ class Trainer:
             held.enter_context(claim_run_folder(self.out, args.resume))
         seed_everything(self.train_cfg.seed + self.dist.rank)
         self.train_ds, self.val_ds = self._datasets()
+        # scenes of one frame with different soundtracks: kept in one batch, told to the loss
+        self.frames = frame_ids(self.train_ds.samples)
         self.model = self._model(init_model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_cfg.lr,
                                            weight_decay=self.train_cfg.weight_decay)
@@ -241,7 +243,7 @@ class Trainer:
         stopped before the epoch's end, the last loss, samples per second)."""
         args, state, epoch = self.args, self.state, self.state["epoch"]
         loader = make_loader(self.train_ds, self.loader_cfg, epoch, self.dist, state["batch_in_epoch"],
-                             self.device.type)
+                             self.device.type, self.frames)
         bar = progress_bar(len(loader), f"epoch {epoch + 1}/{self.train_cfg.epochs}", "batch",
                            enabled=not args.no_progress and self.dist.main)
         self.model.train()
@@ -282,7 +284,8 @@ class Trainer:
         images, wave = batch_to(batch, self.device)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None), \
                 self.reading_features():
-            total, terms = self.train_model(images, wave)
+            frames = None if self.frames is None else self.frames[batch["index"]]
+            total, terms = self.train_model(images, wave, frames)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         # the norm of all gradients (clipped when asked): a NaN / inf anywhere shows in it
