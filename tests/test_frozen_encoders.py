@@ -26,6 +26,17 @@ def soundnet_tiny(freeze: bool = True, pretrained: bool = False):
     return build_model(with_variant(cfg, "listen"), "jsa", pretrained=pretrained)
 
 
+def train_two_steps(model, size: int) -> None:
+    """Two AdamW steps (lr 1e-2) of the model's loss on a random batch of 4."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images, wave = torch.randn(4, 3, size, size), 0.1 * torch.randn(4, model.cfg.num_samples)
+    for _ in range(2):
+        total, _ = model.loss(images, wave)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+
+
 @needs_soundnet
 def test_soundnet8_weights_come_from_the_installed_package_layer_by_layer():
     layers = np.load(find_soundnet8_weights(), allow_pickle=True, encoding="latin1").item()
@@ -52,13 +63,7 @@ def test_frozen_backbones_and_their_statistics_never_move_in_training():
     model = soundnet_tiny().train()
     frozen = {k: v.clone() for k, v in model.state_dict().items() if ".backbone." in k}
     proj_before = [p.clone() for p in model.audio_encoder.proj.parameters()]
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    images, wave = torch.randn(4, 3, 112, 112), 0.1 * torch.randn(4, model.cfg.num_samples)
-    for _ in range(2):
-        total, _ = model.loss(images, wave)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+    train_two_steps(model, 112)
     after = model.state_dict()
     assert any("running_mean" in k for k in frozen)            # BatchNorm statistics are covered
     for key, value in frozen.items():
@@ -125,13 +130,7 @@ def tuned_edge(blocks: int = 3):
 def test_tuned_blocks_train_and_everything_before_them_and_all_statistics_stay_fixed():
     model = tuned_edge(blocks=3).train()
     before = {k: v.clone() for k, v in model.state_dict().items() if ".backbone." in k}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    images, wave = torch.randn(4, 3, 128, 128), 0.1 * torch.randn(4, model.cfg.num_samples)
-    for _ in range(2):
-        total, _ = model.loss(images, wave)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+    train_two_steps(model, 128)
     after = model.state_dict()
     tuned = ("image_encoder.backbone._blocks.13.", "image_encoder.backbone._blocks.14.",
              "image_encoder.backbone._blocks.15.", "image_encoder.backbone._conv_head.",
