@@ -11,6 +11,10 @@ command -v aplay >/dev/null || need_apt+=(alsa-utils)
 "${PYTHON:-python3}" -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 # the demo's real images and sounds when ../shared/data is not there
 [ -d ../shared/data ] || [ -d /usr/share/tuxpaint/stamps ] || need_apt+=(tuxpaint-stamps-default)
+# the instrument classes of the class map (jsa_rt/train/instruments.py): SoundFont phrases, drum hits
+[ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need_apt+=(fluid-soundfont-gm)
+command -v fluidsynth >/dev/null || need_apt+=(fluidsynth)
+[ -d /usr/share/hydrogen/data/drumkits ] || need_apt+=(hydrogen-drumkits)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: installing Debian packages: ${need_apt[*]}"

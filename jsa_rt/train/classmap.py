@@ -2,12 +2,15 @@
 
 One table (`CLASS_MAP`) says, for each class, where its pictures come from (Caltech-101 folders,
 COCO-128 category ids, Tux Paint stamp classes) and where its sounds come from (UrbanSound8K
-class ids, 0 A.D. sound-effect globs, the Tux Paint recording). `build_real_catalog` resolves
-the table against a data folder (../shared/data by default), and assigns every source recording
-and every photo to train / val / test once, by a stable hash of its identity:
+class ids, 0 A.D. sound-effect globs, the Tux Paint recording, General MIDI programs rendered
+from a SoundFont, drum kits). `build_real_catalog` resolves the table against a data folder
+(../shared/data by default; the instruments come from Debian packages, see instruments.py), and
+assigns every source recording and every photo to train / val / test once, by a stable hash of
+its identity:
 
 - an UrbanSound8K slice by its `fsID` (slices of one field recording are near-duplicates),
-- a 0 A.D. file by its path, a Caltech photo by its path, a COCO photo by its image id.
+- a 0 A.D. file by its path, a Caltech photo by its path, a COCO photo by its image id,
+- a SoundFont phrase by (program, phrase index), a drum hit by its kit (all hits of a kit together).
 
 So test and val never replay a recording, or show a photo, that training used. Tux Paint
 recordings (one per class) are not part of the real pools: the `real` splits are held-out real
@@ -38,6 +41,8 @@ class ClassSources:
     tux: tuple[str, ...] = ()              # Tux Paint sounding classes showing the same thing
     urbansound: tuple[str, ...] = ()       # UrbanSound8K class names (URBANSOUND_CLASSES)
     zeroad: tuple[str, ...] = ()           # globs under 0ad/
+    soundfont: tuple[int, ...] = ()        # General MIDI programs: phrases rendered by fluidsynth
+    drumkits: bool = False                 # the hydrogen-drumkits one-shots (one source per kit)
 
 
 CLASS_MAP: tuple[ClassSources, ...] = (
@@ -59,12 +64,25 @@ CLASS_MAP: tuple[ClassSources, ...] = (
     ClassSources("pig", tux=("pig", "pig_golden"), zeroad=("actor/fauna/animal/pig*.ogg",)),
     ClassSources("gun", caltech=("revolver",), urbansound=("gun_shot",)),
     ClassSources("dolphin", caltech=("dolphin",), tux=("dolphin",)),
+    # Instruments (instruments.py). Tux Paint's guitar stamps have no recording, so none is listed.
+    ClassSources("piano", caltech=("grand_piano",), soundfont=(0, 1)),
+    ClassSources("guitar", caltech=("electric_guitar",), soundfont=(26, 27, 28, 29, 30)),
+    ClassSources("saxophone", caltech=("saxophone",), soundfont=(64, 65, 66, 67)),
+    ClassSources("accordion", caltech=("accordion",), soundfont=(21,)),
+    # GM has no euphonium: the tuba (58) and the trombone (57) are the nearest low brass
+    ClassSources("euphonium", caltech=("euphonium",), soundfont=(58, 57)),
+    # GM has no mandolin: plucked steel strings (acoustic guitars 24-25, banjo 105) come nearest
+    ClassSources("mandolin", caltech=("mandolin",), soundfont=(24, 25, 105)),
+    # no Caltech drum photo: the pictures are the Tux Paint drum stamps only
+    ClassSources("drums", tux=("drumkit", "drum_tomtom_floor"), drumkits=True),
+    ClassSources("violin", tux=("violin",), soundfont=(40,)),
+    ClassSources("cello", tux=("cello",), soundfont=(42,)),
+    ClassSources("bassoon", tux=("bassoon",), soundfont=(70,)),
 )
 # Sounds with no picture: off-screen sounds in the real scenes.
 OFFSCREEN_URBANSOUND = ("air_conditioner", "drilling", "jackhammer", "siren", "street_music")
 # Photos of things that do not sound here: silent tiles and backgrounds.
-SILENT_CALTECH = ("Motorbikes", "airplanes", "helicopter", "accordion", "electric_guitar",
-                  "grand_piano", "saxophone", "euphonium", "mandolin", "metronome", "gramophone",
+SILENT_CALTECH = ("Motorbikes", "airplanes", "helicopter", "metronome", "gramophone",
                   "cellphone", "watch", "laptop", "headphone", "ceiling_fan", "scissors")
 
 
@@ -167,9 +185,14 @@ def build_real_catalog(data_root: Path | None = None,
                        tux_sounds: dict[str, str] | None = None) -> RealCatalog:
     """Resolve `CLASS_MAP` under `data_root`. `tux_sounds` (class -> recording path) adds the
     Tux Paint recording of each mapped stamp class to the training pool only."""
+    from . import instruments
     from .scene_catalog import default_data_root
     root = Path(data_root) if data_root else default_data_root()
     missing: list[str] = []
+    gone = instruments.missing_line()
+    if gone and any(spec.soundfont or spec.drumkits for spec in CLASS_MAP):
+        missing.append(gone)
+    kits = instruments.drum_kits() if any(spec.drumkits for spec in CLASS_MAP) else {}
     us_root, zeroad, caltech, coco_root = (root / "urbansound8k", root / "0ad", root / "caltech101",
                                           root / "coco128")
     us = _urbansound(us_root) if us_root.is_dir() else {}
@@ -210,6 +233,10 @@ def build_real_catalog(data_root: Path | None = None,
                 missing.append(f"0ad/{pattern}")
             c.recordings += [Recording(str(p), f"0ad:{p.relative_to(zeroad)}",
                                        split_of(f"0ad:{p.relative_to(zeroad)}")) for p in paths]
+        c.recordings += _soundfont_recordings(spec.soundfont, missing)
+        if spec.drumkits:
+            c.recordings += [Recording(str(f), f"hydrogen:{kit}", split_of(f"hydrogen:{kit}"))
+                             for kit, files in kits.items() for f in files]
         c.recordings = _stratify_small(c.recordings)
         for tux in spec.tux:             # one recording: training only (augmentation gives variety)
             if tux_sounds and tux in tux_sounds:
@@ -219,6 +246,33 @@ def build_real_catalog(data_root: Path | None = None,
               for folder in SILENT_CALTECH for p in sorted((caltech / folder).glob("*.jpg"))]
     offscreen = [r for name in OFFSCREEN_URBANSOUND for r in us.get(URBANSOUND_CLASSES.index(name), [])]
     return RealCatalog(classes, silent, offscreen, coco, sorted(set(missing)))
+
+
+def _soundfont_recordings(programs: tuple[int, ...], missing: list[str]) -> list[Recording]:
+    """PHRASES rendered phrases per program (from the cache after the first time); each phrase
+    is its own source. Nothing, and a line in `missing`, when fluidsynth or the SoundFont is absent
+    or fails."""
+    import subprocess
+
+    from ..errors import JsaError
+    from . import instruments
+    out: list[Recording] = []
+    if not programs or not instruments.soundfont_ready():
+        return out
+    for program in programs:
+        indices = range(instruments.PHRASES)
+        try:
+            paths = instruments.render_phrases(program, list(indices))
+        except subprocess.SubprocessError as exc:
+            missing.append(f"instruments: fluidsynth failed on GM program {program} ({type(exc).__name__})")
+            continue
+        except (OSError, JsaError) as exc:     # an unwritable cache folder (atomic.py's InputError)
+            missing.append(f"instruments: cannot write {instruments.cache_dir()} ({type(exc).__name__})")
+            continue
+        for i, path in zip(indices, paths):
+            source = f"soundfont:{program}:{i}"
+            out.append(Recording(str(path), source, split_of(source)))
+    return out
 
 
 def _stratify_small(recordings: list[Recording], few: int = 10) -> list[Recording]:
