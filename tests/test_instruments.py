@@ -178,6 +178,7 @@ def test_real_kits_and_rendered_phrases_never_share_a_split(tmp_path, monkeypatc
 
 def test_absent_tools_are_one_missing_line_and_no_recordings(tmp_path, monkeypatch):
     monkeypatch.setattr(classmap, "CLASS_MAP", INSTRUMENT_MAP)
+    monkeypatch.setenv("JSA_SOUNDFONT_CACHE", str(tmp_path / "empty cache"))   # nothing rendered yet
     # fake absence: no fluidsynth on PATH, no SoundFont file, no drum kit folder
     monkeypatch.setattr(instruments.shutil, "which", lambda name: None)
     monkeypatch.setattr(instruments, "SF2", tmp_path / "absent" / "FluidR3_GM.sf2")
@@ -190,7 +191,7 @@ def test_absent_tools_are_one_missing_line_and_no_recordings(tmp_path, monkeypat
 
     # only the kits there: the line names just what is still absent
     monkeypatch.setattr(instruments, "DRUMKITS", _fake_kits(tmp_path / "kits"))
-    line = instruments.missing_line()
+    line = instruments.missing_line((0, 1))
     assert "fluidsynth" in line and "hydrogen" not in line
     assert build_real_catalog(tmp_path / "data").classes["drums"].recordings
 
@@ -218,3 +219,82 @@ def test_an_unwritable_cache_is_reported_not_raised(tmp_path, monkeypatch):
     cat = build_real_catalog(tmp_path / "data")
     assert f"instruments: cannot write {blocker} (InputError)" in cat.missing, cat.missing
     assert cat.classes["piano"].recordings == []
+
+
+# ---- a packed cache: no fluidsynth, no SoundFont ---------------------------------------------------
+def _hide_fluidsynth(tmp_path, monkeypatch):
+    """Fake absence of the renderer: no fluidsynth on PATH, no SoundFont, and any run of a program
+    fails the test (nothing may be rendered)."""
+    monkeypatch.setattr(instruments.shutil, "which", lambda name: None)
+    monkeypatch.setattr(instruments, "SF2", tmp_path / "absent" / "FluidR3_GM.sf2")
+
+    def fake_run_must_not_happen(*args, **kwargs):
+        raise AssertionError(f"ran {args[0] if args else kwargs}: a phrase was rendered")
+    monkeypatch.setattr(subprocess, "run", fake_run_must_not_happen)
+
+
+def _packed_cache(cache: Path, programs=(0, 1), phrases: int = 2) -> dict[str, str]:
+    """Every phrase of `programs`, as the pack script leaves them (Ogg Opus under the WAV's name)
+    except the first of each, a WAV as rendered here. Returns source -> path."""
+    cache.mkdir(parents=True)
+    wave = (0.1 * np.sin(np.arange(8000) * 0.1)).astype(np.float32)
+    out = {}
+    for program in programs:
+        for index in range(phrases):
+            path = instruments.phrase_path(program, index, cache)
+            if index:
+                path = path.with_suffix(".ogg")
+                sf.write(str(path), wave, 16000, format="OGG", subtype="OPUS")
+            else:
+                sf.write(str(path), wave, 16000, subtype="PCM_16")
+            out[f"soundfont:{program}:{index}"] = str(path)
+    return out
+
+
+def test_cached_phrases_need_neither_fluidsynth_nor_the_soundfont(tmp_path, monkeypatch):
+    monkeypatch.setattr(classmap, "CLASS_MAP", INSTRUMENT_MAP)
+    monkeypatch.setattr(instruments, "DRUMKITS", _fake_kits(tmp_path / "kits"))
+    monkeypatch.setattr(instruments, "PHRASES", 2)
+    monkeypatch.setenv("JSA_SOUNDFONT_CACHE", str(tmp_path / "cache"))
+    expected = _packed_cache(tmp_path / "cache")
+    _hide_fluidsynth(tmp_path, monkeypatch)
+    assert not instruments.soundfont_ready()
+    assert instruments.missing_line((0, 1)) is None
+    cat = build_real_catalog(tmp_path / "data")
+    assert not any(m.startswith("instruments:") for m in cat.missing), cat.missing
+    piano = cat.classes["piano"].recordings
+    assert {r.source: r.path for r in piano} == expected and len(piano) == 4
+    assert sum(r.path.endswith(".ogg") for r in piano) == 2                 # the packed form is used
+    assert sf.read(piano[-1].path)[0].shape == (8000,)
+
+
+def test_a_phrase_not_in_the_cache_without_fluidsynth_names_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(classmap, "CLASS_MAP", INSTRUMENT_MAP)
+    monkeypatch.setattr(instruments, "DRUMKITS", _fake_kits(tmp_path / "kits"))
+    monkeypatch.setattr(instruments, "PHRASES", 2)
+    monkeypatch.setenv("JSA_SOUNDFONT_CACHE", str(tmp_path / "cache"))
+    expected = _packed_cache(tmp_path / "cache")
+    Path(expected.pop("soundfont:1:1")).unlink()                              # one phrase of program 1 gone
+    _hide_fluidsynth(tmp_path, monkeypatch)
+    cat = build_real_catalog(tmp_path / "data")
+    lines = [m for m in cat.missing if m.startswith("instruments:")]
+    assert len(lines) == 1 and "fluidsynth" in lines[0] and "soundfont" in lines[0], cat.missing
+    assert "hydrogen" not in lines[0]
+    # program 0, whole in the cache, still plays; program 1 gives nothing rather than half
+    assert {r.source: r.path for r in cat.classes["piano"].recordings} == {
+        k: v for k, v in expected.items() if k.startswith("soundfont:0:")}
+    assert instruments.missing_line((0,)) is None
+
+
+def test_ogg_drum_hits_are_found(tmp_path, monkeypatch):
+    kit = tmp_path / "kits" / "Packed Kit"
+    (kit / "sub").mkdir(parents=True)
+    for name in ("kick.ogg", "sub/Snare.OGG"):
+        sf.write(str(kit / name), np.zeros(1600, np.float32), 16000, format="OGG", subtype="OPUS")
+    (kit / "drumkit.xml").write_text("<drumkit_info/>")
+    monkeypatch.setattr(instruments, "DRUMKITS", tmp_path / "kits")
+    assert instruments.drum_kits() == {"Packed Kit": [kit / "kick.ogg", kit / "sub/Snare.OGG"]}
+    monkeypatch.setattr(classmap, "CLASS_MAP", INSTRUMENT_MAP[1:])
+    drums = build_real_catalog(tmp_path / "data").classes["drums"].recordings
+    assert sorted(r.path for r in drums) == [str(kit / "kick.ogg"), str(kit / "sub/Snare.OGG")]
+    assert {r.source for r in drums} == {"hydrogen:Packed Kit"}

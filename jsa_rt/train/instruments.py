@@ -4,6 +4,8 @@
   few notes of one GM program, drawn deterministically from (program, index), written as a tiny
   MIDI file and rendered by the `fluidsynth` command line to a 16 kHz mono WAV in a cache folder
   ($JSA_SOUNDFONT_CACHE, else $XDG_CACHE_HOME/jsa-rt/soundfont, else ~/.cache/jsa-rt/soundfont).
+  Phrases already in the cache need neither fluidsynth nor the SoundFont: a machine without them
+  (a lent GPU machine) uses a packed cache (tools/pack_device_data.sh writes them as Ogg Opus).
   Each phrase is one source (`soundfont:<program>:<index>`), so the split puts whole phrases in
   train, val or test. All phrases of a program play the same samples: a held-out phrase is a new
   melody, not a new instrument.
@@ -31,7 +33,7 @@ TICKS = 480                           # MIDI ticks per quarter note
 # Where Debian installs them; JSA_SOUNDFONT / JSA_DRUMKITS point elsewhere (another GM SoundFont)
 SF2 = Path(os.environ.get("JSA_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
 DRUMKITS = Path(os.environ.get("JSA_DRUMKITS", "/usr/share/hydrogen/data/drumkits"))
-DRUM_SUFFIXES = (".wav", ".flac", ".aiff", ".aif")
+DRUM_SUFFIXES = (".wav", ".flac", ".aiff", ".aif", ".ogg")   # .ogg: a packed kit
 SLOT_S = 7.0                          # batch render: one phrase (<= 4 s) + its release tail per slot
 
 # Playable MIDI pitch range per GM program (lowest, highest), roughly the real instrument's
@@ -121,13 +123,26 @@ def phrase_path(program: int, index: int, cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / f"gm{program:03d}_{index:03d}_v{PHRASE_VERSION}.wav"
 
 
+def cached_phrase(program: int, index: int, cache: Path | None = None) -> Path | None:
+    """The phrase's file in the cache, if there: the WAV rendered here, or the Ogg of the same name
+    in a packed cache (tools/pack_device_data.sh: a tenth of the bytes)."""
+    wav = phrase_path(program, index, cache)
+    return next((p for p in (wav, wav.with_suffix(".ogg")) if p.is_file()), None)
+
+
+def all_cached(program: int, indices, cache: Path | None = None) -> bool:
+    return all(cached_phrase(program, i, cache) for i in indices)
+
+
 def render_phrases(program: int, indices, cache: Path | None = None) -> list[Path]:
-    """The WAVs of `indices` of `program`, rendering the ones not in the cache. The missing ones
-    are rendered in one fluidsynth run (loading the SoundFont takes longer than a phrase), each in
-    its own SLOT_S slot of one MIDI file, then cut apart: reverb and chorus are off, so nothing
-    rings from one slot into the next."""
-    paths = [phrase_path(program, i, cache) for i in indices]
-    todo = [(i, p) for i, p in zip(indices, paths) if not p.is_file()]
+    """The files of `indices` of `program`: from the cache, rendering (to WAV) only the ones not
+    there, which needs fluidsynth and the SoundFont. The missing ones are rendered in one
+    fluidsynth run (loading the SoundFont takes longer than a phrase), each in its own SLOT_S slot
+    of one MIDI file, then cut apart: reverb and chorus are off, so nothing rings from one slot
+    into the next."""
+    found = [cached_phrase(program, i, cache) for i in indices]
+    paths = [p or phrase_path(program, i, cache) for i, p in zip(indices, found)]
+    todo = [(i, p) for i, p, f in zip(indices, paths, found) if f is None]
     if not todo:
         return paths
     import soundfile as sf
@@ -157,8 +172,19 @@ def render_phrases(program: int, indices, cache: Path | None = None) -> list[Pat
 
 
 # ---- what is installed --------------------------------------------------------------------------
+def render_tools_missing() -> list[str]:
+    """What rendering a phrase needs and is not installed."""
+    absent = []
+    if shutil.which("fluidsynth") is None:
+        absent.append("fluidsynth")
+    if not SF2.is_file():
+        absent.append(f"soundfont {SF2} (fluid-soundfont-gm)")
+    return absent
+
+
 def soundfont_ready() -> bool:
-    return shutil.which("fluidsynth") is not None and SF2.is_file()
+    """Whether phrases not in the cache can be rendered here."""
+    return not render_tools_missing()
 
 
 def drum_kits() -> dict[str, list[Path]]:
@@ -173,13 +199,16 @@ def drum_kits() -> dict[str, list[Path]]:
     return kits
 
 
-def missing_line() -> str | None:
-    """One line naming what is absent (the catalog's `missing`), or None when all is there."""
+def missing_line(programs=None) -> str | None:
+    """One line naming what is absent (the catalog's `missing`), or None when all is there.
+    fluidsynth and the SoundFont are named only when a phrase of `programs` (GM programs, PHRASES
+    each; default: the class map's) is not in the cache, i.e. would have to be rendered."""
+    if programs is None:
+        from .classmap import CLASS_MAP
+        programs = {p for spec in CLASS_MAP for p in spec.soundfont}
     absent = []
-    if shutil.which("fluidsynth") is None:
-        absent.append("fluidsynth")
-    if not SF2.is_file():
-        absent.append(f"soundfont {SF2} (fluid-soundfont-gm)")
+    if not all(all_cached(program, range(PHRASES)) for program in programs):
+        absent += render_tools_missing()
     if not drum_kits():
         absent.append(f"hydrogen drumkits {DRUMKITS} (hydrogen-drumkits)")
     return "instruments: no " + ", no ".join(absent) if absent else None
