@@ -10,7 +10,7 @@ import soundfile as sf
 from PIL import Image
 
 from jsa_rt.train import classmap, instruments
-from jsa_rt.train.classmap import CocoImage, Photo, build_real_catalog, read_yolo_boxes, split_of
+from jsa_rt.train.classmap import CocoImage, Photo, build_real_catalog, read_yolo_boxes, soundfont_programs, split_of
 from jsa_rt.train.scene_catalog import default_data_root
 from jsa_rt.train.scene_real import coco_frame, mosaic
 
@@ -73,7 +73,7 @@ def small_data(tmp_path):
 def test_real_folder_resolves_every_listed_source():
     cat = build_real_catalog()
     # the instruments come from Debian packages, not the data folder: absent, they are one line
-    assert cat.missing == ([instruments.missing_line()] if instruments.missing_line() else []), cat.missing
+    assert cat.missing == ([line] if (line := instruments.missing_line(soundfont_programs())) else []), cat.missing
     sounding_sf, kits = instruments.soundfont_ready(), bool(instruments.drum_kits())
     boxed = {name for image in cat.coco for name, _ in image.objects}
     for spec in classmap.CLASS_MAP:

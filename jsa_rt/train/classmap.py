@@ -189,7 +189,7 @@ def build_real_catalog(data_root: Path | None = None,
     from .scene_catalog import default_data_root
     root = Path(data_root) if data_root else default_data_root()
     missing: list[str] = []
-    gone = instruments.missing_line()
+    gone = instruments.missing_line(soundfont_programs())
     if gone and any(spec.soundfont or spec.drumkits for spec in CLASS_MAP):
         missing.append(gone)
     kits = instruments.drum_kits() if any(spec.drumkits for spec in CLASS_MAP) else {}
@@ -246,6 +246,11 @@ def build_real_catalog(data_root: Path | None = None,
               for folder in SILENT_CALTECH for p in sorted((caltech / folder).glob("*.jpg"))]
     offscreen = [r for name in OFFSCREEN_URBANSOUND for r in us.get(URBANSOUND_CLASSES.index(name), [])]
     return RealCatalog(classes, silent, offscreen, coco, sorted(set(missing)))
+
+
+def soundfont_programs() -> set[int]:
+    """The General MIDI programs the class map renders."""
+    return {program for spec in CLASS_MAP for program in spec.soundfont}
 
 
 def _soundfont_recordings(programs: tuple[int, ...], missing: list[str]) -> list[Recording]:

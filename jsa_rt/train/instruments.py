@@ -199,13 +199,10 @@ def drum_kits() -> dict[str, list[Path]]:
     return kits
 
 
-def missing_line(programs=None) -> str | None:
+def missing_line(programs) -> str | None:
     """One line naming what is absent (the catalog's `missing`), or None when all is there.
     fluidsynth and the SoundFont are named only when a phrase of `programs` (GM programs, PHRASES
-    each; default: the class map's) is not in the cache, i.e. would have to be rendered."""
-    if programs is None:
-        from .classmap import CLASS_MAP
-        programs = {p for spec in CLASS_MAP for p in spec.soundfont}
+    each) is not in the cache, i.e. would have to be rendered."""
     absent = []
     if not all(all_cached(program, range(PHRASES)) for program in programs):
         absent += render_tools_missing()
