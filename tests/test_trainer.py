@@ -41,7 +41,10 @@ def test_training_lowers_the_loss(scenes, tmp_path):
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.75 * first, (first, last)
-    assert losses[-1] < losses[20] < losses[10] < losses[3], losses     # still going down, not noise
+    # still going down, not noise: each third of the run below the one before (means of ten steps,
+    # as single steps of a batch of 8 can tick up)
+    thirds = [sum(losses[i:i + 10]) / 10 for i in (0, 10, 20)]
+    assert thirds[2] < thirds[1] < thirds[0], (thirds, losses)
     ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
     assert ckpt["format"] == "jsa-rt" and ckpt["kind"] == "jsa"
 
