@@ -264,7 +264,10 @@ def test_ctrl_c_while_the_demo_builds_its_clip(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "jsa_rt.cli", "demo", "--out", str(out), *data,
                              "--segments", "40", "--segment-seconds", "4", "--backend", "onnxruntime"],
                             cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+                            env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            # as in a terminal: a test run started in the background (`cmd &`) ignores SIGINT,
+                            # and Python keeps an inherited SIG_IGN, so Ctrl-C would never reach the demo
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:                      # the build is under way: its first scene is written
             if "scene 1/40" in line:
