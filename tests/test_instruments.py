@@ -251,12 +251,19 @@ def _packed_cache(cache: Path, programs=(0, 1), phrases: int = 2) -> dict[str, s
     return out
 
 
-def test_cached_phrases_need_neither_fluidsynth_nor_the_soundfont(tmp_path, monkeypatch):
+def _two_piano_programs_cached(tmp_path, monkeypatch) -> dict:
+    """A class map of the instrument classes, fake drum kits, 2 phrases per program, and a cache
+    holding every phrase of programs 0 and 1; returns source -> path."""
     monkeypatch.setattr(classmap, "CLASS_MAP", INSTRUMENT_MAP)
     monkeypatch.setattr(instruments, "DRUMKITS", _fake_kits(tmp_path / "kits"))
     monkeypatch.setattr(instruments, "PHRASES", 2)
     monkeypatch.setenv("JSA_SOUNDFONT_CACHE", str(tmp_path / "cache"))
     expected = _packed_cache(tmp_path / "cache")
+    return expected
+
+
+def test_cached_phrases_need_neither_fluidsynth_nor_the_soundfont(tmp_path, monkeypatch):
+    expected = _two_piano_programs_cached(tmp_path, monkeypatch)
     _hide_fluidsynth(tmp_path, monkeypatch)
     assert not instruments.soundfont_ready()
     assert instruments.missing_line((0, 1)) is None
@@ -269,11 +276,7 @@ def test_cached_phrases_need_neither_fluidsynth_nor_the_soundfont(tmp_path, monk
 
 
 def test_a_phrase_not_in_the_cache_without_fluidsynth_names_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(classmap, "CLASS_MAP", INSTRUMENT_MAP)
-    monkeypatch.setattr(instruments, "DRUMKITS", _fake_kits(tmp_path / "kits"))
-    monkeypatch.setattr(instruments, "PHRASES", 2)
-    monkeypatch.setenv("JSA_SOUNDFONT_CACHE", str(tmp_path / "cache"))
-    expected = _packed_cache(tmp_path / "cache")
+    expected = _two_piano_programs_cached(tmp_path, monkeypatch)
     Path(expected.pop("soundfont:1:1")).unlink()                              # one phrase of program 1 gone
     _hide_fluidsynth(tmp_path, monkeypatch)
     cat = build_real_catalog(tmp_path / "data")

@@ -19,8 +19,12 @@ material only. Sources missing from the data folder are reported in one line, no
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..errors import JsaError
+from . import instruments
 
 REAL_SPLITS = ("train", "val", "test")
 TEST_SHARE, VAL_SHARE = 0.2, 0.1          # of source recordings / photos, by stable hash
@@ -185,7 +189,6 @@ def build_real_catalog(data_root: Path | None = None,
                        tux_sounds: dict[str, str] | None = None) -> RealCatalog:
     """Resolve `CLASS_MAP` under `data_root`. `tux_sounds` (class -> recording path) adds the
     Tux Paint recording of each mapped stamp class to the training pool only."""
-    from . import instruments
     from .scene_catalog import default_data_root
     root = Path(data_root) if data_root else default_data_root()
     missing: list[str] = []
@@ -258,10 +261,6 @@ def _soundfont_recordings(programs: tuple[int, ...], missing: list[str]) -> list
     is its own source. None of a program's when a phrase is not in the cache and fluidsynth or the
     SoundFont is absent (build_real_catalog's missing_line names them), or when they fail (a line
     in `missing`)."""
-    import subprocess
-
-    from ..errors import JsaError
-    from . import instruments
     out: list[Recording] = []
     ready = instruments.soundfont_ready()
     for program in programs:
