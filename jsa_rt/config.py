@@ -92,6 +92,7 @@ class ModelConfig:
     match: str = "both"
     w_loc: float = 1.0               # weight of `loc` (listen only)
     w_frame: float = 0.0             # weight of `frame`, hard negatives from the same frame (listen only)
+    w_own: float = 0.0               # weight of `own`: each sound owns the place its map peaks (listen only)
     # keep the pretrained encoder backbones fixed (BatchNorm statistics too) and train only their
     # projections and what follows: pretrained semantics survive training on a few thousand scenes
     freeze_encoders: bool = False
@@ -99,6 +100,10 @@ class ModelConfig:
     # with it: frozen features cannot tell cartoon stamps apart; the stem's do not need to move
     image_tuned_blocks: int = 0
     tau_loc: float = 1.0             # its temperature; the margins are attention logits already
+    # EZ-VSL only: max-pool the audio backbone's features over time and then project them, as the
+    # original does; False (the shipped edge-ezvsl) pools the projected tokens, which with
+    # standardised SoundNet-8 features gives every clip nearly the same embedding
+    ezvsl_pool_features: bool = False
 
     def __post_init__(self):
         _check_numbers(self, _MODEL_RULES)
@@ -183,7 +188,7 @@ _MODEL_RULES = {
                                      "knn_reference_batch")},
     **{k: ("float", _POSITIVE, None) for k in ("audio_seconds", "log_offset", "log_scale", "attn_eps", "tau",
                                                "tau_loc", "gamma")},
-    **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc", "w_frame")},
+    **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc", "w_frame", "w_own")},
     "image_tuned_blocks": ("int", 0, None),
     "token_mask_prob": ("float", 0, 1), "iqr_alpha": ("float", 0, 1),
     "no_source_confidence": ("float", -1, 1),          # a cosine

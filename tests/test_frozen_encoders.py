@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from jsa_rt.audio_io import fit_length, load_audio
 from jsa_rt.config import get_preset, with_variant
 from jsa_rt.export import onnx_export as oe
 from jsa_rt.model import build_model
 from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint
 from jsa_rt.model.soundnet import SoundNet8Trunk, find_soundnet8_weights
 from jsa_rt.model.wrappers import MAP_OUTPUTS, RawLocalizer
+from jsa_rt.paths import data_root
 from jsa_rt.runtime.ort_backend import run_onnx
 from jsa_rt.train.run_parts import parameter_groups
 
@@ -194,3 +196,61 @@ def test_tuned_blocks_misconfigured_is_a_one_line_error(overrides, message):
     with pytest.raises(ValueError, match=message) as err:
         build_model(get_preset("edge").with_overrides(**overrides), "jsa", pretrained=False)
     assert "\n" not in str(err.value)
+
+
+# ---- EZ-VSL's audio embedding: pool the backbone's features, then project (ezvsl_pool_features) ----
+def ezvsl_soundnet_tiny(pool_features: bool):
+    cfg = get_preset("tiny").with_overrides(audio_encoder="soundnet8", freeze_encoders=True,
+                                            ezvsl_pool_features=pool_features)
+    torch.manual_seed(0)
+    return build_model(cfg, "ezvsl", pretrained=False).eval()
+
+
+def test_ezvsl_pool_features_pools_the_backbone_output_then_projects():
+    wave = 0.1 * torch.randn(3, ezvsl_soundnet_tiny(True).cfg.num_samples)
+    for pool_features in (True, False):
+        model = ezvsl_soundnet_tiny(pool_features)
+        with torch.no_grad():
+            features = model.audio_encoder.backbone(model.frontend(wave))            # (B, C, T)
+            if pool_features:      # max over time first, then standardise and project: one token
+                expected = model.audio_encoder.proj(features.amax(dim=2, keepdim=True))[:, :, 0]
+            else:                  # the shipped edge-ezvsl: project every time step, then max
+                expected = model.audio_encoder.proj(features).amax(dim=2)
+            torch.testing.assert_close(model.audio_embedding(wave), expected)
+            with model.reading_backbone_features():                                    # the feature-cache seam
+                torch.testing.assert_close(model.audio_embedding(features), expected)
+
+
+def test_ezvsl_pool_features_round_trips_through_a_checkpoint_and_onnx(tmp_path):
+    model = ezvsl_soundnet_tiny(True)
+    save_checkpoint(tmp_path / "m.pt", model)
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["config"].ezvsl_pool_features
+    feeds = oe.example_inputs(model.cfg)
+    path = oe.export_all(loaded, tmp_path / "m.onnx", graphs=("full",), model_name="m", log=lambda *_: None)["full"]
+    with torch.no_grad():
+        ref = RawLocalizer(model)(torch.from_numpy(feeds["frame"]), torch.from_numpy(feeds["wave"]))
+    got = run_onnx(path, feeds)
+    for name, value in zip(MAP_OUTPUTS, ref):
+        assert np.abs(got[name] - value.numpy()).max() <= 1e-4, name
+
+
+REAL_CLIPS = sorted((data_root() / "0ad" / "actor" / "fauna" / "animal").glob("*.ogg"))[::3][:12]
+
+
+@needs_soundnet
+@pytest.mark.skipif(len(REAL_CLIPS) < 12, reason="needs the shared data folder's 0ad recordings; set JSA_DATA")
+def test_pooled_features_tell_real_clips_apart_where_pooled_tokens_do_not():
+    """Why the option exists: with pretrained SoundNet-8 and a fresh projection, pooling the
+    standardised tokens gives twelve unrelated animal recordings nearly one embedding."""
+    cfg = get_preset("edge").with_overrides(audio_encoder="soundnet8", freeze_encoders=True)
+    wave = torch.from_numpy(np.stack([fit_length(load_audio(p, cfg.sample_rate), cfg.num_samples)
+                                      for p in REAL_CLIPS]))
+    mean_cosine = {}
+    for pool_features in (False, True):
+        torch.manual_seed(0)
+        model = build_model(cfg.with_overrides(ezvsl_pool_features=pool_features), "ezvsl").train()  # batch statistics, as in training
+        with torch.no_grad():
+            emb = torch.nn.functional.normalize(model.audio_embedding(wave), dim=-1)
+        mean_cosine[pool_features] = float((emb @ emb.T)[~torch.eye(len(emb), dtype=torch.bool)].mean())
+    assert mean_cosine[False] > 0.9 and mean_cosine[True] < 0.5, mean_cosine

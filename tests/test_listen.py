@@ -308,6 +308,53 @@ def test_frame_loss_without_a_shared_frame_is_zero_and_keeps_the_graph():
     assert q.grad is not None
 
 
+def test_own_loss_on_hand_made_frames():
+    q, k, frames = two_sounds_one_frame(same_place=False)
+    # each sound's map on the frame is softmax([2, 0]) over the two tokens; it owns its own
+    # token with share sigmoid(2) and the other's with sigmoid(-2)
+    p = 1 / (1 + math.exp(-2))
+    by_hand = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert losses.peak_ownership_loss(q, k, 1.0, 1.0, frames).item() == pytest.approx(by_hand, rel=1e-6)
+    q_blind, _, _ = two_sounds_one_frame(same_place=True)
+    assert losses.peak_ownership_loss(q_blind, k, 1.0, 1.0, frames).item() == pytest.approx(math.log(2), rel=1e-6)
+    loss = losses.peak_ownership_loss(q, k, 1.0, 1.0, torch.tensor([0, 1, -1]))
+    assert loss.item() == 0.0
+
+
+def test_own_loss_sees_a_shared_saliency_that_the_frame_loss_cannot():
+    """Both sounds peak on a salient third token (a query part every sound shares), so the peak
+    does not follow the sound. `frame` scores this like the clean frame (the shared part cancels
+    in the softmax over sounds); `own` is near log 2, and its gradient shrinks the shared part."""
+    frame = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+    k = frame.expand(2, 3, 3)
+    frames = torch.tensor([0, 0])
+
+    def queries(shared: float):
+        q = torch.zeros(2, 2, 3)
+        q[0, 0] = torch.tensor([1.0, 0.0, shared])
+        q[1, 0] = torch.tensor([0.0, 1.0, shared])
+        return q
+
+    clean, salient = queries(0.0), queries(3.0).requires_grad_(True)
+    assert losses.same_frame_loss(salient, k, 1.0, 1.0, frames).item() == pytest.approx(
+        losses.same_frame_loss(clean, k, 1.0, 1.0, frames).item(), rel=1e-6)
+    own_salient = losses.peak_ownership_loss(salient, k, 1.0, 1.0, frames)
+    assert own_salient.item() > 0.65 > 0.45 > losses.peak_ownership_loss(clean, k, 1.0, 1.0, frames).item()
+    own_salient.backward()
+    assert (salient.grad[:, 0, 2] > 0).all()          # descent lowers the shared component
+
+
+@pytest.mark.parametrize("term", [losses.same_frame_loss, losses.peak_ownership_loss])
+def test_frame_terms_have_finite_gradients_beside_items_without_a_shared_frame(term):
+    """An item alone in its frame has no share (a log of nothing); its row must not turn the
+    whole gradient into NaN (the first training step of a run with `own` did)."""
+    torch.manual_seed(0)
+    q = torch.randn(6, 2, 4, requires_grad=True)
+    term(q, torch.randn(6, 5, 4), 1.0, 1.0, torch.tensor([0, 0, -1, 1, 1, 2])).backward()
+    assert torch.isfinite(q.grad).all() and q.grad[[0, 1, 3, 4]].abs().sum() > 0
+    assert q.grad[[2, 5]].abs().sum() == 0
+
+
 def test_loc_loss_does_not_use_a_frames_other_soundtrack_as_a_negative():
     q, k, frames = two_sounds_one_frame(same_place=False)
     qn, kn = q.numpy(), k.numpy()
@@ -322,18 +369,24 @@ def test_loc_loss_does_not_use_a_frames_other_soundtrack_as_a_negative():
     assert losses.ezvsl_mil_loss(a, k, 1.0, frames).item() < losses.ezvsl_mil_loss(a, k, 1.0).item()
 
 
-def test_listen_model_adds_the_frame_term_only_with_its_weight_and_frames():
-    cfg = with_variant(get_preset("tiny"), "listen").with_overrides(w_frame=0.5)
+def test_listen_model_adds_the_frame_terms_only_with_their_weights_and_frames():
+    cfg = with_variant(get_preset("tiny"), "listen").with_overrides(w_frame=0.5, w_own=0.25)
     torch.manual_seed(0)
     model = build_model(cfg, pretrained=False).train()
     images, wave = tiny_batch(cfg)
     torch.manual_seed(2)
     total, terms = model.loss(images, wave, torch.tensor([3, 3, -1, -1]))
-    assert set(terms) == {"cotr", "recon", "div", "match", "loc", "frame"} and terms["frame"].item() > 0
+    assert set(terms) == {"cotr", "recon", "div", "match", "loc", "frame", "own"}
+    assert terms["frame"].item() > 0 and terms["own"].item() > 0
     assert total.item() == pytest.approx((terms["cotr"] + 0.1 * terms["recon"] + 0.1 * terms["div"]
-                                          + 100.0 * terms["match"] + terms["loc"] + 0.5 * terms["frame"]).item(),
-                                         rel=1e-6)
+                                          + 100.0 * terms["match"] + terms["loc"] + 0.5 * terms["frame"]
+                                          + 0.25 * terms["own"]).item(), rel=1e-6)
     torch.manual_seed(2)
-    assert "frame" not in model.loss(images, wave)[1]
-    with pytest.raises(ValueError, match="w_frame"):
-        ModelConfig.from_dict(cfg.to_dict() | {"w_frame": -1.0})
+    assert not {"frame", "own"} & set(model.loss(images, wave)[1])
+    cfg_frame_only = cfg.with_overrides(w_own=0.0)
+    torch.manual_seed(0)
+    terms = build_model(cfg_frame_only, pretrained=False).train().loss(images, wave, torch.tensor([3, 3, -1, -1]))[1]
+    assert "frame" in terms and "own" not in terms
+    for name in ("w_frame", "w_own"):
+        with pytest.raises(ValueError, match=name):
+            ModelConfig.from_dict(cfg.to_dict() | {name: -1.0})

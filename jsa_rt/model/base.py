@@ -101,12 +101,16 @@ class AudioVisualModel(nn.Module):
 
     def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, L) waveform at cfg.sample_rate -> (B, T', d); spectrogram masking in training."""
+        return self.audio_encoder.tokens(self.audio_features(wave))
+
+    def audio_features(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, L) waveform -> the audio backbone's output, before the projection to d."""
         if self.inputs_are_backbone_features:
-            return self.audio_encoder.tokens_from_fixed(wave)
+            return self.audio_encoder.features_from_fixed(wave)
         spec = self.frontend(wave)
         if self.training:
             spec = self.frontend.augment(spec)
-        return self.audio_encoder(spec)
+        return self.audio_encoder.backbone(spec)
 
     def fuse_object_prior(self, out: dict, images, alpha: float | None, object_prior) -> dict:
         """OGL: replace the heatmap by norm(alpha * AUD + (1 - alpha) * OBJ)."""

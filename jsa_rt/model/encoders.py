@@ -166,7 +166,18 @@ class Encoder(nn.Module):
         return self.backbone(x) if self.cut is None else self.backbone.lower(x, self.cut)
 
     def tokens_from_fixed(self, features):
-        return self.tokens(features if self.cut is None else self.backbone.upper(features, self.cut))
+        return self.tokens(self.features_from_fixed(features))
+
+    def features_from_fixed(self, features):
+        """The backbone's output, from what `fixed_features` gave."""
+        return features if self.cut is None else self.backbone.upper(features, self.cut)
+
+    def pooled_token(self, features):
+        """One token (B, 1, d): the backbone's output max-pooled over time (and frequency) first,
+        then projected. Pooling the projected tokens instead gives every clip nearly the same
+        vector when they are standardised (the max of many zero-mean values is positive in every
+        channel): cosine 0.98 between unrelated clips with SoundNet-8."""
+        return self.tokens(features.amax(dim=tuple(range(2, features.ndim)), keepdim=True))
 
 
 class ImageEncoder(Encoder):

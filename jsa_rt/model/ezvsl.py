@@ -19,7 +19,11 @@ class EZVSL(AudioVisualModel):
         super().__init__(cfg, pretrained)        # no slots: `kernels` is accepted and unused
 
     def audio_embedding(self, wave):
-        return self.encode_audio(wave).amax(dim=1)          # global max pool, as EZ-VSL
+        """Global max pool, as EZ-VSL: of the backbone's features, then projected (the original's
+        order, `ezvsl_pool_features`), or of the projected tokens (the shipped edge-ezvsl)."""
+        if self.cfg.ezvsl_pool_features:
+            return self.audio_encoder.pooled_token(self.audio_features(wave))[:, 0]
+        return self.encode_audio(wave).amax(dim=1)
 
     def forward(self, images, wave) -> dict:
         return {"image_tokens": self.encode_image(images), "audio_emb": self.audio_embedding(wave)}

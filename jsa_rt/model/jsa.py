@@ -73,8 +73,10 @@ class JSA(AudioVisualModel):
             terms["loc"] = losses.localisation_mil_loss(query, keys, self.slots.scale, cfg.tau_loc, frames)
             if cfg.w_frame and frames is not None:
                 terms["frame"] = losses.same_frame_loss(query, keys, self.slots.scale, cfg.tau_loc, frames)
+            if cfg.w_own and frames is not None:
+                terms["own"] = losses.peak_ownership_loss(query, keys, self.slots.scale, cfg.tau_loc, frames)
         weights = {"cotr": 1.0, "recon": cfg.w_recon, "div": cfg.w_div, "match": cfg.w_match, "loc": cfg.w_loc,
-                   "frame": cfg.w_frame}
+                   "frame": cfg.w_frame, "own": cfg.w_own}
         total = sum(weights[name] * value for name, value in terms.items())
         return total, terms
 

@@ -142,14 +142,38 @@ def same_frame_loss(audio_query: torch.Tensor, image_keys: torch.Tensor, scale: 
     m of `localisation_mil_loss`. Each item is scored on its own image (augmentation may differ
     between the copies). Zero when no frame has two soundtracks in the batch."""
     scores = _margin_scores(audio_query, image_keys, scale, tau)                    # (B audio, B image, N)
+    own, log_share = _frame_shares(scores, frames)
+    if not len(own):
+        return scores.sum() * 0.0                     # keeps the graph (and DDP's gradient sync) whole
+    return -log_share.amax(dim=1).mean()
+
+
+def peak_ownership_loss(audio_query: torch.Tensor, image_keys: torch.Tensor, scale: float, tau: float,
+                        frames: torch.Tensor) -> torch.Tensor:
+    """The listen variant's `own` term: each sound must own the place where its own map peaks.
+    `frame` asks only that a sound win *somewhere*; a part of the query that every sound shares
+    (a sound-blind saliency) cancels in that softmax over sounds, yet it decides where the map
+    peaks, so the peak need not move when the sound changes. Here the ownership log-share of
+    `same_frame_loss` is averaged under the sound's own spatial distribution, softmax_n(m_iin):
+    -sum_n p_i(n) log softmax_k(m_kin)[i]. Two sounds of one frame that peak at one place
+    cannot both own it, so the loss falls only when their peaks part (the `follows` metric,
+    made differentiable); p is not detached, so the peak itself moves. Zero without a shared frame."""
+    scores = _margin_scores(audio_query, image_keys, scale, tau)
+    own, log_share = _frame_shares(scores, frames)
+    if not len(own):
+        return scores.sum() * 0.0
+    return -(own.softmax(dim=1) * log_share).sum(dim=1).mean()
+
+
+def _frame_shares(scores: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each item whose frame has other soundtracks in the batch, on its own image: its margins
+    m_iin / tau (S, N) and its log-share among its frame's soundtracks, log softmax_k(m_kin)[i].
+    Only those rows are computed: another item's share would be a log of nothing (+inf)."""
     same = _same_frame(frames)
     shared = same.sum(1) > 1
-    if not shared.any():
-        return scores.sum() * 0.0                     # keeps the graph (and DDP's gradient sync) whole
-    others = scores.transpose(0, 1).masked_fill(~same[:, :, None], float("-inf"))     # (image i, audio k, N)
-    own = scores.diagonal(0, 0, 1).T                                                 # (image i, N)
-    log_share = own - others.logsumexp(dim=1)
-    return -log_share[shared].amax(dim=1).mean()
+    others = scores.transpose(0, 1)[shared].masked_fill(~same[shared][:, :, None], float("-inf"))   # (i, audio k, N)
+    own = scores.diagonal(0, 0, 1).T[shared]                                                         # (i, N)
+    return own, own - others.logsumexp(dim=1)
 
 
 def _margin_scores(audio_query, image_keys, scale: float, tau: float) -> torch.Tensor:
