@@ -13,7 +13,7 @@ set -euo pipefail
 export PYTHONUNBUFFERED=1
 PRESET=${PRESET:-edge}; EPOCHS=${EPOCHS:-12}; BATCH=${BATCH:-64}
 TRAIN_SCENES=${TRAIN_SCENES:-5000}; OUT=${OUT:-/tmp/gpu_train_out}; TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-100000}
-RUNS=${RUNS:-"jsa-listen:--model jsa --variant listen;jsa-listen-soundnet:--model jsa --variant listen --config tools/recipes/soundnet.json;jsa-listen-soundnet-frozen:--model jsa --variant listen --config tools/recipes/soundnet-frozen.json;jsa-listen-soundnet-tuned:--model jsa --variant listen --config tools/recipes/soundnet-tuned.json;jsa-listen-soundnet-tuned-slow:--model jsa --variant listen --config tools/recipes/soundnet-tuned-slow.json;ezvsl:--model ezvsl"}
+RUNS=${RUNS:-"jsa-listen:--model jsa --variant listen;jsa-listen-soundnet:--model jsa --variant listen --config tools/recipes/soundnet.json;jsa-listen-soundnet-frozen:--model jsa --variant listen --config tools/recipes/soundnet-frozen.json;jsa-listen-soundnet-tuned:--model jsa --variant listen --config tools/recipes/soundnet-tuned.json;jsa-listen-soundnet-tuned-slow:--model jsa --variant listen --config tools/recipes/soundnet-tuned-slow.json;jsa-listen-soundnet-tuned-slow-own:--model jsa --variant listen --config tools/recipes/soundnet-tuned-slow-own.json;ezvsl:--model ezvsl;ezvsl-soundnet-tuned-slow:--model ezvsl --config tools/recipes/ezvsl-soundnet-tuned-slow.json"}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
