@@ -188,7 +188,7 @@ needs_real = pytest.mark.skipif(not all((DATA / f).is_dir() for f in REAL_FOLDER
 # seed 1 makes the Tux Paint "dog" unheard while a real dog class exists
 REAL_SEED = 1
 REAL_COUNTS = {"train": 30, "val": 6, "test": 4, "test-unheard": 0, "digits": 0, "pairs": 3,
-               "pairs-unheard": 2, "real": 4, "real-pairs": 3}
+               "pairs-unheard": 2, "real": 4, "real-pairs": 3, "val-pairs": 3}
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_real_sets_same_seed_same_bytes(real_sets):
     assert not different, f"differ between runs: {different[:5]}"
     # the instruments are Debian packages: absent, they are one line
     assert m1["real_missing"] == ([line] if (line := instruments.missing_line(soundfont_programs())) else [])
-    for split in ("pairs", "pairs-unheard", "real", "real-pairs"):
+    for split in ("pairs", "pairs-unheard", "real", "real-pairs", "val-pairs"):
         assert m1["counts"].get(split), split
 
 
@@ -232,7 +232,7 @@ def test_test_split_unchanged_by_the_other_splits(real_sets):
 def test_pair_frames_one_soundtrack_per_sounding_object(real_sets):
     root, _, _, _, _ = real_sets
     n_groups = 0
-    for split in ("pairs", "pairs-unheard", "real-pairs", "train"):
+    for split in ("pairs", "pairs-unheard", "real-pairs", "val-pairs", "train"):
         groups: dict[str, list[dict]] = {}
         for e in _entries(root, split):
             if e.get("group"):
@@ -255,21 +255,21 @@ def test_pair_frames_one_soundtrack_per_sounding_object(real_sets):
             assert len(set(cand_classes)) == len(cand_classes), (group, cand_classes)
             assert set(classes) <= set(cand_classes)
             if split in ("pairs", "pairs-unheard"):    # every object of a sounding class plays once
-                # (a real-pairs mosaic may add tiles of other real classes: silent candidates)
+                # (a real-pairs or val-pairs mosaic may add tiles of other real classes: silent candidates)
                 assert set(classes) == set(cand_classes), (group, classes, cand_classes)
             for e in items:
                 assert e["bbox"] == [c["box"] for c in candidates if c["class"] == e["class"]] and len(e["bbox"]) == 1
                 assert e["class"] not in e["distractor_classes"] and not e["no_source"]
                 x0, y0, x1, y1 = e["bbox"][0]
                 assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
-    assert n_groups >= sum(REAL_COUNTS[s] for s in ("pairs", "pairs-unheard", "real-pairs"))
+    assert n_groups >= sum(REAL_COUNTS[s] for s in ("pairs", "pairs-unheard", "real-pairs", "val-pairs"))
 
 
 @needs_real
 def test_pair_boxes_of_different_sounding_objects_barely_overlap(real_sets):
     root, _, _, _, _ = real_sets
     from jsa_rt.train.scene_image import _overlap
-    for split in ("pairs", "pairs-unheard", "real-pairs"):
+    for split in ("pairs", "pairs-unheard", "real-pairs", "val-pairs"):
         for e in _entries(root, split):
             boxes = [c["box"] for c in e["candidates"]]
             for i, a in enumerate(boxes):
@@ -278,26 +278,27 @@ def test_pair_boxes_of_different_sounding_objects_barely_overlap(real_sets):
 
 
 @needs_real
-def test_real_splits_use_held_out_recordings_and_photos_only(real_sets):
+@pytest.mark.parametrize("split, material", [("real", "test"), ("real-pairs", "test"), ("val-pairs", "val")])
+def test_real_splits_use_their_own_recordings_and_photos_only(real_sets, split, material):
+    """The test splits draw on held-out material; val-pairs (choosing best.pt) on the val material."""
     from jsa_rt.train.classmap import build_real_catalog
     root, _, _, manifest, _ = real_sets
     real = build_real_catalog()
-    test_classes = set(real.usable("test"))
+    classes = set(real.usable(material))
     coco_split = {Path(c.path).stem: c.split for c in real.coco}
     offscreen_split = {Path(r.path).stem: r.split for r in real.offscreen}
-    for split in ("real", "real-pairs"):
-        items = _entries(root, split)
-        assert items
-        for e in items:
-            assert e["kind"] in ("mosaic", "coco") and not e["no_source"], e["file"]
-            assert e["background"].startswith(("mosaic:", "coco:")), e["file"]
-            if e["kind"] == "coco":
-                assert coco_split[e["background"].split(":", 1)[1]] == "test", e["file"]
-            used = {e["class"], *(c["class"] for c in e["candidates"])}
-            assert used <= test_classes, (e["file"], used - test_classes)
-            assert not used & set(manifest["classes_unheard"]), e["file"]
-            if e["offscreen_class"]:
-                assert offscreen_split[e["offscreen_class"]] == "test", e["file"]
+    items = _entries(root, split)
+    assert items
+    for e in items:
+        assert e["kind"] in ("mosaic", "coco") and not e["no_source"], e["file"]
+        assert e["background"].startswith(("mosaic:", "coco:")), e["file"]
+        if e["kind"] == "coco":
+            assert coco_split[e["background"].split(":", 1)[1]] == material, e["file"]
+        used = {e["class"], *(c["class"] for c in e["candidates"])}
+        assert used <= classes, (e["file"], used - classes)
+        assert not used & set(manifest["classes_unheard"]), e["file"]
+        if e["offscreen_class"]:
+            assert offscreen_split[e["offscreen_class"]] == material, e["file"]
 
 
 @needs_real

@@ -370,3 +370,23 @@ def test_the_soundtracks_of_one_frame_share_a_batch_and_reach_the_loss():
         spots = sorted(order.index(i) for i in members)
         assert spots == list(range(spots[0], spots[0] + len(members)))
     assert EpochSampler(10, 0, 0, 0, 1, 5, start_batch=1, frames=frames).indices() == order[5:]
+
+
+def test_best_checkpoint_counts_follows_on_val_pairs(scenes, tmp_path):
+    """With a val-pairs split, validation also scores follows on it, and best.pt is the epoch with the
+    best pointing + cIoU@0.5 + follows; without it (--val-pairs-split ''), follows is not measured."""
+    import json
+    assert (scenes / "splits" / "val-pairs.txt").is_file()
+    args = ["train", "--preset", "tiny", "--variant", "listen", "--data", str(scenes), "--workers", "0",
+            "--batch-size", "8", "--no-progress", "--epochs", "3", "--val-every", "1", "--max-train-items", "16"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    vals = [h["val"] for h in history]
+    assert all(0.0 <= v["follows"] <= 1.0 and 0.0 <= v["pairs_pointing"] <= 1.0 for v in vals)
+    scores = [v["pointing"] + v["ciou50"] + v["follows"] for v in vals]
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["extra"]
+    assert best["epoch"] == 1 + scores.index(max(scores))
+    assert best["val"]["follows"] == vals[best["epoch"] - 1]["follows"]
+    assert main([*args, "--epochs", "1", "--out", str(tmp_path / "b"), "--val-pairs-split", ""]) == 0
+    (only,) = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert "follows" not in only["val"] and "pointing" in only["val"]

@@ -143,7 +143,7 @@ EOF
 # (before the recordings: its training speakers' FSDD takes are the ones packed)
 echo "pack: the full data's class split (.carry/plan.json): the copy trains exactly those classes"
 [ -f .carry/plan.json ] || { .venv/bin/jsa-rt make-scenes --out /tmp/jsa-plan --force --quiet \
-    --counts train=1,val=0,test=0,test-unheard=0,digits=0,pairs=0,pairs-unheard=0,real=0,real-pairs=0 >/dev/null \
+    --counts train=1,val=0,test=0,test-unheard=0,digits=0,pairs=0,pairs-unheard=0,real=0,real-pairs=0,val-pairs=0 >/dev/null \
     && cp /tmp/jsa-plan/scenes.json .carry/plan.json; }
 echo "pack: Tux Paint stamps (PNG <= 128 px, sounds as Opus, flags)"
 shrink_images "$SRC/tuxpaint-stamps/stamps" "$DST/tuxpaint-stamps/stamps" 128 85

@@ -189,8 +189,8 @@ def _clips_for(name: str, spec: SceneSpec, rng: np.random.Generator) -> list[np.
 
 def _real_split(split: str) -> str:
     """The class map's split whose photos and recordings a scene split uses (every test-like
-    split draws on held-out material)."""
-    return split if split in ("train", "val") else "test"
+    split draws on held-out material; val-pairs on the val material)."""
+    return split if split in ("train", "val") else "val" if split == "val-pairs" else "test"
 
 
 def _mosaic_frame(spec: SceneSpec, rng: np.random.Generator, size: int):

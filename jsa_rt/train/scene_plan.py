@@ -13,13 +13,16 @@ import numpy as np
 from ..errors import InputError
 from .scene_catalog import Catalog
 
-SPLITS = ("train", "val", "test", "test-unheard", "digits", "pairs", "pairs-unheard", "real", "real-pairs")
+# "val-pairs" (real photos, val recordings) lets training choose best.pt by follows; it comes last
+# because each split's draws are seeded by its index, so adding it left the other splits as they were
+SPLITS = ("train", "val", "test", "test-unheard", "digits", "pairs", "pairs-unheard", "real", "real-pairs",
+          "val-pairs")
 # pair splits count frames: each frame is written once per visible sounding object
 DEFAULT_COUNTS = {"train": 3000, "val": 200, "test": 400, "test-unheard": 300, "digits": 300,
-                  "pairs": 150, "pairs-unheard": 120, "real": 300, "real-pairs": 150}
+                  "pairs": 150, "pairs-unheard": 120, "real": 300, "real-pairs": 150, "val-pairs": 150}
 SMALL_COUNTS = {"train": 24, "val": 8, "test": 12, "test-unheard": 10, "digits": 10,
-                "pairs": 4, "pairs-unheard": 4, "real": 6, "real-pairs": 4}
-PAIR_SPLITS = ("pairs", "pairs-unheard", "real-pairs")
+                "pairs": 4, "pairs-unheard": 4, "real": 6, "real-pairs": 4, "val-pairs": 4}
+PAIR_SPLITS = ("pairs", "pairs-unheard", "real-pairs", "val-pairs")
 # What train and val frames are made of (kind: share). "peers": a Tux Paint cut-out scene whose
 # silent objects include 1-2 other sounding classes as large as the target, so only the sound
 # tells which one it is; real photos as mosaics, COCO scenes, and cut-outs pasted into photos.
@@ -85,6 +88,8 @@ def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int, no_source_fr
             pool, speakers = digits, list(plan.heldout_speakers)
         elif split in ("real", "real-pairs"):
             pool, speakers = list(real.get("test", ())), []
+        elif split == "val-pairs":
+            pool, speakers = list(real.get("val", ())), []
         elif split == "pairs":
             pool, speakers = list(plan.seen), []
         else:
@@ -160,7 +165,7 @@ def _plan_pairs(split: str, split_index: int, pool: list[str], n: int, seed: int
                 rng: np.random.Generator, sound_of: dict[str, str]) -> list[SceneSpec]:
     """n frames showing 2 (70 %) or 3 sounding objects of different classes; each frame is
     written once per object (the group), with that object's sound."""
-    kind = "mosaic" if split == "real-pairs" else "peers"
+    kind = "mosaic" if split in ("real-pairs", "val-pairs") else "peers"
     specs = []
     for i in range(n):
         k = min(len(pool), 2 if rng.random() < 0.7 else 3)

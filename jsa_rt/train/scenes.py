@@ -15,6 +15,9 @@ Splits (VGG-SS layout, see `write_split`):
 - test-unheard: the other 20 % of the stamp classes, which never appear in train/val/test,
   neither as image nor as sound.
 - digits: digits spoken by held-out FSDD speakers (2 of the 5).
+- pairs, pairs-unheard, real, real-pairs: several sounding objects per frame, real photos
+  (scene_plan.py); val-pairs: the real-pairs form on the val material, which training uses
+  to choose best.pt by how well the map follows the sound.
 
 Target boxes: 85 % of the scenes draw a box area of 25-60 % of the frame (a median-threshold
 map marks half the frame, so cIoU >= 0.5 needs a box of at least 25 %); 15 % draw 8-25 %

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -53,6 +54,9 @@ def add_parser(sub):
     p.add_argument("--format", default="scenes", help="dataset layout (scenes, vggss, flickr, ...)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
+    p.add_argument("--val-pairs-split", default="val-pairs",
+                   help="several-source frames whose follows rate joins the score that picks best.pt, when the "
+                        "data folder has this split (make-scenes writes it); '' to leave it out")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<model>)")
     p.add_argument("--config", default=None, help="JSON file overriding train/model settings")
     p.add_argument("--epochs", type=positive_int)
@@ -119,7 +123,7 @@ class Trainer:
         if self.dist.main:
             held.enter_context(claim_run_folder(self.out, args.resume))
         seed_everything(self.train_cfg.seed + self.dist.rank)
-        self.train_ds, self.val_ds = self._datasets()
+        self.train_ds, self.val_ds, self.val_pairs_ds = self._datasets()
         # scenes of one frame with different soundtracks: kept in one batch, told to the loss
         self.frames = frame_ids(self.train_ds.samples)
         self.model = self._model(init_model)
@@ -149,6 +153,9 @@ class Trainer:
         args, cfg, world = self.args, self.train_cfg, self.dist.world
         train_ds = make_dataset(args, self.model_cfg, args.train_split, True, args.max_train_items)
         val_ds = make_dataset(args, self.model_cfg, args.val_split, False) if args.val_split else None
+        pairs_file = Path(args.data) / "splits" / f"{args.val_pairs_split}.txt"
+        val_pairs_ds = make_dataset(args, self.model_cfg, args.val_pairs_split, False) \
+            if args.val_split and args.val_pairs_split and pairs_file.is_file() else None
         if len(train_ds) < cfg.batch_size * world:
             raise InputError(f"{len(train_ds)} training items is fewer than one batch of "
                              f"{cfg.batch_size} x {world} processes: lower --batch-size")
@@ -157,7 +164,7 @@ class Trainer:
             # whole batches per rank only: the rest of each epoch's shuffle is left out
             print(f"warning: each epoch uses {used} of {len(train_ds)} training items (batches of "
                   f"{cfg.batch_size} x {world} processes); a smaller --batch-size uses more")
-        return train_ds, val_ds
+        return train_ds, val_ds, val_pairs_ds
 
     def _model(self, init_model):
         args = self.args
@@ -219,6 +226,9 @@ class Trainer:
               f"batch {cfg.batch_size}, lr {cfg.lr}, epochs {cfg.epochs}, "
               f"mixed precision {'bf16' if self.amp_dtype else 'off'}, slot kernels "
               f"{model.slots.step.name if hasattr(model, 'slots') else 'n/a'}")
+        if self.val_pairs_ds is not None:
+            print(f"best.pt by val pointing + cIoU@0.5 + follows on {len(self.val_pairs_ds)} "
+                  f"{self.args.val_pairs_split} scenes")
 
     # ---- the run --------------------------------------------------------------------------------
     def train(self) -> None:
@@ -322,15 +332,22 @@ class Trainer:
 
     def validate(self) -> dict:
         """Localisation on the val split: pointing game, cIoU@0.5 (median threshold), AUC, and
-        retrieval R@1, with the same code as `jsa-rt eval`; best.pt when the score is the best yet."""
+        retrieval R@1, with the same code as `jsa-rt eval`; with a val-pairs split, also its
+        follows rate, which joins the score (a model that points well but ignores the sound is
+        not the best one); best.pt when the score is the best yet."""
         from .evaluate import evaluate
         summary, _, _ = evaluate(self.model, self.val_ds, batch_size=self.train_cfg.batch_size,
                                  device=str(self.device), grid=0, progress=False)
-        self.model.train()
         retrieval = summary.get("retrieval") or {}
         val = {"ciou50": summary["ciou50"], "auc": summary["auc"], "pointing": summary["pointing"],
                "r1_a2i": retrieval.get("a2i", {}).get("r1"), "r1_i2a": retrieval.get("i2a", {}).get("r1")}
-        score = (val.get("pointing") or 0.0) + (val.get("ciou50") or 0.0)
+        if self.val_pairs_ds is not None:
+            pairs, _, _ = evaluate(self.model, self.val_pairs_ds, batch_size=self.train_cfg.batch_size,
+                                   device=str(self.device), grid=0, progress=False)
+            val["pairs_pointing"] = pairs["pointing"]
+            val["follows"] = (pairs.get("pairs") or {}).get("follows")
+        self.model.train()
+        score = (val.get("pointing") or 0.0) + (val.get("ciou50") or 0.0) + (val.get("follows") or 0.0)
         best = self.state["best"]
         if best is None or score > best["score"]:
             self.state["best"] = {"score": score, "epoch": self.state["epoch"]}
