@@ -30,7 +30,8 @@ CHANNEL_ORDER = "RGB, HWC, uint8"
 
 
 class _CastIn(nn.Module):
-    """Runs `inner` in `dtype`: casts the input on the way in (the fp16 island boundary)."""
+    """Runs the encoder `inner` in `dtype`: casts the input on the way in (the fp16 island
+    boundary). It offers the encoder calls the models make, each with that cast."""
 
     def __init__(self, inner: nn.Module, dtype: torch.dtype):
         super().__init__()
@@ -38,6 +39,15 @@ class _CastIn(nn.Module):
 
     def forward(self, x):
         return self.inner(x.to(self.dtype))
+
+    def backbone(self, x):
+        return self.inner.backbone(x.to(self.dtype))
+
+    def tokens(self, features):
+        return self.inner.tokens(features.to(self.dtype))
+
+    def pooled_token(self, features):
+        return self.inner.pooled_token(features.to(self.dtype))
 
 
 def half_precision(model: nn.Module) -> nn.Module:
