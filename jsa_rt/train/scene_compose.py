@@ -14,7 +14,7 @@ from .classmap import Photo, RealCatalog
 from .scene_audio import compose_audio, load_clip
 from .scene_catalog import Catalog, Stamp
 from .scene_image import ObjectSpec, compose_image
-from .scene_plan import SceneSpec, SplitPlan
+from .scene_plan import SceneSpec, SplitPlan, real_material
 from .scene_real import coco_frame, mosaic
 
 SAMPLE_RATE = 16000
@@ -166,7 +166,7 @@ def _box(b) -> list[float]:
 
 def _real_clips(name: str, split: str, rng: np.random.Generator) -> list[np.ndarray]:
     """1-3 recordings of a real class from the split's own pool (never another split's)."""
-    pool = _REAL.classes[name].recordings_in(_real_split(split))
+    pool = _REAL.classes[name].recordings_in(real_material(split))
     chosen = rng.permutation(len(pool))[: int(rng.integers(1, 4))]
     return [load_clip(pool[i].path, SAMPLE_RATE) for i in chosen]
 
@@ -178,7 +178,7 @@ def _real_of_tux(name: str) -> str | None:
 
 
 def _clips_for(name: str, spec: SceneSpec, rng: np.random.Generator) -> list[np.ndarray]:
-    pool = _real_split(spec.split)
+    pool = real_material(spec.split)
     if _REAL and name in _REAL.classes and _REAL.classes[name].recordings_in(pool):
         return _real_clips(name, spec.split, rng)
     real = _real_of_tux(name)
@@ -187,16 +187,10 @@ def _clips_for(name: str, spec: SceneSpec, rng: np.random.Generator) -> list[np.
     return _target_clips(name, spec.speaker, rng, spec.split)
 
 
-def _real_split(split: str) -> str:
-    """The class map's split whose photos and recordings a scene split uses (every test-like
-    split draws on held-out material; val-pairs on the val material)."""
-    return split if split in ("train", "val") else "val" if split == "val-pairs" else "test"
-
-
 def _mosaic_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
     """Tiles: the target class, the planned peers, then other real classes (silent candidates)
     or silent photos. Returns (image, [(class or '', box)], background name)."""
-    pool = _real_split(spec.split)
+    pool = real_material(spec.split)
     names = [spec.target, *spec.peers]
     count = max(len(names), int(rng.choice([2, 3, 4], p=[0.4, 0.3, 0.3])))
     usable = [c for c in (_PLAN.real or {}).get(pool, ()) if c not in names]
@@ -220,7 +214,7 @@ def _mosaic_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
 
 
 def _coco_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
-    pool = _real_split(spec.split)
+    pool = real_material(spec.split)
     options = [(img, i) for img in _REAL.coco if img.split == pool
                for i, (name, box) in enumerate(img.objects)
                if name == spec.target and any(p.path == img.path and p.box == box
@@ -253,7 +247,7 @@ def _cutout_frame(spec: SceneSpec, rng: np.random.Generator, size: int):
     distractors = _pick_distractors(rng, spec, category, names, int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2])))
     background = None
     if spec.kind == "photo-cutout":
-        pool = _real_split(spec.split)
+        pool = real_material(spec.split)
         photos = [p for p in _REAL.silent_photos if p.split == pool] + \
                  [Photo(c.path, c.split) for c in _REAL.coco if c.split == pool]
         photo = photos[int(rng.integers(len(photos)))]
@@ -288,7 +282,7 @@ def _multi_scene(spec: SceneSpec) -> list[dict]:
         audio_rng = np.random.default_rng([*spec.seed, 7, k])
         offscreen_clips = offscreen_name = None
         if audio_rng.random() < 0.3 and _REAL and _REAL.offscreen:      # a sound with no picture
-            pool = [r for r in _REAL.offscreen if r.split == _real_split(spec.split)]
+            pool = [r for r in _REAL.offscreen if r.split == real_material(spec.split)]
             rec = pool[int(audio_rng.integers(len(pool)))]
             offscreen_clips, offscreen_name = [load_clip(rec.path, SAMPLE_RATE)], Path(rec.path).stem
         clips = _clips_for(name, spec, audio_rng)

@@ -23,6 +23,13 @@ DEFAULT_COUNTS = {"train": 3000, "val": 200, "test": 400, "test-unheard": 300, "
 SMALL_COUNTS = {"train": 24, "val": 8, "test": 12, "test-unheard": 10, "digits": 10,
                 "pairs": 4, "pairs-unheard": 4, "real": 6, "real-pairs": 4, "val-pairs": 4}
 PAIR_SPLITS = ("pairs", "pairs-unheard", "real-pairs", "val-pairs")
+REAL_SCENE_SPLITS = ("real", "real-pairs", "val-pairs")     # scene splits made of real photos and recordings only
+
+
+def real_material(split: str) -> str:
+    """The class map's split whose photos and recordings a scene split uses: train and val their
+    own, val-pairs the val material, every test-like split the held-out material."""
+    return split if split in ("train", "val") else "val" if split == "val-pairs" else "test"
 # What train and val frames are made of (kind: share). "peers": a Tux Paint cut-out scene whose
 # silent objects include 1-2 other sounding classes as large as the target, so only the sound
 # tells which one it is; real photos as mosaics, COCO scenes, and cut-outs pasted into photos.
@@ -86,10 +93,8 @@ def plan_scenes(plan: SplitPlan, counts: dict[str, int], seed: int, no_source_fr
             pool, speakers = list(plan.unheard), list(plan.train_speakers)
         elif split == "digits":
             pool, speakers = digits, list(plan.heldout_speakers)
-        elif split in ("real", "real-pairs"):
-            pool, speakers = list(real.get("test", ())), []
-        elif split == "val-pairs":
-            pool, speakers = list(real.get("val", ())), []
+        elif split in REAL_SCENE_SPLITS:
+            pool, speakers = list(real.get(real_material(split), ())), []
         elif split == "pairs":
             pool, speakers = list(plan.seen), []
         else:
@@ -165,7 +170,7 @@ def _plan_pairs(split: str, split_index: int, pool: list[str], n: int, seed: int
                 rng: np.random.Generator, sound_of: dict[str, str]) -> list[SceneSpec]:
     """n frames showing 2 (70 %) or 3 sounding objects of different classes; each frame is
     written once per object (the group), with that object's sound."""
-    kind = "mosaic" if split in ("real-pairs", "val-pairs") else "peers"
+    kind = "mosaic" if split in REAL_SCENE_SPLITS else "peers"
     specs = []
     for i in range(n):
         k = min(len(pool), 2 if rng.random() < 0.7 else 3)
