@@ -3,7 +3,7 @@
 Each clip is `jsa-rt demo --scene real --segments 6 --no-pace --min-confidence 0 --seed S`
 (deterministic for a seed). Reads NAME-seedS.json (the demo's score.json) from demo/, prints
 the mean follow rate after each switch settles, switches followed, and the paired difference
-with a 95 % bootstrap interval over clips; writes demo_follow.png and demo/summary.json.
+with a 95 % bootstrap interval over clips; writes demo_follow_A_vs_B.png and demo/summary_A_vs_B.json.
 
     python demo_summary.py A B      # e.g. V25 C10
 """
@@ -40,7 +40,7 @@ def main(a: str, b: str) -> None:
                b: {"follow": fb.round(1).tolist(), "mean": round(fb.mean(), 1), "switches": sw[b]},
                "diff_mean": round(diff.mean(), 1), "diff_ci95": [round(lo, 1), round(hi, 1)],
                f"{a}_better_clips": int((diff > 0).sum()), f"{b}_better_clips": int((diff < 0).sum())}
-    (HERE / "demo" / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (HERE / "demo" / f"summary_{a}_vs_{b}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{len(seeds)} clips (seeds {seeds[0]}-{seeds[-1]}), chance {chance:.1f} %")
     for n, f in ((a, fa), (b, fb)):
         print(f"  {n}: follow {f.mean():.1f} %, {sw[n][0]} of {sw[n][1]} switches followed")
@@ -62,7 +62,7 @@ def main(a: str, b: str) -> None:
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(HERE / "demo_follow.png", dpi=110)
+    fig.savefig(HERE / f"demo_follow_{a}_vs_{b}.png", dpi=110)
 
 
 if __name__ == "__main__":
