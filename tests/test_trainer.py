@@ -346,6 +346,32 @@ def test_cached_backbone_features_train_the_heads_and_leave_the_backbones(scenes
         assert not torch.equal(final["state_dict"][key], after_one_step[key]), key
 
 
+def test_a_feature_store_is_read_back_by_the_next_run_and_recomputed_when_stale(scenes, tmp_path, capsys):
+    """--feature-store: a second run over the same items reads the stored views instead of running
+    the backbones again and trains exactly as the first; a stored view that no longer matches the
+    backbones' output (here: overwritten with other numbers) is computed anew."""
+    config = tmp_path / "frozen.json"
+    config.write_text('{"model": {"freeze_encoders": true}}')
+    store = tmp_path / "store"
+    flags = ("--epochs", "1", "--cache-features", "2", "--config", str(config), "--feature-store", str(store),
+             "--max-steps", "3")
+    train(scenes, tmp_path / "a", *flags)
+    assert "0 of 2 view(s) read back" in capsys.readouterr().out
+    [folder] = store.iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["view0.pt", "view1.pt"]
+    train(scenes, tmp_path / "b", *flags)
+    assert "2 of 2 view(s) read back" in capsys.readouterr().out
+    a = torch.load(tmp_path / "a" / "final.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    view0 = torch.load(folder / "view0.pt", weights_only=True)
+    torch.save({"image": view0["image"] + 1, "audio": view0["audio"]}, folder / "view0.pt")
+    train(scenes, tmp_path / "c", *flags)
+    assert "1 of 2 view(s) read back" in capsys.readouterr().out
+    assert torch.equal(torch.load(folder / "view0.pt", weights_only=True)["image"], view0["image"])
+
+
 def test_cached_features_need_frozen_backbones(scenes, tmp_path, capsys):
     args = ["train", "--preset", "tiny", "--data", str(scenes), "--out", str(tmp_path), "--workers", "0",
             "--batch-size", "8", "--no-progress", "--val-split", "", "--cache-features", "1"]

@@ -70,6 +70,10 @@ def add_parser(sub):
                    help="with frozen encoder backbones (model setting freeze_encoders): run them once over "
                         "VIEWS augmented passes of the training set and train on their stored outputs "
                         "(much faster on a CPU; see train/feature_cache.py)")
+    p.add_argument("--feature-store", default=None, metavar="DIR",
+                   help="with --cache-features: also keep the cached features in DIR (about 0.3 MB per item "
+                        "and view) and reuse them when a later run or --resume has the same items, views, "
+                        "seed and model settings")
     p.add_argument("--val-every", type=positive_int, default=1, metavar="EPOCHS",
                    help="validate (and keep best.pt) every N epochs and after the last (default 1)")
     p.add_argument("--max-train-items", type=positive_int, default=None, help="use only the first N training items")
@@ -216,7 +220,11 @@ class Trainer:
                              "in the --config JSON's \"model\" settings")
         self.train_ds = FeatureCache(self.train_ds, self.model, args.cache_features, cfg.seed, cfg.batch_size,
                                      cfg.num_workers, self.device,
-                                     show_progress=self.dist.main and not args.no_progress)
+                                     show_progress=self.dist.main and not args.no_progress,
+                                     store=args.feature_store)
+        if self.dist.main and args.feature_store:
+            print(f"feature cache: {self.train_ds.reused_views} of {args.cache_features} view(s) read back from "
+                  f"{args.feature_store}, the rest computed and stored there")
         return replace(cfg, num_workers=0), self.model.reading_backbone_features    # the cache is in memory
 
     def _print_plan(self) -> None:
