@@ -8,7 +8,18 @@ from .errors import CheckpointError
 from .paths import WEIGHTS_DIR
 
 SHIPPED = ("edge-jsa", "edge-jsa-listen", "edge-ezvsl", "paper-jsa")
-DEFAULT_MODEL = "edge-jsa"
+DEFAULT_MODEL = "edge-jsa-listen"     # listens: see the README's Listening section
+
+# What a shipped model's training data allows, where that limits its use; `live` and `demo` say it
+# when they run the model (jsa_rt/weights/MODELS.md has every model's data and terms).
+TERMS = {"edge-jsa-listen": "non-commercial use only: trained on UrbanSound8K (CC BY-NC 3.0); for other "
+                            "uses pass --model edge-jsa (it does not listen: jsa_rt/weights/MODELS.md)"}
+
+
+def terms_line(model: str | None) -> str | None:
+    """The terms notice for a shipped model name (None: the default), or None."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    return f"model {name}: {TERMS[name]}" if name in TERMS else None
 
 
 def resolve_checkpoint(name_or_path: str | Path | None, suffix: str = ".pt") -> Path:

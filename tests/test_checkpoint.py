@@ -205,3 +205,11 @@ def test_newer_format_and_mismatched_weights(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "bad_config.pt")
     assert_one_line_error(info, "future_field")
+
+
+def test_a_shipped_model_with_limited_terms_says_so_and_others_do_not():
+    from jsa_rt.shipped import DEFAULT_MODEL, SHIPPED, TERMS, terms_line
+    assert set(TERMS) <= set(SHIPPED)
+    assert terms_line("edge-jsa-listen").startswith("model edge-jsa-listen: non-commercial use only")
+    assert terms_line(None) == terms_line(DEFAULT_MODEL)
+    assert terms_line("edge-jsa") is None and terms_line("runs/x/best.pt") is None

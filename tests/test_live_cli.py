@@ -181,8 +181,9 @@ def test_demo_end_to_end_with_onnxruntime(tmp_path):
 @pytest.mark.slow
 def test_demo_with_the_shipped_model_points_at_the_sounding_object(tmp_path):
     model = _runtime_onnx("edge-jsa", shipped=True)
-    done = cli("demo", "--out", str(tmp_path), *data_option(), "--segments", "3", "--segment-seconds", "3",
-               "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model, timeout=300)
+    done = cli("demo", "--out", str(tmp_path), *data_option(), "--scene", "stamps", "--segments", "3",
+               "--segment-seconds", "3", "--fps", "10", "--no-pace", "--backend", "onnxruntime", "--model", model,
+               timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     s = json.loads((tmp_path / "score.json").read_text())
     # chance = the fraction of the frame the sounding object's box covers (about 0.3 here)

@@ -117,3 +117,26 @@ def test_driver_probe_sees_device_nodes(tmp_path, monkeypatch):
     assert machine.nvidia_driver_present() is False
     node.touch()
     assert machine.nvidia_driver_present() is True
+
+
+def test_the_main_job_runs_without_torch(tmp_path):
+    """`jsa-rt demo` as the README runs it: the default model on the default scene (real photos and
+    recordings when ../shared/data is there, which reads the class map), onnxruntime, no torch."""
+    from jsa_rt.runtime import available_backends
+    if "onnxruntime" not in available_backends():
+        pytest.skip("onnxruntime is not installed")
+    script = BLOCK_TORCH + """
+import json, sys
+from jsa_rt.cli import main
+rc = main(['demo', '--out', sys.argv[1], '--segments', '2', '--segment-seconds', '1', '--fps', '10', '--no-pace',
+           '--backend', 'onnxruntime'])
+print(json.dumps({'rc': rc, 'torch_loaded': 'torch' in sys.modules}))
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"rc": 0, "torch_loaded": False}
+    assert json.loads((tmp_path / "score.json").read_text())["model"] == "edge-jsa-listen"
+    # its training data's terms are said before it runs
+    assert "model edge-jsa-listen: non-commercial use only" in done.stdout.splitlines()[0]

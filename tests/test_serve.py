@@ -119,7 +119,8 @@ def test_sound_locator_with_a_server_answers_as_the_local_one(server):
     frame, wave = inputs(2)
     bgr = np.ascontiguousarray(np.repeat(np.repeat(frame, 2, 0), 3, 1)[..., ::-1])     # 448 x 672
     wheres = []
-    for kwargs in ({"backend": "onnxruntime"}, {"server": f"grpc://127.0.0.1:{server['grpc']}"}):
+    for kwargs in ({"backend": "onnxruntime", "model": "edge-jsa"},       # what the server fixture serves
+                   {"server": f"grpc://127.0.0.1:{server['grpc']}"}):
         with SoundLocator(min_confidence=0.0, **kwargs) as locator:
             locator.push_audio(wave, 16000)
             wheres.append(locator.locate(bgr))

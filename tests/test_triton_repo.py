@@ -226,10 +226,11 @@ def test_cli_refuses_bad_flags_with_one_line(graphs, tmp_path, capsys):
 
 
 def test_cli_exports_a_shipped_model_whose_graphs_have_a_fixed_batch(graphs, tmp_path, capsys, monkeypatch):
-    """edge-jsa's shipped graphs are batch 1: the CLI exports its .pt with a dynamic batch
+    """The default model's shipped graphs are batch 1: the CLI exports its .pt with a dynamic batch
     (through export_all; stubbed here with the tiny graphs, the real export takes ~50 s)."""
-    if not (WEIGHTS_DIR / "edge-jsa.audio.onnx").is_file():
-        pytest.skip("the shipped edge-jsa graphs are not in this install")
+    from jsa_rt.shipped import DEFAULT_MODEL
+    if not (WEIGHTS_DIR / f"{DEFAULT_MODEL}.audio.onnx").is_file():
+        pytest.skip(f"the shipped {DEFAULT_MODEL} graphs are not in this install")
     from jsa_rt.cli import main
     from jsa_rt.export import onnx_export
     calls = []
@@ -237,11 +238,11 @@ def test_cli_exports_a_shipped_model_whose_graphs_have_a_fixed_batch(graphs, tmp
     def fake_export(model, base, **kwargs):
         calls.append((model, base, kwargs))
         return {"audio": graphs[0], "visual": graphs[1]}
-    monkeypatch.setattr(onnx_export, "load_model", lambda ckpt: (("model", ckpt), "edge-jsa"))
+    monkeypatch.setattr(onnx_export, "load_model", lambda ckpt: (("model", ckpt), DEFAULT_MODEL))
     monkeypatch.setattr(onnx_export, "export_all", fake_export)
     assert main(["export-triton", "--out", str(tmp_path / "repo")]) == 0
     (model, base, kwargs), = calls
-    assert model[1].endswith("edge-jsa.pt") and base.name == "edge-jsa.onnx"
+    assert model[1].endswith(f"{DEFAULT_MODEL}.pt") and base.name == f"{DEFAULT_MODEL}.onnx"
     assert kwargs["dynamic_batch"] is True and tuple(kwargs["graphs"]) == ("audio", "visual")
     text = capsys.readouterr().out
     assert "have no dynamic batch axis" in text and (tmp_path / "repo/jsa_visual/1/model.onnx").is_file()

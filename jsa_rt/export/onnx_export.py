@@ -25,6 +25,7 @@ import numpy as np
 from ..config import PRESETS
 from ..errors import EngineError
 from ..paths import file_sha256
+from ..shipped import DEFAULT_MODEL, SHIPPED
 from . import onnx_checks
 from ..runtime.engine_cache import DEFAULT_ROOT
 from ..runtime.ort_backend import graph_path   # x.onnx -> x.audio.onnx / x.visual.onnx
@@ -54,7 +55,6 @@ def sibling_paths(full: Path, graphs=GRAPHS) -> dict[str, Path]:
 
 def default_base(checkpoint: str | None, precision: str, root: Path = DEFAULT_ROOT) -> Path:
     """Shipped name or None -> engines/<name>[.fp16].onnx; a file -> next to it."""
-    from ..shipped import DEFAULT_MODEL, SHIPPED
     suffix = ".fp16.onnx" if precision == "fp16" else ".onnx"
     name = checkpoint or DEFAULT_MODEL
     if name in SHIPPED:
@@ -214,7 +214,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "export-onnx", help="export raw-in/maps-out ONNX graphs (full, audio, visual)",
         description="Export a checkpoint as three ONNX graphs taking the raw camera frame "
                     "(uint8 RGB HWC) and waveform: full, audio branch, visual branch.")
-    p.add_argument("--checkpoint", default=None, help="checkpoint .pt or shipped name (default edge-jsa)")
+    p.add_argument("--checkpoint", default=None, help=f"checkpoint .pt or shipped name (default {DEFAULT_MODEL})")
     p.add_argument("--preset", default=None, choices=list(PRESETS), help="random weights of this preset instead (timing)")
     p.add_argument("--fp16", action="store_true", help="fp16 graph with fp32 islands")
     p.add_argument("--out", default=None, help="full-graph path (siblings get .audio/.visual)")

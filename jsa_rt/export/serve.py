@@ -162,7 +162,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Triton Inference Server (through PyTriton) hosting the audio and "
                                           "visual branches with dynamic batching. Ctrl-C or SIGTERM stops it.")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
-                   help="shipped name (default edge-jsa), .pt, or X.onnx with dynamic-batch X.audio.onnx/X.visual.onnx")
+                   help=f"shipped name (default {DEFAULT_MODEL}), .pt, or X.onnx with dynamic-batch X.audio.onnx/X.visual.onnx")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
                    help="what runs the graphs inside the server: tensorrt builds engines (batch 1..--max-batch) "
                         "once and caches them next to the graphs, and needs tensorrt, cuda-python and onnx "

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
+from ..shipped import DEFAULT_MODEL
 from ..runtime import engine_cache as cache
 from ..runtime.trt_facts import INSTALL_HINT, TrtFeatures, detect_features, io_specs
 
@@ -285,7 +286,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Export (if needed) and build TensorRT engines for the full, audio and visual "
                     "graphs, cached under engines/ by ONNX hash, TensorRT version, GPU, precision "
                     "and plugin mode. Needs TensorRT (JetPack on Jetson).")
-    p.add_argument("--checkpoint", default=None, help="checkpoint .pt or shipped name (default edge-jsa)")
+    p.add_argument("--checkpoint", default=None, help=f"checkpoint .pt or shipped name (default {DEFAULT_MODEL})")
     p.add_argument("--onnx", default=None, help="build this ONNX (and its .audio/.visual siblings) instead")
     p.add_argument("--fp16", action="store_true", help="fp16 engine (strongly typed, from the fp16 ONNX)")
     p.add_argument("--plugins", choices=cache.PLUGIN_MODES, default="none",

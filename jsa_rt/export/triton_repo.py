@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path, write_text
 from ..errors import InputError, JsaError
+from ..shipped import DEFAULT_MODEL, SHIPPED, resolve_checkpoint
 
 MODELS = ("jsa_audio", "jsa_visual")
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -239,7 +240,7 @@ def _value(tokens: list[str], i: int):
 # ---- CLI --------------------------------------------------------------------------------------------
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export-triton", help="write a Triton Inference Server model repository")
-    p.add_argument("--checkpoint", default=None, help="shipped name (default edge-jsa), .pt, or an .onnx "
+    p.add_argument("--checkpoint", default=None, help=f"shipped name (default {DEFAULT_MODEL}), .pt, or an .onnx "
                    "file / folder of <name>.audio.onnx + <name>.visual.onnx exported with --dynamic-batch")
     p.add_argument("--out", default="triton_repo", help="repository folder (default triton_repo)")
     p.add_argument("--max-batch", type=int, default=16, help="Triton max_batch_size (default 16)")
@@ -255,7 +256,6 @@ def source_graphs(checkpoint: str | None, workdir: Path, log=print) -> tuple[Pat
     """--checkpoint -> (audio.onnx, visual.onnx) with a dynamic batch, exporting a .pt if needed."""
     from ..runtime.ort_backend import graph_path
     from ..paths import WEIGHTS_DIR
-    from ..shipped import DEFAULT_MODEL, SHIPPED, resolve_checkpoint
     name = checkpoint or DEFAULT_MODEL
     path = Path(name)
     if name in SHIPPED:

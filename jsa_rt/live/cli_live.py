@@ -11,6 +11,7 @@ import shlex
 from ..args import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from ..config import PRESETS
 from ..errors import JsaError
+from ..shipped import DEFAULT_MODEL, terms_line
 from .settings import LiveOptions
 from .preprocess import CROP_MODES
 from .render import COLORMAPS, RenderOptions
@@ -43,7 +44,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="inference backend (auto: TensorRT engine > onnxruntime > torch)")
     g.add_argument("--model", "--checkpoint", dest="model", default=None,
-                   help="checkpoint .pt / .onnx / .engine or shipped name (default: edge-jsa)")
+                   help=f"checkpoint .pt / .onnx / .engine or shipped name (default {DEFAULT_MODEL})")
     g.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="random weights of this preset (timing only: no checkpoint)")
     g.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -163,6 +164,7 @@ def run_live(args) -> int:
     from .pipeline import Pipeline
     options = live_options(args)
     factory = load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads, args.server)
+    _say_terms(args)
     summary = Pipeline(options, factory).run(progress=_progress)
     if options.output and any(w.startswith(str(options.output)) for w in summary.written):
         nxt = f"play it: ffplay {shlex.quote(options.output)}"
@@ -177,9 +179,9 @@ def run_live(args) -> int:
 # ---- demo ---------------------------------------------------------------------------------------
 def add_demo_parser(sub):
     p = sub.add_parser("demo", help="run the live pipeline on a clip built from real data",
-                       description="Builds a short clip (Tux Paint stamps on photos, with their sounds; or "
-                                   "with --scene real, real photos side by side and held-out real "
-                                   "recordings, the sound switching between them), runs the live "
+                       description="Builds a short clip (real photos side by side and held-out real "
+                                   "recordings, the sound switching between them; or, without that data, "
+                                   "Tux Paint stamps on photos with their sounds), runs the live "
                                    "pipeline on it as if it were a camera and a microphone, writes an "
                                    "annotated mp4 and scores the peaks: the hit rate, and the follow "
                                    "rate once each switch of the sound's source has settled.")
@@ -188,11 +190,12 @@ def add_demo_parser(sub):
                    help="data folder with tuxpaint-stamps/ and backgrounds/ (--scene real: caltech101/, "
                         "coco128/, urbansound8k/, 0ad/) (default $JSA_DATA or ../shared/data, else "
                         "/usr/share/tuxpaint/stamps)")
-    p.add_argument("--scene", choices=("stamps", "real"), default="stamps",
-                   help="stamps: a Tux Paint stamp sounding on a photo, a new scene per segment (default); "
-                        "real: 2-3 real photos side by side (class map test split: caltech101/, coco128/) "
+    p.add_argument("--scene", choices=("auto", "stamps", "real"), default="auto",
+                   help="real: 2-3 real photos side by side (class map test split: caltech101/, coco128/) "
                         "while the sound switches between held-out real recordings of them "
-                        "(urbansound8k/, 0ad/) every segment, with a second of silence between")
+                        "(urbansound8k/, 0ad/) every segment, with a second of silence between; "
+                        "stamps: a Tux Paint stamp sounding on a photo, a new scene per segment; "
+                        "auto (default): real when the data folder has those folders, else stamps")
     p.add_argument("--segments", type=positive_int, default=4,
                    help="scenes in the clip; with --scene real, sound turns (default 4)")
     p.add_argument("--segment-seconds", type=positive_float, default=4.0, help="length of each scene (default 4)")
@@ -205,8 +208,15 @@ def add_demo_parser(sub):
     return p
 
 
+def _say_terms(args) -> None:
+    terms = None if args.preset or getattr(args, "server", None) else terms_line(args.model)
+    if terms:
+        _progress(terms)
+
+
 def run_demo(args) -> int:
     from .demo import run_demo as demo
+    _say_terms(args)
     return demo(args, load_backend_factory(args.backend, args.model, args.preset, args.device, args.threads),
                 render_options(args), progress=_progress)
 

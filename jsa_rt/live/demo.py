@@ -1,8 +1,9 @@
 """`jsa-rt demo`: the first command to run. No camera, microphone or GPU needed.
 
 1. builds a short clip from real images and recordings (demo_clip.py) with known boxes:
-   Tux Paint stamps on photos (`--scene stamps`, the default), or real photographs side by side
-   with held-out real recordings, the sound switching between them (`--scene real`);
+   real photographs side by side with held-out real recordings, the sound switching between
+   them (`--scene real`, the default when the real data is there), or Tux Paint stamps on photos
+   (`--scene stamps`, the default without it);
 2. runs the full live pipeline on it, the video file as the camera and the wav as the
    microphone, both paced in real time, with the shipped default model;
 3. writes the annotated mp4 and a per-frame JSON log, and scores how often the heatmap's
@@ -17,7 +18,9 @@ import shlex
 from pathlib import Path
 
 from ..atomic import write_json
+from ..shipped import DEFAULT_MODEL
 from .demo_clip import build_clip
+from .demo_scenes import resolve_scene
 from .pipeline import Pipeline
 from .settings import LiveOptions
 from .outputs import window_problem
@@ -95,7 +98,7 @@ def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS) -> d
 
 def run_demo(args, backend_factory, render, progress=print) -> int:
     out = Path(args.out)
-    scene = getattr(args, "scene", "stamps")
+    scene = resolve_scene(getattr(args, "scene", "auto"), args.data)
     what = ("real photos side by side and held-out real recordings" if scene == "real"
             else "Tux Paint stamps on photos with their recordings")
     progress(f"demo: building a {args.segments} x {args.segment_seconds:g} s clip in {out}/ from {what}")
@@ -113,13 +116,13 @@ def run_demo(args, backend_factory, render, progress=print) -> int:
                           headless=not args.show or bool(window_problem()), quiet=not args.show)
     progress(f"demo: running the live pipeline on clip.mp4 + clip.wav "
              f"({'every frame' if args.no_pace else 'in real time'}, backend {args.backend}, "
-             f"model {args.model or (f'random {args.preset}' if args.preset else 'edge-jsa')})")
+             f"model {args.model or (f'random {args.preset}' if args.preset else DEFAULT_MODEL)})")
     summary = Pipeline(options, backend_factory).run(progress=progress)
     log = out / "frames.jsonl"                          # absent when no frame was rendered (stopped at once)
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     result = score(records, truth)
     result.update(backend=summary.backend, model=args.model or (f"random {args.preset}" if args.preset
-                                                                   else "edge-jsa"),
+                                                                   else DEFAULT_MODEL),
                   fps=round(summary.fps, 2), p50_ms=round(summary.p50_ms, 1), p99_ms=round(summary.p99_ms, 1),
                   scene=truth.get("scene", scene), crop=options.crop, scenes=truth["scenes"])
     write_json(out / "score.json", result)

@@ -20,7 +20,7 @@ TARGET_AREA = (0.25, 0.40)
 DISTRACTOR_AREA = (0.03, 0.07)
 DRIFT = 0.12                     # how far (fraction of the frame width) the target moves per scene
 
-SCENES = ("stamps", "real")
+SCENES = ("auto", "stamps", "real")    # auto: real when the real photos and recordings are there
 REAL_SPLIT = "test"              # real scenes show only held-out photos and recordings
 TURNS_PER_VIEW = 4               # real scenes: sound switches before the photos change
 GAP_SECONDS = 1.0                # real scenes: silence at the end of each turn (>= 1 s of it)
@@ -249,7 +249,16 @@ class RealScenes(SceneSource):
                        f"(view {view['index'] + 1}, photo {tile['photo']})")
 
 
+def resolve_scene(scene: str, data: str | None) -> str:
+    """"auto" -> "real" when a data folder has real photos and recordings, else "stamps"."""
+    if scene != "auto":
+        return scene
+    root, missing = find_real_root(data)
+    return "real" if root.is_dir() and not missing else "stamps"
+
+
 def scene_source(scene: str, data: str | None, segments: int) -> SceneSource:
+    scene = resolve_scene(scene, data)
     if scene == "stamps":
         return StampScenes(data, segments)
     if scene == "real":

@@ -1,7 +1,7 @@
 """Localization inside your own loop (a ROS node, a GStreamer app, a robot's control loop).
 
     from jsa_rt import SoundLocator
-    locator = SoundLocator()                          # shipped edge-jsa, the fastest backend installed
+    locator = SoundLocator()                          # the shipped default model, the fastest backend installed
     locator.push_audio(block, sample_rate=48000)      # as audio arrives: any rate, mono or (n, channels)
     where = locator.locate(frame)                     # any size, BGR uint8 as OpenCV delivers it
     if where.active:
@@ -55,7 +55,7 @@ class PushedAudio(RingAudioSource):
 class SoundLocator:
     """Frames and audio in, where the sound comes from out. One per stream (it keeps state).
 
-    model:          checkpoint .pt, .onnx, TensorRT plan, or shipped name (default edge-jsa)
+    model:          checkpoint .pt, .onnx, TensorRT plan, or shipped name (default: shipped.DEFAULT_MODEL)
     backend:        "auto" (fastest installed), "onnxruntime", "tensorrt" or "torch"
     audio_hop:      seconds of pushed audio between audio-branch refreshes (the visual branch
                     runs on every `locate`); 0 refreshes on every call

@@ -9,12 +9,13 @@ import torch
 
 from ..audio_io import fit_length, load_audio, load_image, resize_image
 from ..errors import InputError
+from ..shipped import DEFAULT_MODEL
 
 
 # ---- localize --------------------------------------------------------------------------------
 def add_localize_parser(sub):
     p = sub.add_parser("localize", help="localize the sound of one image + audio pair")
-    p.add_argument("--checkpoint", default=None, help="checkpoint path or shipped name (default edge-jsa)")
+    p.add_argument("--checkpoint", default=None, help=f"checkpoint path or shipped name (default {DEFAULT_MODEL})")
     p.add_argument("--image", required=True)
     p.add_argument("--audio", required=True, help="wav / ogg / flac")
     p.add_argument("--out", required=True, help="output .npz")

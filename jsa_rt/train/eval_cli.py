@@ -28,6 +28,7 @@ from pathlib import Path
 from ..args import non_negative_int, positive_int
 from ..atomic import write_text
 from ..errors import InputError
+from ..shipped import DEFAULT_MODEL
 from .datasets import FORMATS, guess_format, open_dataset
 from .eval_report import markdown_table, write_csv, write_grid, write_pairs
 from .evaluate import evaluate, torch_device
@@ -48,7 +49,7 @@ def _threshold(text: str) -> str | float:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="cIoU/AUC, pointing, retrieval, false alarms of a checkpoint on a dataset",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default="edge-jsa", help="checkpoint .pt or shipped name (default edge-jsa)")
+    p.add_argument("--checkpoint", default=DEFAULT_MODEL, help=f"checkpoint .pt or shipped name (default {DEFAULT_MODEL})")
     p.add_argument("--data", required=True, type=Path, help="dataset folder")
     p.add_argument("--split", default="test", help="split for scenes/avsbench (default test)")
     p.add_argument("--annotations", type=Path, default=None,
