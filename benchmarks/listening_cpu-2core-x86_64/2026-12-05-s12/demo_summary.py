@@ -5,7 +5,8 @@ Each clip is `jsa-rt demo --scene real --segments 6 --no-pace --min-confidence 0
 the mean follow rate after each switch settles, switches followed, and the paired difference
 with a 95 % bootstrap interval over clips; writes demo_follow_A_vs_B.png and demo/summary_A_vs_B.json.
 
-    python demo_summary.py A B      # e.g. V25 C10
+    python demo_summary.py A B              # e.g. V25 C10
+    python demo_summary.py A B --dir DIR    # another session's folder (DIR/demo/, pictures in DIR)
 """
 import json
 import sys
@@ -17,7 +18,7 @@ HERE = Path(__file__).parent
 
 
 def load(name: str) -> dict[int, dict]:
-    scores = {}
+    scores: dict[int, dict] = {}
     for path in sorted((HERE / "demo").glob(f"{name}-seed*.json")):
         scores[int(path.stem.split("-seed")[1])] = json.loads(path.read_text())
     return scores
@@ -66,4 +67,6 @@ def main(a: str, b: str) -> None:
 
 
 if __name__ == "__main__":
+    if "--dir" in sys.argv:
+        HERE = Path(sys.argv[sys.argv.index("--dir") + 1])
     main(*sys.argv[1:3])
