@@ -1,10 +1,11 @@
 """Load test of `jsa-rt serve`: N concurrent camera streams against one server, against one process each.
 
-    .venv/bin/python tools/load_test.py [--streams 1,2,4,8] [--seconds 10]
+    .venv/bin/python tools/load_test.py [--streams 1,2,4,8] [--seconds 10] [--model edge-jsa]
     .venv/bin/python tools/load_test.py --setups batching --streams 4 --seconds 300 --name memory_n4_5min
     .venv/bin/python tools/load_test.py --setups batching --streams 4 --seconds 60 --kill-client 30 \
         --name kill_client_n4
 
+`--model` (default: the shipped default model) is what the server and the per-process streams run.
 Each stream plays frames from a generated 640x480 clip (decoded once) at 30 fps through the live
 per-frame step (live/step.py) with the audio branch refreshed every 0.25 s (4 Hz). A stream that
 falls behind drops the frames it missed and takes the newest, as the live pipeline does. The
@@ -50,6 +51,7 @@ sys.path.insert(0, str(REPO))
 from jsa_rt.live.audio import AudioChunk
 from jsa_rt.live.step import FrameStep
 from jsa_rt.machine import machine_name
+from jsa_rt.shipped import DEFAULT_MODEL
 
 FPS, AUDIO_HOP = 30.0, 0.25
 SETUPS = {"batching": ["--max-batch", "8"], "no-batching": ["--no-batching"], "per-process": None}
@@ -102,10 +104,10 @@ def run_stream(backend, frames, seconds: float, seed: int, t0: float | None = No
 
 
 # ---- worker processes (per-process streams, the killed client) -----------------------------------
-def start_worker(i: int, seconds: float, server: str | None = None) -> subprocess.Popen:
+def start_worker(i: int, seconds: float, model: str, server: str | None = None) -> subprocess.Popen:
     """A stream in its own process: it loads its backend, says "ready", streams after "go"."""
-    return subprocess.Popen([sys.executable, __file__, "--worker", str(i), "--seconds", str(seconds)]
-                            + (["--worker-server", server] if server else []),
+    return subprocess.Popen([sys.executable, __file__, "--worker", str(i), "--seconds", str(seconds),
+                             "--model", model] + (["--worker-server", server] if server else []),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -120,11 +122,11 @@ def go(proc: subprocess.Popen) -> None:
     proc.stdin.flush()
 
 
-def worker(index: int, seconds: float, server: str | None) -> int:
+def worker(index: int, seconds: float, model: str, server: str | None) -> int:
     from jsa_rt.runtime import load_backend
     frames = clip_frames()
     backend = (load_backend(server=server, timeout_s=5.0) if server else
-               load_backend("onnxruntime", "edge-jsa", device="cpu"))
+               load_backend("onnxruntime", model, device="cpu"))
     print("ready", flush=True)
     sys.stdin.readline()
     print(json.dumps(run_stream(backend, frames, seconds, index)), flush=True)
@@ -218,11 +220,11 @@ def rss_stats(series: list) -> dict:
             "rss_slope_2nd_half_mb_per_min": slope(t >= t[-1] / 2)}
 
 
-def served(n: int, ports: dict, frames, seconds: float, server_pid: int, rss_every: float,
+def served(n: int, ports: dict, frames, seconds: float, server_pid: int, rss_every: float, model: str,
            kill_at: float | None = None) -> dict:
     from jsa_rt.runtime import load_backend
     url = f"grpc://127.0.0.1:{ports['grpc']}"
-    victim = start_worker(0, seconds, server=url) if kill_at is not None else None
+    victim = start_worker(0, seconds, model, server=url) if kill_at is not None else None
     first = 1 if victim else 0                          # stream 0 is the victim process
     backends = [load_backend(server=url, timeout_s=5.0) for _ in range(first, n)]
     if victim:
@@ -284,9 +286,9 @@ def kill_report(survivors: list, killed: float, seconds: float, url: str) -> dic
             "fresh_client_answered": answered}
 
 
-def per_process(n: int, seconds: float) -> dict:
+def per_process(n: int, seconds: float, model: str) -> dict:
     """N worker processes of this script, each with its own onnxruntime backend, started together."""
-    procs = [start_worker(i, seconds) for i in range(n)]
+    procs = [start_worker(i, seconds, model) for i in range(n)]
     for p in procs:
         wait_ready(p)
     for p in procs:
@@ -316,7 +318,7 @@ def markdown(report: dict) -> str:
     la0, la1 = report["loadavg_start"], report["loadavg_end"]
     lines = [f"# jsa-rt serve load test, {report['machine']}", "",
              f"{report['date']}; {report['seconds']:g} s per run; streams at {FPS:g} fps, audio every "
-             f"{AUDIO_HOP:g} s; edge-jsa on onnxruntime (CPU). Latency: a frame's due time to its result.",
+             f"{AUDIO_HOP:g} s; {report.get('model', 'edge-jsa')} on onnxruntime (CPU). Latency: a frame's due time to its result.",
              "", f"Load average (1/5/15 min, /proc/loadavg): {' / '.join(map(str, la0))} at the start, "
              f"{' / '.join(map(str, la1))} at the end (this test's own streams count in it too)." + (f" {report['note']}" if report.get("note") else ""), "",
              "| N | set-up | throughput fps | per-stream fps min / mean / max | p50 / p99 ms | dropped | errors "
@@ -395,11 +397,12 @@ def main() -> int:
     p.add_argument("--name", default="load_test", help="report file names: NAME.json/.md/.png")
     p.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / f"serve_{machine_name()}"))
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped name or .pt (default {DEFAULT_MODEL})")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-server", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker is not None:                         # one stream in its own process
-        return worker(args.worker, args.seconds, args.worker_server)
+        return worker(args.worker, args.seconds, args.model, args.worker_server)
     setups = args.setups.split(",")
     if unknown := set(setups) - set(SETUPS):
         p.error(f"unknown set-up {', '.join(sorted(unknown))}; choose from {', '.join(SETUPS)}")
@@ -413,13 +416,13 @@ def main() -> int:
     for setup in setups:
         if SETUPS[setup] is None:
             for n in ns:
-                rows.append({"n": n, "setup": setup, **summarize(per_process(n, args.seconds), args.seconds)})
+                rows.append({"n": n, "setup": setup, **summarize(per_process(n, args.seconds, args.model), args.seconds)})
                 print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("series")}), flush=True)
             continue
-        proc, ports = start_server(SETUPS[setup], out / f"server_{setup}.log")
+        proc, ports = start_server(SETUPS[setup] + ["--model", args.model], out / f"server_{setup}.log")
         try:
             for n in ns:
-                run = served(n, ports, frames, args.seconds, proc.pid, args.rss_every, args.kill_client)
+                run = served(n, ports, frames, args.seconds, proc.pid, args.rss_every, args.model, args.kill_client)
                 rows.append({"n": n, "setup": setup, **summarize(run, args.seconds)})
                 print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("series")}), flush=True)
         finally:
@@ -427,6 +430,7 @@ def main() -> int:
             proc.wait(60)
         (out / f"server_{setup}.log").unlink()
     report = {"machine": machine_name(), "date": time.strftime("%Y-%m-%d"), "seconds": args.seconds,
+              "model": args.model,
               "rss_every": args.rss_every, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
               "note": args.note, "rows": rows}
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
