@@ -114,16 +114,15 @@ def run_demo(args, backend_factory, render, progress=print) -> int:
                           crop=getattr(args, "crop", "resize"),
                           log_json=str(out / "frames.jsonl"),
                           headless=not args.show or bool(window_problem()), quiet=not args.show)
+    model = args.model or (f"random {args.preset}" if args.preset else DEFAULT_MODEL)
     progress(f"demo: running the live pipeline on clip.mp4 + clip.wav "
-             f"({'every frame' if args.no_pace else 'in real time'}, backend {args.backend}, "
-             f"model {args.model or (f'random {args.preset}' if args.preset else DEFAULT_MODEL)})")
+             f"({'every frame' if args.no_pace else 'in real time'}, backend {args.backend}, model {model})")
     summary = Pipeline(options, backend_factory).run(progress=progress)
     log = out / "frames.jsonl"                          # absent when no frame was rendered (stopped at once)
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     result = score(records, truth)
-    result.update(backend=summary.backend, model=args.model or (f"random {args.preset}" if args.preset
-                                                                   else DEFAULT_MODEL),
-                  fps=round(summary.fps, 2), p50_ms=round(summary.p50_ms, 1), p99_ms=round(summary.p99_ms, 1),
+    result.update(backend=summary.backend, model=model, fps=round(summary.fps, 2),
+                  p50_ms=round(summary.p50_ms, 1), p99_ms=round(summary.p99_ms, 1),
                   scene=truth.get("scene", scene), crop=options.crop, scenes=truth["scenes"])
     write_json(out / "score.json", result)
     print(f"demo: {summary.line()}", flush=True)
