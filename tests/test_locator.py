@@ -1,5 +1,5 @@
 """`jsa_rt.SoundLocator`: the embeddable, synchronous form of the live pipeline, with the shipped
-edge-jsa model on onnxruntime (the deployment path), on real scenes where the data exists."""
+default model on onnxruntime (the deployment path), on real scenes where the data exists."""
 from __future__ import annotations
 
 import json
@@ -72,10 +72,11 @@ def test_matches_the_backend_on_real_scenes(scenes, locator_factory):
         assert x0 <= where.peak_px[0] < x1 and y0 <= where.peak_px[1] < y1
         bx0, by0, bx1, by1 = e["bbox"][0]
         hits += bx0 * w <= where.peak_px[0] < bx1 * w and by0 * h <= where.peak_px[1] < by1 * h
-        # a 48 kHz microphone: resampled in, the same answer to resampling accuracy
+        # a 48 kHz microphone: resampled in, the same answer to resampling accuracy (a map that
+        # listens moves with the sound: up to 0.009 measured for edge-jsa-listen, peaks unmoved)
         push_in_blocks(resampled, load_audio(root / "audio" / f"{e['file']}.wav", 48000), 48000)
         other = resampled.locate(frame)
-        assert np.abs(other.heatmap - where.heatmap).max() < 5e-3
+        assert np.abs(other.heatmap - where.heatmap).max() < 2e-2
         assert abs(other.peak_px[0] - where.peak_px[0]) <= 3 and abs(other.peak_px[1] - where.peak_px[1]) <= 3
         assert where.heatmap_px().shape == frame.shape[:2]
     assert hits >= len(entries) // 2          # the shipped model points at the sounding object (83 % on test)

@@ -349,7 +349,8 @@ def test_cached_backbone_features_train_the_heads_and_leave_the_backbones(scenes
 def test_a_feature_store_is_read_back_by_the_next_run_and_recomputed_when_stale(scenes, tmp_path, capsys):
     """--feature-store: a second run over the same items reads the stored views instead of running
     the backbones again and trains exactly as the first; a stored view that no longer matches the
-    backbones' output (here: overwritten with other numbers) is computed anew."""
+    backbones' output (here: overwritten with other numbers) is computed anew. The store is keyed by
+    the backbone settings only, so a model with other heads reads it back."""
     config = tmp_path / "frozen.json"
     config.write_text('{"model": {"freeze_encoders": true}}')
     store = tmp_path / "store"
@@ -370,6 +371,22 @@ def test_a_feature_store_is_read_back_by_the_next_run_and_recomputed_when_stale(
     train(scenes, tmp_path / "c", *flags)
     assert "1 of 2 view(s) read back" in capsys.readouterr().out
     assert torch.equal(torch.load(folder / "view0.pt", weights_only=True)["image"], view0["image"])
+
+    # other heads and losses over the same backbones read the same views back (the tiny preset's
+    # backbones are random, so only a model built the same way has the same ones)
+    config.write_text('{"model": {"freeze_encoders": true, "w_div": 0.5, "tau": 0.05}}')
+    train(scenes, tmp_path / "d", *flags)
+    assert "2 of 2 view(s) read back" in capsys.readouterr().out
+    assert len(list(store.iterdir())) == 1
+    # a backbone setting that changes their output does not
+    config.write_text('{"model": {"freeze_encoders": true, "image_size": 96}}')
+    train(scenes, tmp_path / "e", *flags)
+    assert "0 of 2 view(s) read back" in capsys.readouterr().out
+    assert len(list(store.iterdir())) == 2
+    # nor does another method's augmentation (EZ-VSL crops differently)
+    train(scenes, tmp_path / "f", *flags, "--model", "ezvsl")
+    assert "0 of 2 view(s) read back" in capsys.readouterr().out
+    assert len(list(store.iterdir())) == 3
 
 
 def test_cached_features_need_frozen_backbones(scenes, tmp_path, capsys):

@@ -15,7 +15,6 @@ recomputes the cache instead of training on stale features.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -27,11 +26,19 @@ from .datasets import collate
 from .progress import progress_bar
 
 
+# The model settings that shape the backbones' fixed outputs. Heads and losses do not, so runs
+# that differ only there share a store (the weights themselves are checked on a first batch when
+# a view is read back). The method's augmentation does: EZ-VSL crops and jitters differently.
+BACKBONE_SETTINGS = ("image_encoder", "audio_encoder", "image_size", "image_stride", "sample_rate",
+                     "audio_seconds", "n_fft", "hop_length", "log_offset", "log_scale", "image_tuned_blocks")
+
+
 def cache_key(ds, model, views: int, seed: int) -> str:
-    """What a stored cache depends on: the items, the views, the seed and the model's settings."""
-    cfg = dataclasses.asdict(model.cfg) if dataclasses.is_dataclass(model.cfg) else vars(model.cfg)
-    text = json.dumps({"ids": [s.id for s in ds.samples], "views": views, "seed": seed,
-                       "model": type(model).__name__, "cfg": cfg}, sort_keys=True, default=str)
+    """What a stored cache depends on: the items, their augmentation, the views, the seed and the
+    backbone settings."""
+    backbones = {name: getattr(model.cfg, name) for name in BACKBONE_SETTINGS}
+    text = json.dumps({"ids": [s.id for s in ds.samples], "augmentation": ds.method, "views": views,
+                       "seed": seed, "backbones": backbones}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
