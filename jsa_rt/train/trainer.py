@@ -72,8 +72,8 @@ def add_parser(sub):
                         "(much faster on a CPU; see train/feature_cache.py)")
     p.add_argument("--feature-store", default=None, metavar="DIR",
                    help="with --cache-features: also keep the cached features in DIR (about 0.3 MB per item "
-                        "and view) and reuse them when a later run or --resume has the same items, views, "
-                        "seed and model settings")
+                        "and view) and reuse them when a later run or --resume has the same items, method, views, "
+                        "seed and backbone settings (other losses or heads may differ)")
     p.add_argument("--val-every", type=positive_int, default=1, metavar="EPOCHS",
                    help="validate (and keep best.pt) every N epochs and after the last (default 1)")
     p.add_argument("--max-train-items", type=positive_int, default=None, help="use only the first N training items")
