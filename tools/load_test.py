@@ -381,7 +381,7 @@ def plot(report: dict, path: Path) -> None:
     for ax in (ax1, ax2):
         if ax.has_data():
             ax.legend()
-    fig.suptitle(f"jsa-rt serve, {report['machine']}")
+    fig.suptitle(f"jsa-rt serve, {report['model']}, {report['machine']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
