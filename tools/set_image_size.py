@@ -1,0 +1,69 @@
+"""Run a trained model at another input size: the same weights on a finer (or coarser) token grid.
+
+The encoders are convolutional and the localisation map is computed per image token, so a model
+trained at 224 x 224 (a 7 x 7 grid at stride 32) runs unchanged at 384 x 384 (12 x 12). Only the
+training-only image decoder has a learned position embedding per grid row and column; it is
+interpolated to the new grid so that training can go on from the result.
+
+    python tools/set_image_size.py CHECKPOINT SIZE OUT.pt [--fp16]
+
+Measure before shipping: `jsa-rt eval` the result against the original on every split
+(edge-jsa-listen ships at 384, chosen on val in session 14; README, Listening).
+"""
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+# this folder would come first on sys.path, where tools/profile.py shadows the standard `profile`
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch.nn.functional as F  # noqa: E402
+
+from jsa_rt.errors import InputError, JsaError  # noqa: E402
+from jsa_rt.model import build_model  # noqa: E402
+from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def with_image_size(model, meta: dict, size: int):
+    """-> a model like `model` whose config has image_size `size`, with its weights."""
+    old = meta["config"]
+    try:
+        cfg = dataclasses.replace(old, image_size=size)
+    except ValueError as exc:
+        raise InputError(f"{exc}; pick a multiple of {old.image_stride}") from None
+    resized = build_model(cfg, meta["kind"], pretrained=False)
+    state = model.state_dict()
+    for name in ("image_decoder.row_embed.weight", "image_decoder.col_embed.weight"):
+        if name in state:                    # (grid, d) -> (new grid, d), linear along the grid
+            state[name] = F.interpolate(state[name].T[None], size=cfg.grid, mode="linear",
+                                        align_corners=True)[0].T.contiguous()
+    resized.load_state_dict(state)
+    return resized.eval()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="checkpoint .pt or shipped name")
+    p.add_argument("size", type=int, help="the new square input size, a multiple of the model's stride")
+    p.add_argument("out", help="the checkpoint to write")
+    p.add_argument("--fp16", action="store_true", help="store the weights as fp16 (how models are shipped)")
+    args = p.parse_args(argv)
+    try:
+        model, meta = load_checkpoint(args.checkpoint)
+        resized = with_image_size(model, meta, args.size)
+    except JsaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    old = meta["config"]
+    extra = dict(meta["extra"])
+    extra["image_size"] = (f"trained at {old.image_size} (grid {old.grid}), set to {args.size} "
+                           f"(grid {resized.cfg.grid}) by tools/set_image_size.py")
+    save_checkpoint(args.out, resized, extra=extra, half=args.fp16)
+    print(f"wrote {args.out}: {old.image_size} -> {args.size} ({old.grid} x {old.grid} -> "
+          f"{resized.cfg.grid} x {resized.cfg.grid} tokens); next: jsa-rt eval --checkpoint {args.out} ...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
