@@ -36,6 +36,12 @@ def test_the_same_weights_on_a_finer_grid(tmp_path, capsys):
     with torch.no_grad():
         maps = new.localize(images, wave)
     assert maps["heatmap"].shape[-2:] == (160, 160)
+    back = tmp_path / "tiny112.pt"             # and back: it still says what it was trained at
+    assert set_image_size.main([str(out), "112", str(back)]) == 0
+    again, meta = load_checkpoint(back)
+    history = meta["extra"]["image_size"]
+    assert history.startswith("trained at 112") and "then set to 112" in history
+    assert all(torch.equal(a[k], again.state_dict()[k]) for k in a if k not in embeddings)
     loss, _ = new.train().loss(images, wave)                           # training can go on from it
     assert torch.isfinite(loss)
 

@@ -57,8 +57,10 @@ def main(argv=None) -> int:
         return 2
     old = meta["config"]
     extra = dict(meta["extra"])
-    extra["image_size"] = (f"trained at {old.image_size} (grid {old.grid}), set to {args.size} "
-                           f"(grid {resized.cfg.grid}) by tools/set_image_size.py")
+    note = f"set to {args.size} (grid {resized.cfg.grid}) by tools/set_image_size.py"
+    before = extra.get("image_size")          # set before: keep the size it was trained at
+    extra["image_size"] = (f"{before}; then {note}" if before
+                           else f"trained at {old.image_size} (grid {old.grid}), {note}")
     save_checkpoint(args.out, resized, extra=extra, half=args.fp16)
     print(f"wrote {args.out}: {old.image_size} -> {args.size} ({old.grid} x {old.grid} -> "
           f"{resized.cfg.grid} x {resized.cfg.grid} tokens); next: jsa-rt eval --checkpoint {args.out} ...")
