@@ -51,5 +51,5 @@ def test_a_size_off_the_stride_is_a_one_line_error(tmp_path, capsys):
     save_checkpoint(src, build_model("tiny", pretrained=False))
     assert set_image_size.main([str(src), "150", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "150" in err and "multiple of 16" in err, err
+    assert "\n" not in err and "150" in err and "multiple of image_stride 16" in err and "try 144" in err, err
     assert not (tmp_path / "x.pt").exists()

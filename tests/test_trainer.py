@@ -350,7 +350,7 @@ def test_a_feature_store_is_read_back_by_the_next_run_and_recomputed_when_stale(
     """--feature-store: a second run over the same items reads the stored views instead of running
     the backbones again and trains exactly as the first; a stored view that no longer matches the
     backbones' output (here: overwritten with other numbers) is computed anew. The store is keyed by
-    the backbone settings only, so a model with other heads reads it back."""
+    the items, the method's augmentation and the backbone settings, so other losses read it back."""
     config = tmp_path / "frozen.json"
     config.write_text('{"model": {"freeze_encoders": true}}')
     store = tmp_path / "store"

@@ -11,7 +11,6 @@ Measure before shipping: `jsa-rt eval` the result against the original on every 
 (edge-jsa-listen ships at 384, chosen on val in session 14; README, Listening).
 """
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -29,9 +28,10 @@ def with_image_size(model, meta: dict, size: int):
     """-> a model like `model` whose config has image_size `size`, with its weights."""
     old = meta["config"]
     try:
-        cfg = dataclasses.replace(old, image_size=size)
-    except ValueError as exc:
-        raise InputError(f"{exc}; pick a multiple of {old.image_stride}") from None
+        cfg = old.with_overrides(image_size=size)
+    except ValueError as exc:                # e.g. 150 -> "... must be a multiple of image_stride 16"
+        nearest = max(1, round(size / old.image_stride)) * old.image_stride
+        raise InputError(f"{exc}; try {nearest}") from None
     resized = build_model(cfg, meta["kind"], pretrained=False)
     state = model.state_dict()
     for name in ("image_decoder.row_embed.weight", "image_decoder.col_embed.weight"):
