@@ -114,6 +114,29 @@ def test_results_through_the_server_equal_the_local_backend(server, local, proto
 
 
 @needs_server
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_client_made_in_one_thread_is_served_in_another(server, local, protocol):
+    """A live loop opens its backend in one thread and may infer in another; the HTTP client
+    (gevent) is bound to its thread, so each thread must get its own connection."""
+    remote = load_backend(server=f"{protocol}://127.0.0.1:{server[protocol]}")
+    frame, wave = inputs(4)
+    remote.run_audio(wave)                                     # the creating thread is served
+    got = []
+
+    def work():
+        try:
+            got.append(remote.run_visual(frame, remote.run_audio(wave)))
+        except Exception as exc:
+            got.append(exc)
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(30)
+    remote.close()
+    assert got and not isinstance(got[0], Exception), f"a call from another thread failed: {got}"
+    assert_same(local.run_visual(frame, local.run_audio(wave)), got[0])
+
+
+@needs_server
 def test_sound_locator_with_a_server_answers_as_the_local_one(server):
     from jsa_rt import SoundLocator
     frame, wave = inputs(2)
@@ -165,6 +188,81 @@ def test_an_absent_server_is_a_quick_one_line_error_then_back_off(protocol):
         load_backend(server=url)
     assert time.monotonic() - t0 < 3.5
     assert "\n" not in str(exc.value) and url in str(exc.value) and "jsa-rt serve" in str(exc.value)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children of all its threads, recursively), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in os.listdir(f"/proc/{parent}/task"):
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except FileNotFoundError:
+                kids = []
+            found += kids
+            todo += kids
+    return found
+
+
+def raised(call, *args):
+    """What `call(*args)` raised (None if it returned)."""
+    try:
+        call(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
+@needs_server
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_hung_server_is_a_one_line_timeout_and_the_same_client_recovers(server, local, protocol):
+    """A server that accepts connections and never answers (every process of `jsa-rt serve`
+    stopped with SIGSTOP, as on a hung or overloaded machine): a call ends after its timeout with
+    one line, the next one fails at once (back-off, no network), and once the server runs again
+    the same client object is served, with the local backend's answer."""
+    client = load_backend(server=f"{protocol}://127.0.0.1:{server[protocol]}", timeout_s=1.0)
+    frame, wave = inputs(3)
+    client.run_audio(wave)                                     # connected and served first
+    stopped = [server["proc"].pid, *descendants(server["proc"].pid)]
+    assert len(stopped) >= 2, "expected tritonserver below jsa-rt serve"
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        outcome = []                                           # in a thread, so a hang fails the test
+        caller = threading.Thread(target=lambda: outcome.append(raised(client.run_audio, wave)), daemon=True)
+        caller.start()
+        caller.join(10)
+        waited = time.monotonic() - t0
+        assert outcome, "the call to a hung server did not return within 10 s (a 1 s timeout)"
+        hung = outcome[0]
+        assert isinstance(hung, ServerUnavailable), f"expected ServerUnavailable, got {hung!r}"
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnavailable, match="next try in"):
+            client.run_audio(wave)
+        backing_off = time.monotonic() - t0
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert 0.9 <= waited < 3.0, f"the call took {waited:.2f} s with a 1 s timeout: {hung}"
+    assert backing_off < 0.1
+    assert "\n" not in str(hung) and "timeout 1 s" in str(hung) and "jsa-rt serve" in str(hung)
+    deadline = time.monotonic() + 15
+    while True:                                                # back-off is 0.5 s after one failure
+        try:
+            state = client.run_audio(wave)
+            break
+        except ServerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert_same(local.run_visual(frame, local.run_audio(wave)), client.run_visual(frame, state))
+    client.close()
 
 
 def test_bad_server_urls_and_mixed_options_are_one_line_errors():

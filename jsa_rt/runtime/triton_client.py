@@ -13,7 +13,9 @@ Never imports torch.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import numpy as np
@@ -64,7 +66,10 @@ class TritonClientBackend(Backend):
             raise EngineError(f"the {self.protocol} Triton client is not installed: pip install "
                               f"'tritonclient[grpc,http]'") from None
         self.tc = tc
-        self._client = None
+        # tritonclient.http runs on gevent, whose connections belong to the thread that opened them
+        # (another thread gets "Cannot switch to a different thread"): one client per calling thread
+        # there; the gRPC client is thread-safe and shared
+        self._clients = SimpleNamespace() if self.protocol == "grpc" else threading.local()
         self._wait = 0.0                      # current back-off, s (0: healthy)
         self._retry_at = 0.0
         self._why = ""
@@ -90,22 +95,25 @@ class TritonClientBackend(Backend):
         return f"triton ({self.model_name} on {self.url}, timeout {self.timeout_s:g} s)"
 
     def close(self):
-        if self._client is not None:
+        """Close the connection (this thread's, for HTTP)."""
+        client, self._clients.client = getattr(self._clients, "client", None), None
+        if client is not None:
             try:
-                self._client.close()
+                client.close()
             except Exception:
                 pass
-            self._client = None
 
     # ---- one request --------------------------------------------------------------------------
     def _connect(self):
-        if self._client is None:
+        client = getattr(self._clients, "client", None)
+        if client is None:
             if self.protocol == "grpc":
-                self._client = self.tc.InferenceServerClient(self.address)
+                client = self.tc.InferenceServerClient(self.address)
             else:
-                self._client = self.tc.InferenceServerClient(self.address, connection_timeout=self.timeout_s,
-                                                             network_timeout=self.timeout_s)
-        return self._client
+                client = self.tc.InferenceServerClient(self.address, connection_timeout=self.timeout_s,
+                                                       network_timeout=self.timeout_s)
+            self._clients.client = client
+        return client
 
     def _infer(self, model: str, feeds: dict, outputs) -> dict:
         now = time.monotonic()
