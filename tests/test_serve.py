@@ -116,8 +116,10 @@ def test_results_through_the_server_equal_the_local_backend(server, local, proto
 @needs_server
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_client_made_in_one_thread_is_served_in_another(server, local, protocol):
-    """A live loop opens its backend in one thread and may infer in another; the HTTP client
-    (gevent) is bound to its thread, so each thread must get its own connection."""
+    """A backend made in one thread and used from another (e.g. `SoundLocator(server=...)` built in
+    an app's main thread, `locate` called from its worker; the live pipeline itself builds its backend
+    in the inference thread). The HTTP client (gevent) is bound to the thread that opened it, so
+    each thread must get its own connection."""
     remote = load_backend(server=f"{protocol}://127.0.0.1:{server[protocol]}")
     frame, wave = inputs(4)
     remote.run_audio(wave)                                     # the creating thread is served

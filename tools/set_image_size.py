@@ -8,7 +8,8 @@ interpolated to the new grid so that training can go on from the result.
     python tools/set_image_size.py CHECKPOINT SIZE OUT.pt [--fp16]
 
 Measure before shipping: `jsa-rt eval` the result against the original on every split
-(edge-jsa-listen ships at 384, chosen on val in session 14; README, Listening).
+(edge-jsa-listen ships at 384, chosen on val in session 14, and was then trained on at 384 with
+`jsa-rt train --init` in session 15; README, Listening).
 """
 import argparse
 import sys
