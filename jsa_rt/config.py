@@ -48,6 +48,11 @@ def _check_numbers(obj, rules: dict[str, tuple]) -> None:
 _POSITIVE = 1e-300                   # "> 0" for floats; ints use 1
 
 
+# The output strides each image encoder can run at. EfficientNet-Lite0 at 16 dilates its last
+# stride-2 stage: the same weights on a token grid twice as fine (model/encoders.py).
+IMAGE_STRIDES = {"resnet18": (32,), "efficientnet_lite0": (32, 16), "tiny_cnn": (16,)}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str
@@ -57,7 +62,7 @@ class ModelConfig:
     image_encoder: str
     audio_encoder: str
     image_size: int = 224            # square RGB input
-    image_stride: int = 32           # encoder output stride: image_size // stride tokens per side
+    image_stride: int = 32           # encoder output stride: image_size // stride tokens per side (IMAGE_STRIDES)
     sample_rate: int = 16000
     audio_seconds: float = 5.0
     n_fft: int = 512
@@ -107,9 +112,13 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_numbers(self, _MODEL_RULES)
+        if self.image_stride not in IMAGE_STRIDES.get(self.image_encoder, (self.image_stride,)):
+            raise ValueError(f"model setting image_stride {self.image_stride} is not one the {self.image_encoder} "
+                             f"image encoder has; choose {' or '.join(map(str, IMAGE_STRIDES[self.image_encoder]))}")
         if self.image_size % self.image_stride:
+            nearest = max(1, round(self.image_size / self.image_stride)) * self.image_stride
             raise ValueError(f"model setting image_size {self.image_size} must be a multiple of "
-                             f"image_stride {self.image_stride}")
+                             f"image_stride {self.image_stride}; try {nearest}")
         if self.num_slots < 2:
             raise ValueError(f"model setting num_slots must be at least 2 (target and off-target), "
                              f"got {self.num_slots}")

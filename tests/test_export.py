@@ -234,3 +234,28 @@ def test_ezvsl_checkpoint_exports_aud_and_img_and_runs_on_onnxruntime(tmp_path, 
         np.testing.assert_allclose(maps.heatmap, full["heatmap"][0], atol=1e-5)
     finally:
         backend.close()
+
+
+def test_export_at_output_stride_16_matches_pytorch_on_the_finer_grid(tmp_path, capsys):
+    """`export-onnx --image-size --stride 16`: the dilated EfficientNet exports (ONNX Conv
+    dilations) and its graph equals the PyTorch model on the 2x finer grid; the file is named by
+    its grid, and a stride the encoder lacks is a one-line error."""
+    from jsa_rt.cli import main
+    from jsa_rt.model import on_grid
+    from jsa_rt.model.checkpoint import save_checkpoint
+    torch.set_num_threads(2)
+    small = on_grid(contrast_model("edge"), 128)               # 4 x 4 tokens at stride 32: fast
+    save_checkpoint(tmp_path / "edge.pt", small)
+    assert main(["export-onnx", "--checkpoint", str(tmp_path / "edge.pt"), "--stride", "16",
+                 "--graphs", "full"]) == 0
+    graph = tmp_path / "edge.128s16.onnx"
+    assert str(graph) in capsys.readouterr().out
+    fine = on_grid(small, 128, 16).eval()
+    feeds = oe.example_inputs(fine.cfg)
+    ref, got = reference(fine, feeds), run_onnx(graph, feeds)
+    assert got["aud"].shape[-2:] == (8, 8) and ref["heatmap"].std() > 0.05
+    for out in MAP_OUTPUTS:
+        assert np.abs(got[out] - ref[out]).max() <= 1e-4, out
+    assert main(["export-onnx", "--checkpoint", str(tmp_path / "edge.pt"), "--stride", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "image_stride 8" in err and "choose 32 or 16" in err, err

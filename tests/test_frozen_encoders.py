@@ -194,7 +194,8 @@ def test_tuned_blocks_round_trip_through_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"image_tuned_blocks": 4}, "only applies with \"freeze_encoders\": true"),
-    ({"image_tuned_blocks": 4, "freeze_encoders": True, "image_encoder": "tiny_cnn"}, "efficientnet_lite0"),
+    ({"image_tuned_blocks": 4, "freeze_encoders": True, "image_encoder": "tiny_cnn",
+      "image_stride": 16}, "efficientnet_lite0"),
     ({"image_tuned_blocks": 17, "freeze_encoders": True}, "between 1 and 16"),
     ({"image_tuned_blocks": -1, "freeze_encoders": True}, "image_tuned_blocks"),
 ])

@@ -128,6 +128,32 @@ def test_edge_preset_loads_the_shipped_imagenet_weights():
     assert get_preset("edge").grid == 7 and get_preset("edge").audio_seconds < 5
 
 
+def test_efficientnet_at_output_stride_16_is_the_stride_32_grid_and_the_tokens_between():
+    # Dilating instead of striding (atrous): with the same ImageNet weights, the stride-16 trunk's
+    # even positions are the stride-32 trunk's outputs exactly, and the odd ones lie between them.
+    from jsa_rt.model.encoders import EfficientNetLite0Trunk
+    coarse = build_model("edge", pretrained=True).image_encoder.backbone.eval()
+    fine = EfficientNetLite0Trunk(output_stride=16).eval()
+    fine.load_state_dict(coarse.state_dict())
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        a, b = coarse(images), fine(images)
+    assert a.shape == (2, 1280, 4, 4) and b.shape == (2, 1280, 8, 8)
+    assert torch.allclose(b[..., ::2, ::2], a, atol=1e-5)
+    assert not torch.allclose(b[..., 1::2, 1::2], a, atol=1e-2)     # new tokens, not copies
+    # a whole model at stride 16: a 2x finer map from the same input size
+    cfg = get_preset("edge").with_overrides(image_size=128, image_stride=16)
+    model = build_model(cfg, pretrained=False).eval()
+    with torch.no_grad():
+        out = model.localize(*inputs(cfg, 1))
+    assert cfg.grid == 8 and out["aud"].shape[-2:] == (8, 8) and out["heatmap"].shape[-2:] == (128, 128)
+    with pytest.raises(ValueError, match="image_stride 16 is not one the resnet18 image encoder has; choose 32"):
+        get_preset("paper").with_overrides(image_stride=16)
+    with pytest.raises(ValueError, match="output stride 32 or 16"):
+        EfficientNetLite0Trunk(output_stride=8)
+
+
 def test_missing_resnet_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="resnet18-f37072fd.pth"):
         build_model("paper", pretrained=str(tmp_path / "nowhere.pth"))

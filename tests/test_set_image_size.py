@@ -53,3 +53,27 @@ def test_a_size_off_the_stride_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "150" in err and "multiple of image_stride 16" in err and "try 144" in err, err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_stride_16_dilates_the_efficientnet_model_with_the_same_weights(tmp_path, capsys):
+    torch.manual_seed(0)
+    src, out = tmp_path / "edge.pt", tmp_path / "edge_s16.pt"
+    save_checkpoint(src, build_model("edge", pretrained=False))            # 224 x 224, stride 32: 7 x 7
+    assert set_image_size.main([str(src), "224", str(out), "--stride", "16"]) == 0
+    assert "7 x 7 -> 14 x 14 tokens" in capsys.readouterr().out
+    old, _ = load_checkpoint(src)
+    new, meta = load_checkpoint(out)
+    assert (new.cfg.image_stride, new.cfg.grid) == (16, 14) and "stride 16" in meta["extra"]["image_size"]
+    conv = new.image_encoder.backbone._blocks[15]._depthwise_conv
+    assert conv.dilation == (2, 2) and conv.stride == (1, 1)                # rebuilt dilated on load
+    a, b = old.state_dict(), new.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "_embed" not in k)
+
+
+def test_a_stride_the_encoder_lacks_is_a_one_line_error(tmp_path, capsys):
+    src = tmp_path / "tiny.pt"
+    save_checkpoint(src, build_model("tiny", pretrained=False))
+    assert set_image_size.main([str(src), "112", str(tmp_path / "x.pt"), "--stride", "32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "image_stride 32" in err and "choose 16" in err and "try" not in err, err
+    assert not (tmp_path / "x.pt").exists()

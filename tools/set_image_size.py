@@ -1,11 +1,13 @@
-"""Run a trained model at another input size: the same weights on a finer (or coarser) token grid.
+"""Run a trained model at another input size or output stride: the same weights on a finer (or coarser) token grid.
 
 The encoders are convolutional and the localisation map is computed per image token, so a model
-trained at 224 x 224 (a 7 x 7 grid at stride 32) runs unchanged at 384 x 384 (12 x 12). Only the
+trained at 224 x 224 (a 7 x 7 grid at stride 32) runs unchanged at 384 x 384 (12 x 12). With
+`--stride 16` an EfficientNet-Lite0 model also dilates its last stride-2 stage: 384 x 384 then
+gives 24 x 24 tokens, whose even positions are the stride-32 tokens exactly. Only the
 training-only image decoder has a learned position embedding per grid row and column; it is
 interpolated to the new grid so that training can go on from the result.
 
-    python tools/set_image_size.py CHECKPOINT SIZE OUT.pt [--fp16]
+    python tools/set_image_size.py CHECKPOINT SIZE OUT.pt [--stride 16] [--fp16]
 
 Measure before shipping: `jsa-rt eval` the result against the original on every split
 (edge-jsa-listen ships at 384, chosen on val in session 14, and was then trained on at 384 with
@@ -18,29 +20,9 @@ from pathlib import Path
 # this folder would come first on sys.path, where tools/profile.py shadows the standard `profile`
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import torch.nn.functional as F  # noqa: E402
-
-from jsa_rt.errors import InputError, JsaError  # noqa: E402
-from jsa_rt.model import build_model  # noqa: E402
+from jsa_rt.errors import JsaError  # noqa: E402
+from jsa_rt.model import on_grid  # noqa: E402
 from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-
-
-def with_image_size(model, meta: dict, size: int):
-    """-> a model like `model` whose config has image_size `size`, with its weights."""
-    old = meta["config"]
-    try:
-        cfg = old.with_overrides(image_size=size)
-    except ValueError as exc:                # e.g. 150 -> "... must be a multiple of image_stride 16"
-        nearest = max(1, round(size / old.image_stride)) * old.image_stride
-        raise InputError(f"{exc}; try {nearest}") from None
-    resized = build_model(cfg, meta["kind"], pretrained=False)
-    state = model.state_dict()
-    for name in ("image_decoder.row_embed.weight", "image_decoder.col_embed.weight"):
-        if name in state:                    # (grid, d) -> (new grid, d), linear along the grid
-            state[name] = F.interpolate(state[name].T[None], size=cfg.grid, mode="linear",
-                                        align_corners=True)[0].T.contiguous()
-    resized.load_state_dict(state)
-    return resized.eval()
 
 
 def main(argv=None) -> int:
@@ -48,17 +30,20 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="checkpoint .pt or shipped name")
     p.add_argument("size", type=int, help="the new square input size, a multiple of the model's stride")
     p.add_argument("out", help="the checkpoint to write")
+    p.add_argument("--stride", type=int, default=None,
+                   help="the image encoder's output stride (EfficientNet-Lite0: 32 or 16); default: unchanged")
     p.add_argument("--fp16", action="store_true", help="store the weights as fp16 (how models are shipped)")
     args = p.parse_args(argv)
     try:
         model, meta = load_checkpoint(args.checkpoint)
-        resized = with_image_size(model, meta, args.size)
-    except JsaError as exc:
+        resized = on_grid(model, args.size, args.stride).eval()
+    except (JsaError, ValueError) as exc:  # e.g. 150: "... must be a multiple of image_stride 16; try 144"
         print(f"error: {exc}", file=sys.stderr)
         return 2
     old = meta["config"]
     extra = dict(meta["extra"])
-    note = f"set to {args.size} (grid {resized.cfg.grid}) by tools/set_image_size.py"
+    stride_note = f", stride {resized.cfg.image_stride}" if resized.cfg.image_stride != old.image_stride else ""
+    note = f"set to {args.size}{stride_note} (grid {resized.cfg.grid}) by tools/set_image_size.py"
     before = extra.get("image_size")          # set before: keep the size it was trained at
     extra["image_size"] = (f"{before}; then {note}" if before
                            else f"trained at {old.image_size} (grid {old.grid}), {note}")

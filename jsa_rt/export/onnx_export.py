@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import PRESETS
-from ..errors import EngineError
+from ..errors import EngineError, InputError
 from ..paths import file_sha256
 from ..shipped import DEFAULT_MODEL, SHIPPED
 from . import onnx_checks
@@ -53,9 +53,9 @@ def sibling_paths(full: Path, graphs=GRAPHS) -> dict[str, Path]:
     return {g: p for g, p in found.items() if p.is_file()}
 
 
-def default_base(checkpoint: str | None, precision: str, root: Path = DEFAULT_ROOT) -> Path:
-    """Shipped name or None -> engines/<name>[.fp16].onnx; a file -> next to it."""
-    suffix = ".fp16.onnx" if precision == "fp16" else ".onnx"
+def default_base(checkpoint: str | None, precision: str, root: Path = DEFAULT_ROOT, tag: str = "") -> Path:
+    """Shipped name or None -> engines/<name><tag>[.fp16].onnx; a file -> next to it."""
+    suffix = tag + (".fp16.onnx" if precision == "fp16" else ".onnx")
     name = checkpoint or DEFAULT_MODEL
     if name in SHIPPED:
         return Path(root) / f"{name}{suffix}"
@@ -90,6 +90,15 @@ def load_model(checkpoint: str | None):
     from ..model.checkpoint import load_checkpoint
     model, meta = load_checkpoint(checkpoint, device="cpu")
     return model, Path(meta["path"]).stem
+
+
+def regrid(model, image_size: int | None, stride: int | None):
+    """The model on another input size or output stride (model.on_grid), a one-line error if it cannot."""
+    from ..model import on_grid
+    try:
+        return on_grid(model, image_size or model.cfg.image_size, stride).eval()
+    except ValueError as exc:
+        raise InputError(f"{exc} (--image-size / --stride)") from None
 
 
 # ---- export ------------------------------------------------------------------------------------------
@@ -222,6 +231,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dynamic-batch", action="store_true", help="leading batch dim dynamic (1..64)")
     p.add_argument("--plugins", choices=("none", "triton"), default="none",
                    help="triton: slot attention as a TensorRT plugin node (for build-engine --plugins triton)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="export on another input size (the same weights; default: the checkpoint's)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="the image encoder's output stride: 16 gives EfficientNet-Lite0 models a token grid "
+                        "twice as fine (better on small objects, about 2x the visual branch's work)")
     p.add_argument("--fp16-weights", action="store_true",
                    help="store weights that fp16 represents exactly as fp16 (+ Cast): half the file, "
                         "same fp32 results (how the shipped models are stored)")
@@ -236,7 +250,11 @@ def run(args) -> int:
         base = Path(args.out) if args.out else DEFAULT_ROOT / name / f"{name}{'.fp16' if args.fp16 else ''}.onnx"
     else:
         model, name = load_model(args.checkpoint)
-        base = Path(args.out) if args.out else default_base(args.checkpoint, precision)
+        tag = ""
+        if args.image_size or args.stride:      # a file of its own: e.g. edge-jsa-listen.384s16.onnx
+            model = regrid(model, args.image_size, args.stride)
+            tag = f".{model.cfg.image_size}s{model.cfg.image_stride}"
+        base = Path(args.out) if args.out else default_base(args.checkpoint, precision, tag=tag)
     paths = export_all(model, base, precision=precision, graphs=args.graphs,
                        dynamic_batch=args.dynamic_batch, model_name=name, plugins=args.plugins)
     if args.fp16_weights and precision == "fp32":

@@ -19,6 +19,24 @@ def build_model(cfg: ModelConfig | str, kind: str = "jsa", pretrained=True, kern
     return MODEL_KINDS[kind](cfg, pretrained=pretrained, kernels=kernels)
 
 
+def on_grid(model, image_size: int, image_stride: int | None = None):
+    """The same weights at another input size or image-encoder output stride: a finer (or coarser)
+    token grid. The encoders are convolutional and the maps are computed per token, so only the
+    training-only image decoder's grid embeddings change (interpolated along the grid, so that
+    training can go on). Raises ValueError for a size or stride the encoder cannot take."""
+    import torch.nn.functional as F
+    cfg = model.cfg.with_overrides(image_size=image_size, image_stride=image_stride or model.cfg.image_stride)
+    kind = next(name for name, cls in MODEL_KINDS.items() if isinstance(model, cls))
+    regridded = build_model(cfg, kind, pretrained=False).to(next(model.parameters()).device)
+    state = model.state_dict()
+    for name in ("image_decoder.row_embed.weight", "image_decoder.col_embed.weight"):
+        if name in state:                    # (grid, d) -> (new grid, d), linear along the grid
+            state[name] = F.interpolate(state[name].T[None], size=cfg.grid, mode="linear",
+                                        align_corners=True)[0].T.contiguous()
+    regridded.load_state_dict(state)
+    return regridded.train(model.training)
+
+
 def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -35,4 +53,4 @@ def random_model(preset: str, seed: int = 0, kind: str = "jsa", pretrained: bool
         torch.random.set_rng_state(state)
 
 
-__all__ = ["build_model", "random_model", "JSA", "EZVSL", "MODEL_KINDS", "count_parameters"]
+__all__ = ["build_model", "on_grid", "random_model", "JSA", "EZVSL", "MODEL_KINDS", "count_parameters"]

