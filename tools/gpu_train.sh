@@ -5,16 +5,17 @@
 # Expects, in the repo root: .carry/data, .carry/whl (soundfile), .carry/effnet_lite0_fp16.pth,
 # .carry/soundfont and .carry/drumkits (the instruments),
 # and for PRESET=paper .carry/resnet18-f37072fd.pth.
-# Env: PRESET (edge), EPOCHS (12), BATCH (64), TRAIN_SCENES (8000 frames: on the CPU 8,000 beat
-#      3,801 by far at the same recipe and fewer steps, benchmarks/listening_cpu-2core-x86_64/2026-12-05-s12), OUT,
-#      RUNS: "name:train flags;..." (default: the shipped pair + the listen variant with SoundNet-8
-#      as its audio encoder, fine-tuned and frozen: tools/recipes/*.json),
+# Env: PRESET (edge), EPOCHS (12), BATCH (64), TRAIN_SCENES (16000 frames, the scenes of the shipped default:
+#      20,188 training items; on the CPU more scenes helped at every step so far, README Listening), OUT,
+#      RUNS: "name:train flags;..." (default: the shipped default's recipe trained at 384 x 384 from the start,
+#      the same at output stride 16 (a 24 x 24 grid, benchmarks/listening_cpu-2core-x86_64/2026-12-06-s16), and
+#      EZ-VSL on the same data and budget: tools/recipes/*.json),
 #      TRAIN_LIMIT_S (each run is stopped after this many seconds; best.pt so far is kept).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 PRESET=${PRESET:-edge}; EPOCHS=${EPOCHS:-12}; BATCH=${BATCH:-64}
-TRAIN_SCENES=${TRAIN_SCENES:-8000}; OUT=${OUT:-/tmp/gpu_train_out}; TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-100000}
-RUNS=${RUNS:-"jsa-listen:--model jsa --variant listen;jsa-listen-soundnet:--model jsa --variant listen --config tools/recipes/soundnet.json;jsa-listen-soundnet-frozen:--model jsa --variant listen --config tools/recipes/soundnet-frozen.json;jsa-listen-soundnet-tuned:--model jsa --variant listen --config tools/recipes/soundnet-tuned.json;jsa-listen-soundnet-tuned-slow:--model jsa --variant listen --config tools/recipes/soundnet-tuned-slow.json;jsa-listen-soundnet-tuned-slow-own:--model jsa --variant listen --config tools/recipes/soundnet-tuned-slow-own.json;ezvsl:--model ezvsl;ezvsl-soundnet-tuned-slow:--model ezvsl --config tools/recipes/ezvsl-soundnet-tuned-slow.json"}
+TRAIN_SCENES=${TRAIN_SCENES:-16000}; OUT=${OUT:-/tmp/gpu_train_out}; TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-100000}
+RUNS=${RUNS:-"jsa-listen-384:--model jsa --variant listen --config tools/recipes/listen-384.json;jsa-listen-384-s16:--model jsa --variant listen --config tools/recipes/listen-384-s16.json;ezvsl-384:--model ezvsl --config tools/recipes/ezvsl-384.json"}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 if ls .carry/whl/*.whl >/dev/null 2>&1; then
