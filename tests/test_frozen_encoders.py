@@ -182,6 +182,25 @@ def test_tuned_blocks_cached_features_give_the_tokens_the_images_give():
         torch.testing.assert_close(a, b)
 
 
+def test_a_feature_store_is_shared_across_output_strides_only_when_the_cached_layers_are_the_same():
+    """The cache holds the fixed layers' output. Output stride 16 dilates block 11 on, so with 8
+    tuned blocks (cut at block 8) a stride-32 store serves a stride-16 run; with the whole trunk
+    fixed, or a cut past block 11, it must not."""
+    from types import SimpleNamespace
+    from jsa_rt.train.feature_cache import cache_key
+    items = SimpleNamespace(samples=[SimpleNamespace(id="a"), SimpleNamespace(id="b")], method="jsa")
+
+    def key(blocks, stride):
+        cfg = get_preset("edge").with_overrides(audio_encoder="soundnet8", freeze_encoders=True, image_size=128,
+                                                image_tuned_blocks=blocks, image_stride=stride)
+        return cache_key(items, build_model(cfg, "jsa", pretrained=False), views=1, seed=0)
+
+    assert key(8, 16) == key(8, 32)          # cut at block 8: the same cached layers
+    assert key(4, 16) != key(4, 32)          # cut at block 12: block 11 is cached, strided or not
+    assert key(0, 16) != key(0, 32)          # the whole trunk fixed
+    assert key(8, 32) != key(6, 32)          # another cut, another cache
+
+
 def test_tuned_blocks_round_trip_through_a_checkpoint(tmp_path):
     model = tuned_edge(blocks=8).eval()
     save_checkpoint(tmp_path / "m.pt", model)

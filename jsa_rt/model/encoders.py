@@ -115,6 +115,9 @@ class EfficientNetLite0Trunk(nn.Module):
             x = block(x)
         return nn.functional.relu6(self._bn1(self._conv_head(x)))
 
+    def lower_modules(self, cut: int) -> list[nn.Module]:
+        return [self._conv_stem, self._bn0, *self._blocks[:cut]]
+
     def upper_modules(self, cut: int) -> list[nn.Module]:
         return [*self._blocks[cut:], self._conv_head, self._bn1]
 
@@ -178,6 +181,11 @@ class Encoder(nn.Module):
 
     def fixed_features(self, x):
         return self.backbone(x) if self.cut is None else self.backbone.lower(x, self.cut)
+
+    def fixed_part(self) -> str:
+        """The fixed part's layers as text (strides, dilations, sizes): what a stored feature cache
+        depends on. A stride change after the cut (output stride 16 dilates block 11 on) keeps it."""
+        return repr(self.backbone if self.cut is None else nn.ModuleList(self.backbone.lower_modules(self.cut)))
 
     def tokens_from_fixed(self, features):
         return self.tokens(self.features_from_fixed(features))

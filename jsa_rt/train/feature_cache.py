@@ -26,10 +26,12 @@ from .datasets import collate
 from .progress import progress_bar
 
 
-# The model settings that shape the backbones' fixed outputs. Heads and losses do not, so runs
-# that differ only there share a store (the weights themselves are checked on a first batch when
-# a view is read back). The method's augmentation does: EZ-VSL crops and jitters differently.
-BACKBONE_SETTINGS = ("image_encoder", "audio_encoder", "image_size", "image_stride", "sample_rate",
+# The model settings that shape the backbones' fixed outputs, with the image backbone's fixed
+# layers themselves (their strides and dilations: an output stride that only changes layers past
+# the cut shares the store). Heads and losses do not, so runs that differ only there share a store
+# (the weights themselves are checked on a first batch when a view is read back). The method's
+# augmentation does: EZ-VSL crops and jitters differently.
+BACKBONE_SETTINGS = ("image_encoder", "audio_encoder", "image_size", "sample_rate",
                      "audio_seconds", "n_fft", "hop_length", "log_offset", "log_scale", "image_tuned_blocks")
 
 
@@ -37,6 +39,7 @@ def cache_key(ds, model, views: int, seed: int) -> str:
     """What a stored cache depends on: the items, their augmentation, the views, the seed and the
     backbone settings."""
     backbones = {name: getattr(model.cfg, name) for name in BACKBONE_SETTINGS}
+    backbones["image_fixed_layers"] = model.image_encoder.fixed_part()
     text = json.dumps({"ids": [s.id for s in ds.samples], "augmentation": ds.method, "views": views,
                        "seed": seed, "backbones": backbones}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
