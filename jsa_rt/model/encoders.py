@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import nn
 import torchvision
 
-from ..config import ModelConfig
+from ..config import IMAGE_STRIDES, ModelConfig
 from ..errors import CheckpointError
 from .frontend import LogSpectrogram
 from .soundnet import SoundNet8Trunk, WaveformInput, find_soundnet8_weights
@@ -75,11 +75,9 @@ class EfficientNetLite0Trunk(nn.Module):
     # (expand, kernel, stride, out_channels, repeats) per stage
     STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
               (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
-    OUTPUT_STRIDES = (32, 16)
-
     def __init__(self, output_stride: int = 32):
         super().__init__()
-        if output_stride not in self.OUTPUT_STRIDES:
+        if output_stride not in IMAGE_STRIDES["efficientnet_lite0"]:
             raise ValueError(f"EfficientNet-Lite0 runs at output stride 32 or 16, not {output_stride}")
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
