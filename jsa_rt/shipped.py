@@ -7,13 +7,14 @@ from pathlib import Path
 from .errors import CheckpointError
 from .paths import WEIGHTS_DIR
 
-SHIPPED = ("edge-jsa", "edge-jsa-listen", "edge-ezvsl", "paper-jsa")
+SHIPPED = ("edge-jsa", "edge-jsa-listen", "edge-ezvsl", "edge-ezvsl-listen", "paper-jsa")
 DEFAULT_MODEL = "edge-jsa-listen"     # listens: see the README's Listening section
 
 # What a shipped model's training data allows, where that limits its use; `live` and `demo` say it
 # when they run the model (jsa_rt/weights/MODELS.md has every model's data and terms).
-TERMS = {"edge-jsa-listen": "non-commercial use only: trained on UrbanSound8K (CC BY-NC 3.0); for other "
-                            "uses pass --model edge-jsa (it does not listen: jsa_rt/weights/MODELS.md)"}
+_URBANSOUND = "non-commercial use only: trained on UrbanSound8K (CC BY-NC 3.0); for other uses pass --model "
+TERMS = {"edge-jsa-listen": _URBANSOUND + "edge-jsa (it does not listen: jsa_rt/weights/MODELS.md)",
+         "edge-ezvsl-listen": _URBANSOUND + "edge-ezvsl (trained without it: jsa_rt/weights/MODELS.md)"}
 
 
 def terms_line(model: str | None) -> str | None:

@@ -212,4 +212,5 @@ def test_a_shipped_model_with_limited_terms_says_so_and_others_do_not():
     assert set(TERMS) <= set(SHIPPED)
     assert terms_line("edge-jsa-listen").startswith("model edge-jsa-listen: non-commercial use only")
     assert terms_line(None) == terms_line(DEFAULT_MODEL)
+    assert terms_line("edge-ezvsl-listen").startswith("model edge-ezvsl-listen: non-commercial use only")
     assert terms_line("edge-jsa") is None and terms_line("runs/x/best.pt") is None

@@ -1,7 +1,7 @@
 """jsa-rt checkpoints: weights + the model config (+ training state), written atomically.
 
 A checkpoint alone rebuilds its model. Shipped models are addressable by name
-(`edge-jsa-listen`, the default; `edge-jsa`, `edge-ezvsl`, `paper-jsa`) wherever a checkpoint is accepted.
+(`edge-jsa-listen`, the default; `edge-jsa`, `edge-ezvsl`, `edge-ezvsl-listen`, `paper-jsa`) wherever a checkpoint is accepted.
 """
 from __future__ import annotations
 
