@@ -10,10 +10,11 @@ import matplotlib.pyplot as plt
 HERE = Path(__file__).resolve().parent
 PANELS = [("s2-M2_vs_s2-EZ2", "equal budget, both at 224 x 224"),
           ("res384_vs_EZ2_384", "the same two, both run at 384 x 384"),
-          ("ship15_vs_EZ2_384", "shipped default (+1 epoch at 384) vs EZ-VSL at 384")]
+          ("ship15_vs_EZ2_384", "shipped default (+1 epoch at 384) vs EZ-VSL at 384"),
+          ("S16_vs_EZ2_s16", "the same two at output stride 16 (24 x 24)")]
 SPLITS = ["test", "test-unheard", "digits", "real", "pairs", "pairs-unheard", "real-pairs", "val", "val-pairs"]
 
-fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 5.5), sharey=True)
+fig, axes = plt.subplots(1, len(PANELS), figsize=(19, 5.5), sharey=True)
 for ax, (folder, title) in zip(axes, PANELS):
     rows = []
     for split in SPLITS:
