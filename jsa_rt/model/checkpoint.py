@@ -1,7 +1,7 @@
 """jsa-rt checkpoints: weights + the model config (+ training state), written atomically.
 
-A checkpoint alone rebuilds its model. Shipped models are addressable by name
-(`edge-jsa-listen`, the default; `edge-jsa`, `edge-ezvsl`, `edge-ezvsl-listen`, `paper-jsa`) wherever a checkpoint is accepted.
+A checkpoint alone rebuilds its model. Shipped models (`shipped.SHIPPED`; `shipped.DEFAULT_MODEL` when none
+is named) are addressable by name wherever a checkpoint is accepted.
 """
 from __future__ import annotations
 

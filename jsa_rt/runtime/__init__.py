@@ -4,8 +4,8 @@
     with load_backend("auto", model="edge-jsa-listen") as backend:
         maps = backend.run(frame_uint8_rgb, audio_float32)
 
-`model`: a checkpoint .pt, an exported .onnx, a TensorRT plan, or a shipped name (edge-jsa-listen,
-edge-jsa, edge-ezvsl, edge-ezvsl-listen, paper-jsa); None -> shipped.DEFAULT_MODEL (edge-jsa-listen). `preset` with model=None: random weights of that
+`model`: a checkpoint .pt, an exported .onnx, a TensorRT plan, or a shipped name
+(shipped.SHIPPED); None -> shipped.DEFAULT_MODEL (edge-jsa-listen). `preset` with model=None: random weights of that
 preset (timing). `server="grpc://host:8001"` (or http://): the `triton` backend, inference on a `jsa-rt serve`
 server (the server chooses the model). "auto" tries, fastest first: tensorrt > onnxruntime-cuda > torch-cuda >
 onnxruntime-cpu > torch-cpu, skipping what is not installed or has no model file.
