@@ -205,6 +205,20 @@ def test_settle_follow_of_a_peak_that_never_moves():
     assert hidden["follow_rate"] == 0.0 and hidden["no_source_rate"] == 1.0
 
 
+def test_silence_counts_a_source_shown_only_while_the_level_gate_still_hears_the_sound():
+    """The gate measures the last half second, refreshed every audio hop: a source shown for
+    0.7 s after each sound stops is its release, not a false alarm; one shown later is."""
+    truth = _two_switch_truth()                               # 10 fps: 20 sounding frames, then 10 silent
+    lagging = score(_log(truth, lambda f: _centre((LEFT, RIGHT)[f["segment"] % 2]) if f["since_switch"] < 2.7 else None),
+                    truth)
+    assert lagging["silent_frames"] == 40 and lagging["shown_in_silence"] == pytest.approx(0.7)
+    assert lagging["release_seconds"] == pytest.approx(0.75)
+    assert lagging["silent_frames_after_release"] == 4 * 3        # 0.8, 0.9 and 1.0 s after the sound
+    assert lagging["shown_after_release"] == 0.0
+    stuck = score(_log(truth, lambda f: _centre(LEFT)), truth)
+    assert stuck["shown_after_release"] == 1.0
+
+
 # ---- the demo's options and its clip files ---------------------------------------------------------
 def test_demo_passes_crop_to_the_pipeline(tmp_path, monkeypatch):
     seen = {}

@@ -239,6 +239,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fp16-weights", action="store_true",
                    help="store weights that fp16 represents exactly as fp16 (+ Cast): half the file, "
                         "same fp32 results (how the shipped models are stored)")
+    p.add_argument("--int8", type=Path, default=None, metavar="SCENES",
+                   help="also write an int8 form for CPUs (<base>.int8.onnx: the image encoder quantized, "
+                        "onnxruntime), calibrated on 128 frames and sounds of the val split of this "
+                        "`jsa-rt make-scenes` folder")
     return p
 
 
@@ -255,8 +259,17 @@ def run(args) -> int:
             model = regrid(model, args.image_size, args.stride)
             tag = f".{model.cfg.image_size}s{model.cfg.image_stride}"
         base = Path(args.out) if args.out else default_base(args.checkpoint, precision, tag=tag)
+    if args.int8 is not None:
+        if precision != "fp32" or args.preset or args.plugins != "none":
+            raise InputError("--int8 quantizes an fp32 export of a checkpoint: drop --fp16, --preset and --plugins")
+        if args.graphs != list(GRAPHS):
+            raise InputError("--int8 needs all three graphs: drop --graphs")
     paths = export_all(model, base, precision=precision, graphs=args.graphs,
                        dynamic_batch=args.dynamic_batch, model_name=name, plugins=args.plugins)
+    if args.int8 is not None:
+        from .onnx_int8 import quantize_export
+        int8 = base.with_name(base.name[:-len(".onnx")] + ".int8.onnx")
+        paths = quantize_export(base, int8, args.int8)
     if args.fp16_weights and precision == "fp32":
         from .onnx_compact import store_weights_fp16
         for path in paths.values():
@@ -264,6 +277,11 @@ def run(args) -> int:
     total = sum(p.stat().st_size for p in paths.values()) / 1e6
     first = next(iter(paths.values()))
     flag = " --fp16" if args.fp16 else ""
+    if args.int8 is not None:
+        print(f"exported and quantized {len(paths)} graph(s), {total:.1f} MB, int8 image encoder: {first} -> next: "
+              f"jsa-rt eval --checkpoint {first} --data SCENES --split test (its accuracy), then "
+              f"jsa-rt live --backend onnxruntime --model {first}")
+        return 0
     print(f"exported {len(paths)} graph(s), {total:.1f} MB, {precision}: {first} -> next: "
           f"jsa-rt build-engine{flag} --onnx {first}  (or run it: --backend onnxruntime --model {first})")
     return 0

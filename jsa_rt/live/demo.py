@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 
 from ..atomic import write_json
 from ..shipped import DEFAULT_MODEL
+from .audio import LEVEL_WINDOW_S
 from .demo_clip import build_clip
 from .demo_scenes import resolve_scene
 from .pipeline import Pipeline
@@ -27,6 +29,8 @@ from .outputs import window_problem
 
 
 SETTLE_SECONDS = 1.0        # after a switch, the audio window and the smoothing catch up
+# After the sound stops, the level gate still hears it for up to its window plus one audio refresh
+RELEASE_SECONDS = LEVEL_WINDOW_S + LiveOptions.audio_hop
 
 
 def _inside(peak, box) -> bool:
@@ -34,7 +38,8 @@ def _inside(peak, box) -> bool:
     return x0 <= peak[0] <= x1 and y0 <= peak[1] <= y1
 
 
-def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS) -> dict:
+def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS,
+          release: float = RELEASE_SECONDS) -> dict:
     """Pointing game over the rendered frames: is the peak inside the sounding object's box?
 
     hit_rate: over the sounding frames (truth box not None; frames_with_peak and no_source_rate
@@ -44,17 +49,22 @@ def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS) -> d
     follow_chance: their mean box area. A peak that never moves between disjoint boxes scores
     about the share of the frames its box sounds in. switches: segments with settled frames;
     switches_followed: those whose settled frames are mostly hits. Frames where nothing sounds
-    count in silent_frames, and shown_in_silence is the share of them with a source shown."""
+    count in silent_frames, and shown_in_silence is the share of them with a source shown;
+    shown_after_release is that share over the silent frames at least `release` seconds after
+    the sound stopped (before then the level gate still hears the sound's last half second)."""
     frames = truth["frames"]
     fps = float(truth.get("fps", 30.0))
     first: dict = {}
+    quiet_for, last_sound = [], None               # seconds since the sound stopped, per frame
     for i, f in enumerate(frames):
         first.setdefault(f.get("segment", 0), i)
+        last_sound = i if f.get("box") is not None else last_sound
+        quiet_for.append(None if last_sound == i else (i - last_sound) / fps if last_sound is not None else math.inf)
     hits = with_peak = sounding = rendered = 0
     area = 0.0
     settled = followed = 0
     settled_area = 0.0
-    silent = silent_shown = 0
+    silent = silent_shown = released = released_shown = 0
     per_segment: dict = {}
     for r in records:
         f = r.get("frame")
@@ -66,6 +76,9 @@ def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS) -> d
         if t.get("box") is None:                 # nothing sounds: a source shown is a false alarm
             silent += 1
             silent_shown += int(peak is not None)
+            if quiet_for[f] >= release - 1e-9:
+                released += 1
+                released_shown += int(peak is not None)
             continue
         sounding += 1
         x0, y0, x1, y1 = t["box"]
@@ -93,7 +106,9 @@ def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS) -> d
             "switches": len(per_segment),
             "switches_followed": sum(1 for n, h in per_segment.values() if h > n / 2),
             "silent_frames": silent,
-            "shown_in_silence": silent_shown / silent if silent else 0.0}
+            "shown_in_silence": silent_shown / silent if silent else 0.0,
+            "release_seconds": release, "silent_frames_after_release": released,
+            "shown_after_release": released_shown / released if released else 0.0}
 
 
 def run_demo(args, backend_factory, render, progress=print) -> int:
@@ -130,7 +145,10 @@ def run_demo(args, backend_factory, render, progress=print) -> int:
           f"in {100 * result['follow_rate']:.0f}% of {result['settled_frames']} frames (chance "
           f"{100 * result['follow_chance']:.0f}%); {result['switches_followed']} of {result['switches']} "
           f"switches followed" + (f"; a source was shown in {100 * result['shown_in_silence']:.0f}% of the "
-                                  f"{result['silent_frames']} silent frames" if result["silent_frames"] else ""),
+                                  f"{result['silent_frames']} silent frames ({100 * result['shown_after_release']:.0f}% "
+                                  f"of the {result['silent_frames_after_release']} from {result['release_seconds']:g} s "
+                                  f"after the sound stopped: the level gate hears the last {LEVEL_WINDOW_S:g} s)"
+                                  if result["silent_frames"] else ""),
           flush=True)
     print(f"demo: the peak fell on the sounding object in {100 * result['hit_rate']:.0f}% of "
           f"{result['sounding_frames']} {'rendered' if not result['silent_frames'] else 'sounding'} frames "

@@ -49,7 +49,8 @@ def _threshold(text: str) -> str | float:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="cIoU/AUC, pointing, retrieval, false alarms of a checkpoint on a dataset",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=DEFAULT_MODEL, help=f"checkpoint .pt or shipped name (default {DEFAULT_MODEL})")
+    p.add_argument("--checkpoint", default=DEFAULT_MODEL, help=f"checkpoint .pt or shipped name (default {DEFAULT_MODEL}), or a deployed graph: an "
+                        f".onnx export (onnxruntime) or a TensorRT plan, scored as it runs live")
     p.add_argument("--data", required=True, type=Path, help="dataset folder")
     p.add_argument("--split", default="test", help="split for scenes/avsbench (default test)")
     p.add_argument("--annotations", type=Path, default=None,
@@ -76,11 +77,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """A checkpoint; deployed graphs (.onnx, TensorRT plans) come through export/graph_eval.py."""
     import torch
     from ..model.checkpoint import load_checkpoint
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     device = torch_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
+    return evaluate_and_report(args, model, meta, device)
+
+
+def evaluate_and_report(args: argparse.Namespace, model, meta: dict, device: str) -> int:
+    """Score `model` (meta: its kind and config) on --data and write the JSON, CSV, table and pictures."""
     fmt = args.format or guess_format(args.data, args.annotations)
     dataset = open_dataset(fmt, args.data, meta["config"], args.split, args.annotations)
     if args.limit:
@@ -90,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     prior = None
     if getattr(args, "ogl", None):
+        if getattr(model, "kind", None) == "deployed":
+            raise InputError("--ogl needs a checkpoint (the ResNet-18 object map is fused in torch); "
+                             "a deployed graph has its fusion built in")
         from ..model.ogl import ObjectPrior
         prior = ObjectPrior(args.ogl).to(device)
     summary, rows, examples = evaluate(model, dataset, args.batch_size, args.threshold, args.alpha,

@@ -70,6 +70,11 @@ def _picture_groups(samples, count: int = 6) -> set:
     return {groups[i] for i in np.linspace(0, len(groups) - 1, min(count, len(groups))).astype(int)}
 
 
+def _numpy(x) -> np.ndarray:
+    """A model's output as float32 numpy: torch tensors from checkpoints, arrays from deployed graphs."""
+    return x.float().cpu().numpy() if hasattr(x, "cpu") else np.asarray(x, dtype=np.float32)
+
+
 def _iqr_heatmaps(model, out: dict, alpha_used: float | None, object_prior) -> dict:
     """{alpha: heatmaps} for the IQR weights not already in out["heatmap"] (JSA with IQR only:
     EZ-VSL has one map, and OGL fuses another)."""
@@ -109,10 +114,10 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                 continue
             out = model.localize(batch["image"].to(device), batch["audio"].to(device), alpha=alpha,
                                  **({"object_prior": object_prior} if object_prior is not None else {}))
-            heat = out["heatmap"].float().cpu().numpy()
+            heat = _numpy(out["heatmap"])
             other_alphas = _iqr_heatmaps(model, out, alpha, object_prior)
-            conf = out["confidence"].float().cpu().numpy()
-            a_slot, v_slot = out["audio_slot"].float().cpu().numpy(), out["image_slot"].float().cpu().numpy()
+            conf = _numpy(out["confidence"])
+            a_slot, v_slot = _numpy(out["audio_slot"]), _numpy(out["image_slot"])
             for j in range(heat.shape[0]):
                 idx, sample = int(batch["index"][j]), dataset.samples[int(batch["index"][j])]
                 ns, has_gt = bool(batch["no_source"][j]), bool(batch["has_gt"][j])
