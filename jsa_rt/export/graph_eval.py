@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
 from ..runtime import load_backend
 from ..runtime.batch import BackendModel
 from ..train import eval_cli
@@ -18,13 +19,16 @@ GRAPH_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tenso
 add_parser = eval_cli.add_parser
 
 
-def graph_backend(path: str) -> str | None:
-    """The backend that runs this file, or None for a checkpoint or shipped name."""
-    return next((b for suffix, b in GRAPH_SUFFIXES.items() if str(path).endswith(suffix)), None)
+def graph_backend(checkpoint: str, backend: str | None = None) -> str | None:
+    """The runtime backend that scores this model, or None for torch (the checkpoint itself)."""
+    by_suffix = next((b for suffix, b in GRAPH_SUFFIXES.items() if str(checkpoint).endswith(suffix)), None)
+    if backend == "torch" and by_suffix:
+        raise InputError(f"--backend torch needs a checkpoint (.pt or shipped name), got {checkpoint}")
+    return None if backend == "torch" else backend or by_suffix
 
 
 def run(args: argparse.Namespace) -> int:
-    backend_name = graph_backend(args.checkpoint)
+    backend_name = graph_backend(args.checkpoint, getattr(args, "backend", None))
     if backend_name is None:
         return eval_cli.run(args)
     device = None if args.device == "auto" else args.device

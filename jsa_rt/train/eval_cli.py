@@ -51,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=DEFAULT_MODEL, help=f"checkpoint .pt or shipped name (default {DEFAULT_MODEL}), or a deployed graph: an "
                         f".onnx export (onnxruntime) or a TensorRT plan, scored as it runs live")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None,
+                   help="torch: the checkpoint (default for .pt and shipped names); onnxruntime / tensorrt: the "
+                        "deployed graph that `live` runs (a shipped name's ONNX, an .onnx file, a plan)")
     p.add_argument("--data", required=True, type=Path, help="dataset folder")
     p.add_argument("--split", default="test", help="split for scenes/avsbench (default test)")
     p.add_argument("--annotations", type=Path, default=None,
