@@ -210,16 +210,24 @@ def test_where_gives_the_bearing_of_its_peak(locator_factory):
 
 
 def test_torch_and_onnxruntime_backends_agree(locator_factory):
-    """The shipped checkpoint on torch and its shipped ONNX graph give the same answer."""
+    """The shipped checkpoint on torch and its shipped ONNX graph give the same answer: to
+    float precision, or as close as an int8 image encoder allows (the default's CPU graphs)."""
     rng = np.random.default_rng(6)
     wave = (0.2 * rng.standard_normal(48000)).astype(np.float32)
     frame = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
     answers = []
-    for loc in (locator_factory(), SoundLocator(backend="torch", device="cpu")):
+    ort_loc = locator_factory()
+    for loc in (ort_loc, SoundLocator(backend="torch", device="cpu")):
         with loc:
             loc.push_audio(wave, 24000)
             answers.append(loc.locate(frame, t=0.0))
     ort, torch_ = answers
+    if ort_loc.backend.precision == "int8":
+        # measured on this noise frame: map correlation 0.985, peaks 1 px apart, confidences 0.001 and 0.012
+        assert ort.confidence == pytest.approx(torch_.confidence, abs=0.03)
+        assert np.corrcoef(ort.heatmap.ravel(), torch_.heatmap.ravel())[0, 1] > 0.95
+        assert np.hypot(*np.subtract(ort.peak_px, torch_.peak_px)) <= 8          # half a 16-px token of 384, at 200 px
+        return
     assert ort.confidence == pytest.approx(torch_.confidence, abs=1e-4)
     assert np.abs(ort.heatmap - torch_.heatmap).max() < 1e-3 and ort.peak_px == torch_.peak_px
 
