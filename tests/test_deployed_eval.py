@@ -124,6 +124,11 @@ def test_int8_refuses_a_quantized_or_fp16_source_and_bad_flags(tmp_path, tiny, c
     paths = quantize_export(export, tmp_path / "q.onnx", data, split="test", log=lambda *_: None)
     with pytest.raises(InputError, match="quantize an fp32 export"):
         quantize_export(paths["full"], tmp_path / "qq.onnx", data, split="test")
+    code = main(["export-onnx", "--checkpoint", "edge-jsa", "--out", str(tmp_path / "y.onnx"),
+                 "--int8", str(tmp_path / "no-such-folder")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-folder" in err and "make-scenes" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y.onnx").exists()                     # refused before exporting anything
     for extra in (["--preset", "tiny"], ["--checkpoint", "edge-jsa", "--fp16"]):
         code = main(["export-onnx", "--out", str(tmp_path / "x.onnx"), "--int8", str(data), *extra])
         err = capsys.readouterr().err

@@ -264,6 +264,8 @@ def run(args) -> int:
             raise InputError("--int8 quantizes an fp32 export of a checkpoint: drop --fp16, --preset and --plugins")
         if args.graphs != list(GRAPHS):
             raise InputError("--int8 needs all three graphs: drop --graphs")
+        from .onnx_int8 import open_calibration
+        open_calibration(model.cfg, args.int8)             # a bad folder fails now, not after the export
     paths = export_all(model, base, precision=precision, graphs=args.graphs,
                        dynamic_batch=args.dynamic_batch, model_name=name, plugins=args.plugins)
     if args.int8 is not None:

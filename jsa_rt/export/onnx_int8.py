@@ -25,14 +25,23 @@ QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")
 ENCODER_OPS = ("Conv", "Clip", "Relu", "Add", "BatchNormalization")
 
 
+def open_calibration(cfg, data: Path, split: str = "val"):
+    """The scenes to calibrate on, or a one-line error naming the folder (checked before exporting)."""
+    from ..train.datasets import guess_format, open_dataset
+    if not Path(data).is_dir():
+        raise InputError(f"--int8 {data}: no such folder; give a scene set made by `jsa-rt make-scenes`")
+    try:
+        return open_dataset(guess_format(Path(data), None), Path(data), cfg, split)
+    except InputError:
+        raise InputError(f"--int8 {data}: no {split} scenes there to calibrate on; give a scene set made by "
+                         f"`jsa-rt make-scenes` (it writes a {split} split)") from None
+
+
 def calibration_samples(cfg, data: Path, split: str = "val", count: int = 128, seed: int = 0):
     """(uint8 frame (1,S,S,3), wave (1,L)) pairs from `count` scenes of a scene set's `split`,
     spread over it (a fixed sample for a seed). Scenes without a visible source count too: the
     camera shows those."""
-    from ..train.datasets import guess_format, open_dataset
-    dataset = open_dataset(guess_format(Path(data), None), Path(data), cfg, split)
-    if len(dataset) == 0:
-        raise InputError(f"{data} has no {split} scenes to calibrate on; make them with `jsa-rt make-scenes`")
+    dataset = open_calibration(cfg, data, split)
     picks = np.random.default_rng(seed).permutation(len(dataset))[:count]
     for i in sorted(picks.tolist()):
         item = dataset[i]
