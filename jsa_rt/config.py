@@ -79,6 +79,10 @@ class ModelConfig:
     # inference
     gamma: float = 0.1               # sharpening of the maps at test time
     iqr_alpha: float = 0.4           # weight of the AUD map in IQR (released scripts 0.4; paper 0.6)
+    # Gaussian sigma, in tokens, that smooths the maps before they are upsampled (0: none, as the
+    # paper): the peak then lands inside the sounding object's blob rather than on a lone token at
+    # its edge (README, Listening, session 18). Folded into the upsampling matrix: no extra work.
+    map_smoothing: float = 0.0
     # "no source" below this confidence (cosine of the target slots); chosen on the val split
     # of the offline benchmark for edge-jsa (balanced accuracy 0.97 there)
     no_source_confidence: float = 0.3
@@ -199,7 +203,7 @@ _MODEL_RULES = {
                                                "tau_loc", "gamma")},
     **{k: ("float", 0, None) for k in ("w_recon", "w_div", "w_match", "w_loc", "w_frame", "w_own")},
     "image_tuned_blocks": ("int", 0, None),
-    "token_mask_prob": ("float", 0, 1), "iqr_alpha": ("float", 0, 1),
+    "token_mask_prob": ("float", 0, 1), "iqr_alpha": ("float", 0, 1), "map_smoothing": ("float", 0, None),
     "no_source_confidence": ("float", -1, 1),          # a cosine
 }
 

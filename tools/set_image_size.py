@@ -1,4 +1,4 @@
-"""Run a trained model at another input size or output stride: the same weights on a finer (or coarser) token grid.
+"""Run a trained model at another input size, output stride or map smoothing: the same weights on a finer (or coarser) token grid.
 
 The encoders are convolutional and the localisation map is computed per image token, so a model
 trained at 224 x 224 (a 7 x 7 grid at stride 32) runs unchanged at 384 x 384 (12 x 12). With
@@ -7,7 +7,7 @@ gives 24 x 24 tokens, whose even positions are the stride-32 tokens exactly. Onl
 training-only image decoder has a learned position embedding per grid row and column; it is
 interpolated to the new grid so that training can go on from the result.
 
-    python tools/set_image_size.py CHECKPOINT SIZE OUT.pt [--stride 16] [--fp16]
+    python tools/set_image_size.py CHECKPOINT SIZE OUT.pt [--stride 16] [--map-smoothing 0.75] [--fp16]
 
 Measure before shipping: `jsa-rt eval` the result against the original on every split
 (edge-jsa-listen ships at 384, chosen on val in session 14, and was then trained on at 384 with
@@ -32,17 +32,21 @@ def main(argv=None) -> int:
     p.add_argument("out", help="the checkpoint to write")
     p.add_argument("--stride", type=int, default=None,
                    help="the image encoder's output stride (EfficientNet-Lite0: 32 or 16); default: unchanged")
+    p.add_argument("--map-smoothing", type=float, default=None, metavar="SIGMA",
+                   help="Gaussian sigma, in tokens, that smooths the maps before upsampling (0: none); default: unchanged")
     p.add_argument("--fp16", action="store_true", help="store the weights as fp16 (how models are shipped)")
     args = p.parse_args(argv)
     try:
         model, meta = load_checkpoint(args.checkpoint)
-        resized = on_grid(model, args.size, args.stride).eval()
+        resized = on_grid(model, args.size, args.stride, args.map_smoothing).eval()
     except (JsaError, ValueError) as exc:  # e.g. 150: "... must be a multiple of image_stride 16; try 144"
         print(f"error: {exc}", file=sys.stderr)
         return 2
     old = meta["config"]
     extra = dict(meta["extra"])
     stride_note = f", stride {resized.cfg.image_stride}" if resized.cfg.image_stride != old.image_stride else ""
+    if resized.cfg.map_smoothing != old.map_smoothing:
+        stride_note += f", map smoothing {resized.cfg.map_smoothing:g} tokens"
     note = f"set to {args.size}{stride_note} (grid {resized.cfg.grid}) by tools/set_image_size.py"
     before = extra.get("image_size")          # set before: keep the size it was trained at
     extra["image_size"] = (f"{before}; then {note}" if before

@@ -19,13 +19,15 @@ def build_model(cfg: ModelConfig | str, kind: str = "jsa", pretrained=True, kern
     return MODEL_KINDS[kind](cfg, pretrained=pretrained, kernels=kernels)
 
 
-def on_grid(model, image_size: int, image_stride: int | None = None):
+def on_grid(model, image_size: int, image_stride: int | None = None, map_smoothing: float | None = None):
     """The same weights at another input size or image-encoder output stride: a finer (or coarser)
-    token grid. The encoders are convolutional and the maps are computed per token, so only the
-    training-only image decoder's grid embeddings change (interpolated along the grid, so that
-    training can go on). Raises ValueError for a size or stride the encoder cannot take."""
+    token grid, and optionally another smoothing of the maps before upsampling. The encoders are
+    convolutional and the maps are computed per token, so only the training-only image decoder's
+    grid embeddings change (interpolated along the grid, so that training can go on). Raises
+    ValueError for a size or stride the encoder cannot take."""
     import torch.nn.functional as F
-    cfg = model.cfg.with_overrides(image_size=image_size, image_stride=image_stride or model.cfg.image_stride)
+    cfg = model.cfg.with_overrides(image_size=image_size, image_stride=image_stride or model.cfg.image_stride,
+                                   map_smoothing=model.cfg.map_smoothing if map_smoothing is None else map_smoothing)
     kind = next(name for name, cls in MODEL_KINDS.items() if isinstance(model, cls))
     regridded = build_model(cfg, kind, pretrained=False).to(next(model.parameters()).device)
     state = model.state_dict()

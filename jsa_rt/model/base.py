@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .encoders import build_audio_encoder, build_audio_frontend, build_image_encoder
-from .maps import bicubic_matrix, fuse
+from .maps import fuse, upsample_matrix
 
 
 def count_tokens(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -62,7 +62,8 @@ class AudioVisualModel(nn.Module):
                 module.requires_grad_(True)
         self.inputs_are_backbone_features = False        # see reading_backbone_features
         # a buffer, so it follows .to(device) and no host copy happens in a CUDA graph or a trace
-        self.register_buffer("upsample_matrix", bicubic_matrix(cfg.grid, cfg.image_size), persistent=False)
+        self.register_buffer("upsample_matrix", upsample_matrix(cfg.grid, cfg.image_size, cfg.map_smoothing),
+                             persistent=False)
 
     def train(self, mode: bool = True):
         super().train(mode)

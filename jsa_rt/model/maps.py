@@ -45,8 +45,26 @@ def bicubic_matrix(grid: int, size: int, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(_bicubic_matrix(grid, size), dtype=dtype)
 
 
+@functools.lru_cache(maxsize=8)
+def _smoothing_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) 1-D Gaussian smoothing of a map's rows, normalised per output position over the
+    positions that exist (zero padding, renormalised): a map's border is not pulled towards 0."""
+    if sigma <= 0:
+        return np.eye(n)
+    d = np.arange(n)[:, None] - np.arange(n)[None, :]
+    g = np.exp(-0.5 * (d / sigma) ** 2) * (np.abs(d) <= int(np.ceil(2 * sigma)))
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def upsample_matrix(grid: int, size: int, smoothing: float = 0.0, dtype=torch.float32) -> torch.Tensor:
+    """The (size, grid) matrix that smooths a (grid x grid) map (`smoothing`: Gaussian sigma in
+    tokens) and upsamples it bicubically, both linear and separable, so one matrix does both."""
+    return torch.tensor(_bicubic_matrix(grid, size) @ _smoothing_matrix(grid, float(smoothing)), dtype=dtype)
+
+
 def upsample(maps: torch.Tensor, size: int, matrix: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, g, g) -> (B, size, size), bicubic, align_corners False.
+    """(B, g, g) -> (B, size, size), bicubic, align_corners False (and smoothed first when the
+    model's `matrix` says so: upsample_matrix).
 
     Bicubic resampling is separable and linear, so it is two small matmuls with a fixed
     (size x g) matrix: the same numbers as F.interpolate, and several times faster in
