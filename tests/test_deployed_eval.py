@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from jsa_rt.cli import main
-from jsa_rt.config import get_preset
+from jsa_rt.config import IMAGENET_MEAN, IMAGENET_STD, get_preset
 from jsa_rt.errors import InputError
 from jsa_rt.export import graph_eval
 from jsa_rt.export import onnx_export as oe
@@ -133,3 +133,32 @@ def test_int8_refuses_a_quantized_or_fp16_source_and_bad_flags(tmp_path, tiny, c
         code = main(["export-onnx", "--out", str(tmp_path / "x.onnx"), "--int8", str(data), *extra])
         err = capsys.readouterr().err
         assert code == 2 and "--int8" in err and len(err.strip().splitlines()) == 1
+
+
+def test_map_smoothing_travels_through_checkpoint_and_onnx(tmp_path):
+    """The smoothing is part of the model: saved in the checkpoint's config, baked into the
+    exported graph's upsampling, and read back from the ONNX metadata."""
+    from jsa_rt.model import build_model
+    from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint
+    torch.manual_seed(1)
+    model = build_model(CFG.with_overrides(map_smoothing=0.75), pretrained=False).eval()
+    save_checkpoint(tmp_path / "s.pt", model)
+    loaded, meta = load_checkpoint(tmp_path / "s.pt")
+    assert meta["config"].map_smoothing == 0.75
+    oe.export_all(loaded, tmp_path / "s.onnx", model_name="s", log=lambda *_: None)
+    backend = OrtBackend(tmp_path / "s.onnx", device="cpu")
+    assert backend.config.map_smoothing == 0.75
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (1, CFG.image_size, CFG.image_size, 3), dtype=np.uint8)
+    wave = (0.1 * rng.standard_normal((1, CFG.num_samples))).astype(np.float32)
+    graph = run_onnx(tmp_path / "s.onnx", {"frame": frame, "wave": wave})["heatmap"]
+    with torch.no_grad():
+        images = torch.from_numpy(frame).permute(0, 3, 1, 2).float() / 255
+        images = (images - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        ours = loaded.localize(images, torch.from_numpy(wave))["heatmap"].numpy()
+    np.testing.assert_allclose(graph, ours, atol=1e-4)
+    unsmoothed = build_model(CFG, pretrained=False).eval()
+    unsmoothed.load_state_dict(loaded.state_dict())
+    with torch.no_grad():
+        plain = unsmoothed.localize(images, torch.from_numpy(wave))["heatmap"].numpy()
+    assert np.abs(plain - ours).max() > 1e-2              # the smoothing changed the map
