@@ -139,8 +139,9 @@ def test_the_default_scene_is_real_where_the_real_data_is_and_stamps_elsewhere(t
 @pytest.mark.slow
 def test_the_default_demo_follows_the_sound_between_real_photos(tmp_path):
     """The README's main job, shortened: the default model on the default (real) scene. Measured
-    (edge-jsa-listen of session 15, fine-tuned at 384) with seeds 0-2: 75, 92 and 100 % of settled
-    frames followed (session 14's: 72, 90, 75; chance 38-50 %); edge-jsa's peak never moves."""
+    (edge-jsa-listen as shipped since session 18: stride 16, smoothed map, int8 CPU graphs) with
+    seeds 0-2: 100, 100 and 100 % of settled frames followed (session 15's graph: 75, 92, 100;
+    chance 38-50 %); edge-jsa's peak never moves."""
     done = cli("demo", "--out", str(tmp_path), "--data", str(DATA), "--segments", "4", "--segment-seconds", "3",
                "--fps", "10", "--no-pace", "--backend", "onnxruntime")
     assert done.returncode == 0, done.stderr[-2000:]
