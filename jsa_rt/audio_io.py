@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import IMAGENET_MEAN, IMAGENET_STD
 from .errors import InputError
 
 
@@ -153,6 +154,14 @@ def _load_image_cv2(path: Path) -> np.ndarray:
             alpha = (alpha // 257).astype(np.uint8)
         rgb = composite_on_black(rgb, alpha)
     return rgb
+
+
+def camera_frames(images) -> np.ndarray:
+    """Images normalised as the models take them (float (N, 3, S, S), ImageNet mean and std) -> the
+    uint8 RGB frames (N, S, S, 3) a camera gives."""
+    x = np.asarray(images, dtype=np.float32).transpose(0, 2, 3, 1)
+    rgb = x * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:

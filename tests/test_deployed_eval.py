@@ -16,7 +16,7 @@ from jsa_rt.errors import InputError
 from jsa_rt.export import graph_eval
 from jsa_rt.export import onnx_export as oe
 from jsa_rt.export.onnx_int8 import frame_only_nodes, quantize_export
-from jsa_rt.runtime.batch import camera_frames
+from jsa_rt.audio_io import camera_frames
 from jsa_rt.runtime.ort_backend import OrtBackend, graph_path, run_onnx
 from jsa_rt.train.datasets import open_dataset
 

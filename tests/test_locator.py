@@ -11,6 +11,7 @@ import pytest
 from jsa_rt import SoundLocator
 from jsa_rt.audio_io import load_audio
 from jsa_rt.errors import InputError
+from jsa_rt.shipped import DEFAULT_MODEL
 from jsa_rt.live.preprocess import model_input
 from jsa_rt.train.scene_catalog import default_data_root
 
@@ -209,20 +210,22 @@ def test_where_gives_the_bearing_of_its_peak(locator_factory):
     assert az == pytest.approx(np.degrees(np.arctan(2 * where.peak[0] - 1)))
 
 
-def test_torch_and_onnxruntime_backends_agree(locator_factory):
-    """The shipped checkpoint on torch and its shipped ONNX graph give the same answer: to
-    float precision, or as close as an int8 image encoder allows (the default's CPU graphs)."""
+@pytest.mark.parametrize("model, precision", [("edge-jsa", "fp32"), (DEFAULT_MODEL, "int8")])
+def test_torch_and_onnxruntime_backends_agree(locator_factory, model, precision):
+    """A shipped checkpoint on torch and its shipped ONNX graph give the same answer: to float
+    precision (edge-jsa), or as close as an int8 image encoder allows (the default's CPU graphs)."""
     rng = np.random.default_rng(6)
     wave = (0.2 * rng.standard_normal(48000)).astype(np.float32)
     frame = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
     answers = []
-    ort_loc = locator_factory()
-    for loc in (ort_loc, SoundLocator(backend="torch", device="cpu")):
+    ort_loc = locator_factory(model=model)
+    assert ort_loc.backend.precision == precision
+    for loc in (ort_loc, SoundLocator(backend="torch", model=model, device="cpu")):
         with loc:
             loc.push_audio(wave, 24000)
             answers.append(loc.locate(frame, t=0.0))
     ort, torch_ = answers
-    if ort_loc.backend.precision == "int8":
+    if precision == "int8":
         # measured on this noise frame: map correlation 0.985, peaks 1 px apart, confidences 0.001 and 0.012
         assert ort.confidence == pytest.approx(torch_.confidence, abs=0.03)
         assert np.corrcoef(ort.heatmap.ravel(), torch_.heatmap.ravel())[0, 1] > 0.95

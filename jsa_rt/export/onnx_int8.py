@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_bytes
+from ..audio_io import camera_frames
 from ..errors import InputError
-from ..runtime.batch import camera_frames
 from ..runtime.ort_backend import graph_path, run_onnx
 
 QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")

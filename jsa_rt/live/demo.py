@@ -59,7 +59,7 @@ def score(records: list[dict], truth: dict, settle: float = SETTLE_SECONDS,
     for i, f in enumerate(frames):
         first.setdefault(f.get("segment", 0), i)
         last_sound = i if f.get("box") is not None else last_sound
-        quiet_for.append(None if last_sound == i else (i - last_sound) / fps if last_sound is not None else math.inf)
+        quiet_for.append(math.inf if last_sound is None else (i - last_sound) / fps)     # 0 while sounding
     hits = with_peak = sounding = rendered = 0
     area = 0.0
     settled = followed = 0

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..audio_io import camera_frames
 from ..errors import InputError
 from .base import MAP_NAMES, Backend
-
-
-def camera_frames(images) -> np.ndarray:
-    """Normalised float (N, 3, S, S) -> uint8 RGB (N, S, S, 3)."""
-    x = np.asarray(images, dtype=np.float32).transpose(0, 2, 3, 1)
-    rgb = x * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 class BackendModel:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..audio_io import camera_frames
 from ..errors import DeviceError
 from . import metrics
 from .datasets import AVDataset, collate
@@ -156,7 +156,7 @@ def evaluate(model, dataset: AVDataset, batch_size: int = 16, threshold: str | f
                     slots_v.append(v_slot[j])
                     slot_labels.append(sample.label)
                 if idx in show or group in pictured:
-                    examples.append({"image": _denormalise(batch["image"][j].numpy()), "map": m, "gt": gt, "row": row,
+                    examples.append({"image": camera_frames(batch["image"][j, None].numpy())[0], "map": m, "gt": gt, "row": row,
                                      "grid": idx in show, "group": group if group in pictured else None,
                                      "others": other_candidate_boxes(sample)})
     bar.close()
@@ -257,11 +257,6 @@ def _intervals(scored: list[dict], retrieval_rows: list[dict]) -> dict:
         out["wrong_object"] = interval([bool(r["wrong_object"]) for r in scored
                                         if r.get("group") is not None and "wrong_object" in r])
     return out
-
-
-def _denormalise(image: np.ndarray) -> np.ndarray:
-    rgb = image.transpose(1, 2, 0) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
 def torch_device(requested: str | None) -> str:
