@@ -410,9 +410,10 @@ def test_compare_refuses_binary_files_and_zero_resamples(tmp_path, capsys):
     with pytest.raises(InputError, match="not a text CSV"):
         compare.read_rows(png)
     (tmp_path / "a.csv").write_text("id,ciou\nx,0.5\n")
-    with pytest.raises(SystemExit) as stop:
-        main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--resamples", "0"])
-    assert stop.value.code == 2 and "argument --resamples" in capsys.readouterr().err
+    for flag, value in (("--resamples", "0"), ("--seed", "-1")):     # a negative seed crashed numpy
+        with pytest.raises(SystemExit) as stop:
+            main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), flag, value])
+        assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
 
 
 def test_compare_refuses_too_few_resamples(tmp_path, capsys):

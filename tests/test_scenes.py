@@ -175,7 +175,7 @@ def test_bad_folders_and_numbers_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and needle in err, err
     assert not out.exists()                      # asked-for folders are checked before writing
-    for flag, value in (("--image-size", "0"), ("--seconds", "-1"), ("--no-source-fraction", "1.5")):
+    for flag, value in (("--image-size", "0"), ("--seconds", "-1"), ("--no-source-fraction", "1.5"), ("--seed", "-3")):
         with pytest.raises(SystemExit) as stop:
             main(small + [flag, value])
         assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err

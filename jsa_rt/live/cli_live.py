@@ -200,7 +200,7 @@ def add_demo_parser(sub):
                    help="scenes in the clip; with --scene real, sound turns (default 4)")
     p.add_argument("--segment-seconds", type=positive_float, default=4.0, help="length of each scene (default 4)")
     p.add_argument("--fps", type=positive_float, default=30.0, help="clip frame rate (default 30)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--no-pace", action="store_true", help="process every frame instead of in real time")
     p.add_argument("--show", action="store_true", help="also open a window (when a display exists)")
     add_model_options(p)

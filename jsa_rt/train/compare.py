@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..args import at_least
+from ..args import at_least, non_negative_int
 from ..errors import InputError
 from . import metrics
 
@@ -183,7 +183,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--names", nargs=2, metavar=("A", "B"), default=None, help="labels (default: the CSVs' folder names)")
     p.add_argument("--resamples", type=at_least(MIN_RESAMPLES, "fewer give intervals too rough to call a "
                                                 "winner"), default=10000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the comparison here")
     p.add_argument("--png", type=Path, default=None, help="draw the differences and their intervals here")
     return p

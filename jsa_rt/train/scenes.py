@@ -179,7 +179,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="Tux Paint stamps folder (default $JSA_DATA/tuxpaint-stamps, else /usr/share/tuxpaint/stamps)")
     p.add_argument("--fsdd", type=Path, default=None, help="FSDD folder (default $JSA_DATA/fsdd)")
     p.add_argument("--backgrounds", type=Path, default=None, help="background photos (default $JSA_DATA/backgrounds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--counts", default="", help="scenes per split, e.g. train=3000,val=200,test=400,test-unheard=300,digits=300")
     p.add_argument("--small", action="store_true", help=f"a tiny set for tests: {SMALL_COUNTS}")
     p.add_argument("--image-size", type=positive_int, default=256, help="frame side in pixels (default 256)")
