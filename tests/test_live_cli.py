@@ -76,7 +76,8 @@ def test_live_errors_are_one_line(args, words):
 def test_live_and_demo_bad_numbers_are_usage_errors():
     for command, flag, value in (("live", "--duration", "-1"), ("live", "--threads", "0"),
                                  ("live", "--overlay-alpha", "2"), ("live", "--input-rate", "0"),
-                                 ("demo", "--segments", "0"), ("demo", "--fps", "0"), ("demo", "--seed", "-1")):
+                                 ("demo", "--segments", "0"), ("demo", "--fps", "0"), ("demo", "--seed", "-1"),
+                                 ("live", "--noise-margin-db", "0")):
         done = cli(command, "--headless" if command == "live" else "--no-pace", flag, value)
         assert done.returncode == 2 and f"argument {flag}" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr

@@ -512,3 +512,91 @@ def test_sinks_open_by_name_as_sources_do(tmp_path):
     with pytest.raises(InputError, match="give window, a .mp4 file or a .jsonl file"):
         open_sink(str(tmp_path / "f.avi"))
     assert list(tmp_path.iterdir()) == []                   # nothing written until a frame is
+
+
+# ---- the noise-floor gate (--noise-margin-db) ---------------------------------------------------
+def _gate_states(options: RenderOptions, levels, fps: float = 30.0) -> list[str]:
+    """The Localizer's state for one frame per level, `fps` frames a second."""
+    loc, heat = Localizer(options), np.ones((8, 8), np.float32)
+    return ["source" if w.active else w.reason for w in
+            (loc.update(Where(heat, 1.0, float(level)), t=i / fps) for i, level in enumerate(levels))]
+
+
+def test_the_noise_floor_gate_hides_steady_background_noise_and_shows_a_sound_above_it():
+    # 10 s of a fan at -40 dBFS (above the fixed gate of -50), a 1 s sound at -20, 4 s more fan
+    levels = [-40.0] * 300 + [-20.0] * 30 + [-40.0] * 120
+    fixed = _gate_states(RenderOptions(persistence_ms=0), levels)
+    assert set(fixed) == {"source"}                          # today's gate: the fan is "a source"
+    follows = _gate_states(RenderOptions(persistence_ms=0, noise_margin_db=10), levels)
+    assert set(follows[:60]) == {"source"}                    # under 2 s of history: the fixed gate only
+    assert set(follows[60:300]) == {"quiet"} and set(follows[330:]) == {"quiet"}
+    assert set(follows[300:330]) == {"source"}
+
+
+def test_the_noise_floor_gate_keeps_a_source_until_it_fills_nine_tenths_of_the_window():
+    """The documented trade: 10 s of silence, then a source that does not stop. It stays shown
+    while silence is more than a tenth of the last 30 s (to t = 37 s), then becomes the floor."""
+    fps = 10.0
+    levels = [-90.0] * 100 + [-25.0] * 400
+    states = _gate_states(RenderOptions(persistence_ms=0, noise_margin_db=10), levels, fps)
+    assert set(states[100:360]) == {"source"}                 # t = 10 .. 36 s
+    assert set(states[380:]) == {"quiet"}                     # t >= 38 s
+
+
+def test_the_noise_floor_restarts_when_media_time_goes_back():
+    loc = Localizer(RenderOptions(persistence_ms=0, noise_margin_db=10))
+    heat = np.ones((8, 8), np.float32)
+    for i in range(90):                                       # 3 s of -40 dBFS: the floor is -40
+        loc.update(Where(heat, 1.0, -40.0), t=i / 30)
+    assert loc.level_gate_db == pytest.approx(-30.0)
+    looped = loc.update(Where(heat, 1.0, -40.0), t=0.0)       # a looped file starts again
+    assert looped.active and loc.level_gate_db == -50.0
+
+
+needs_urbansound = pytest.mark.skipif(
+    not (Path(os.environ.get("JSA_DATA", REPO.parent / "shared" / "data")) / "urbansound8k").is_dir(),
+    reason="needs ../shared/data/urbansound8k (or JSA_DATA): real recordings")
+
+
+@needs_urbansound
+def test_the_noise_floor_gate_on_real_recordings_an_air_conditioner_and_a_dog():
+    """Real field recordings (UrbanSound8K), levels measured as the live loop does (the RMS of the
+    last 0.5 s, every 0.25 s): an air conditioner at -35 dBFS throughout, a dog barking over it."""
+    import soundfile as sf
+    from jsa_rt.live.audio import LEVEL_WINDOW_S, rms_dbfs
+    root = Path(os.environ.get("JSA_DATA", REPO.parent / "shared" / "data")) / "urbansound8k"
+    rate = 16000
+
+    def mono(path):
+        wave, sr = sf.read(path, dtype="float32", always_2d=True)
+        assert sr == rate
+        return wave.mean(axis=1)
+
+    def at_db(wave, db):
+        return wave * (10 ** (db / 20) / np.sqrt(np.mean(wave.astype(np.float64) ** 2)))
+
+    fan = mono(sorted(root.glob("fold*/*-0-*-*.ogg"))[0])
+    fan = at_db(np.tile(fan, int(np.ceil(20 * rate / fan.size)))[:20 * rate], -35)
+    dog = mono(sorted(root.glob("fold*/*-3-*-*.ogg"))[0])
+    dog = at_db(dog[:2 * rate], -15)
+    mix = fan.copy()
+    start = 12 * rate
+    mix[start:start + dog.size] += dog
+    dog_alone = np.zeros_like(mix)
+    dog_alone[start:start + dog.size] = dog
+    hop, n = int(0.25 * rate), int(LEVEL_WINDOW_S * rate)
+    ends = range(n, mix.size + 1, hop)
+    loc = Localizer(RenderOptions(persistence_ms=0, noise_margin_db=10))
+    heat = np.ones((8, 8), np.float32)
+    levels, fan_only, barking = [], [], []
+    for e in ends:
+        level, t = rms_dbfs(mix[e - n:e]), e / rate
+        active = loc.update(Where(heat, 1.0, level), t=t).active
+        levels.append(level)
+        if t >= 3.0 and not dog_alone[e - n:e].any():
+            fan_only.append(active)
+        elif rms_dbfs(dog_alone[e - n:e]) >= -22:             # a bark 13 dB over the fan in this half second
+            barking.append(active)
+    assert min(levels) > -50                                  # the fixed gate alone shows the fan as a source
+    assert sum(fan_only) <= 0.1 * len(fan_only), (sum(fan_only), len(fan_only))
+    assert len(barking) >= 3 and all(barking), barking

@@ -100,6 +100,22 @@ def test_silence_is_no_source_and_sound_is_gated_on(locator_factory):
     assert loc.locate(frame).active
 
 
+def test_the_noise_floor_gate_follows_the_pushed_audio(locator_factory):
+    """noise_margin_db: steady noise over -50 dBFS is "quiet" once 2 s of it have been heard; a
+    tone 20 dB over it is a source. Times are the caller's (`t`), one frame per 0.1 s of audio."""
+    loc = locator_factory(audio_hop=0.0, noise_margin_db=10.0, min_confidence=0.0)
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    noise = np.random.default_rng(0).normal(0, 0.02, 16000 * 4).astype(np.float32)     # about -34 dBFS
+    states = []
+    for i in range(40):
+        loc.push_audio(noise[i * 1600:(i + 1) * 1600], 16000)
+        states.append(loc.locate(frame, t=i / 10).reason)
+    assert set(states[:20]) == {""} and set(states[25:]) == {"quiet"}
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)).astype(np.float32)  # about -17 dBFS
+    loc.push_audio(tone + noise[:8000], 16000)
+    assert loc.locate(frame, t=4.5).active
+
+
 def test_audio_hop_counts_pushed_audio(locator_factory):
     loc = locator_factory(audio_hop=0.25)
     frame = np.zeros((64, 64, 3), np.uint8)

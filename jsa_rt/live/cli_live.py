@@ -59,6 +59,11 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
                    help=f"temporal smoothing time constant (default {d.persistence_ms:g}; 0 = off)")
     g.add_argument("--min-level-db", type=float, default=d.min_level_db,
                    help=f"'no source' below this audio level, dBFS (default {d.min_level_db:g})")
+    g.add_argument("--noise-margin-db", type=positive_float, default=d.noise_margin_db, metavar="DB",
+                   help="also 'no source' until the level is DB above the room's noise floor (the 10th "
+                        "percentile of the last 30 s): for steady background noise above --min-level-db; "
+                        "6 is a good start. Off by default: a source that sounds nearly all the time "
+                        "becomes the floor too")
     g.add_argument("--min-confidence", type=unit_interval, default=d.min_confidence,
                    help="'no source' below this model confidence, 0-1 (default: the model's own, "
                         "chosen on val and stored in its checkpoint: 0.3 for edge-jsa, 0 for edge-jsa-listen)")
@@ -80,7 +85,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 def render_options(args) -> RenderOptions:
     return RenderOptions(persistence_ms=args.persistence_ms, min_level_db=args.min_level_db,
-                         min_confidence=args.min_confidence, alpha=args.overlay_alpha,
+                         noise_margin_db=args.noise_margin_db, min_confidence=args.min_confidence, alpha=args.overlay_alpha,
                          colormap=args.colormap, show_hud=not args.no_hud)
 
 

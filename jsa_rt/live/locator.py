@@ -63,6 +63,8 @@ class SoundLocator:
     color:          "bgr" (OpenCV) or "rgb" frames
     min_level_db, min_confidence: the "no source" gate (defaults: as `jsa-rt live`; the
                     model's own calibrated confidence threshold)
+    noise_margin_db: also "no source" until the level is this far above the recent noise floor
+                    (`jsa-rt live --noise-margin-db`; None: off)
     persistence_ms: temporal smoothing of the map (0: none; the live view uses 250)
     server:         "grpc://HOST:8001" or "http://HOST:8000": inference on a `jsa-rt serve` server
                     (it chooses the model; leave model/backend unset); a server that does not
@@ -72,7 +74,7 @@ class SoundLocator:
     def __init__(self, model=None, backend: str = "auto", device: str | None = None,
                  audio_hop: float = LiveOptions.audio_hop, crop: str = LiveOptions.crop, color: str = "bgr",
                  min_level_db: float = RenderOptions.min_level_db, min_confidence: float | None = None,
-                 persistence_ms: float = 0.0, server: str | None = None, **backend_options):
+                 noise_margin_db: float | None = None, persistence_ms: float = 0.0, server: str | None = None, **backend_options):
         if crop not in CROP_MODES:
             raise InputError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         if color not in ("bgr", "rgb"):
@@ -83,6 +85,7 @@ class SoundLocator:
         self.audio_hop, self.crop, self.color = float(audio_hop), crop, color
         self.render_options = RenderOptions(
             persistence_ms=persistence_ms, min_level_db=min_level_db,
+            noise_margin_db=None if noise_margin_db is None else float(noise_margin_db),
             min_confidence=None if min_confidence is None else float(min_confidence))
         self._gate = Localizer(self.render_options, self.config.no_source_confidence)
         self._audio: PushedAudio | None = None

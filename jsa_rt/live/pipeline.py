@@ -342,7 +342,7 @@ class Pipeline:
                 if o.render.show_hud:
                     draw_hud(image, where, HudInfo(fps_ema, self._latency_ema, self.backend_name,
                                                    self.window.window / self.audio.rate, self.video.dropped,
-                                                   self.audio.overflows, o.render.min_level_db))
+                                                   self.audio.overflows, localizer.level_gate_db))
                 now = time.monotonic()
                 latency_ms = (now - frame.t_capture) * 1000.0
                 self._latency_ema = latency_ms if self.frames_rendered == 0 else \

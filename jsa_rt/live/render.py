@@ -7,9 +7,15 @@ overlay neither flickers nor lags by more than about that long.
 Learned localizers draw a heatmap even for silence or an off-screen sound, so a frame is in the
 "no source" state when the audio level is under `--min-level-db` or the model's confidence is
 under `--min-confidence`; then no peak is reported and the stored map fades out.
+
+A fixed level cannot tell a source from steady background noise louder than it (a fan, traffic,
+air conditioning). `--noise-margin-db` adds a gate that follows the room: the level must also be
+that many dB above the noise floor, the 10th percentile of the last 30 s of levels. What sounds
+through more than 90 % of that window becomes the floor too, so the option is off by default.
 """
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass, replace
 
@@ -21,12 +27,16 @@ from .where import Where
 
 COLORMAPS = ("jet", "inferno", "turbo", "hot", "viridis")
 METER_FLOOR_DB = -80.0
+NOISE_FLOOR_WINDOW_S = 30.0      # the noise floor is a low percentile of this much recent level
+NOISE_FLOOR_PERCENTILE = 10.0
+NOISE_FLOOR_MIN_S = 2.0          # history needed before the floor is trusted (before: the fixed gate only)
 
 
 @dataclass
 class RenderOptions:
     persistence_ms: float = 250.0
     min_level_db: float = -50.0
+    noise_margin_db: float | None = None  # None: the fixed level gate only (see the module docstring)
     min_confidence: float | None = None   # None: the model's own gate, stored in its checkpoint
     box_threshold: float = 0.5      # the box encloses the peak's region above this fraction of the peak
     alpha: float = 0.45
@@ -43,11 +53,29 @@ class Localizer:
         self.model_gate = model_gate
         self._heat: np.ndarray | None = None
         self._t: float | None = None
+        self._levels: collections.deque = collections.deque()     # (t, level_db), the last 30 s
+        self.level_gate_db = options.min_level_db                 # the level gate now (for the HUD)
 
     @property
     def min_confidence(self) -> float:
         o = self.options
         return self.model_gate if o.min_confidence is None else o.min_confidence
+
+    def _level_gate(self, level_db: float, t: float) -> float:
+        """The level under which a frame is "quiet": --min-level-db, or with --noise-margin-db the
+        recent noise floor plus the margin when that is higher."""
+        margin = self.options.noise_margin_db
+        if margin is None:
+            return self.options.min_level_db
+        if self._levels and t < self._levels[-1][0]:       # media time went back (a looped file)
+            self._levels.clear()
+        self._levels.append((t, level_db))
+        while t - self._levels[0][0] > NOISE_FLOOR_WINDOW_S:
+            self._levels.popleft()
+        if t - self._levels[0][0] < NOISE_FLOOR_MIN_S:
+            return self.options.min_level_db
+        floor = float(np.percentile([lv for _, lv in self._levels], NOISE_FLOOR_PERCENTILE))
+        return max(self.options.min_level_db, floor + margin)
 
     def _smooth(self, heat: np.ndarray, t: float) -> np.ndarray:
         tau = self.options.persistence_ms / 1000.0
@@ -66,8 +94,10 @@ class Localizer:
         o, heatmap, confidence, level_db = self.options, raw.heatmap, raw.confidence, raw.level_db
         # a non-finite map or confidence (a diverged model) is never shown, nor smoothed into later frames
         broken = not (math.isfinite(confidence) and math.isfinite(level_db) and math.isfinite(float(heatmap.sum(dtype=np.float64))))
+        if math.isfinite(level_db):
+            self.level_gate_db = self._level_gate(level_db, t)
         reason = raw.reason or ("non-finite model output" if broken else
-                                "quiet" if level_db < o.min_level_db else
+                                "quiet" if level_db < self.level_gate_db else
                                 "low confidence" if confidence < self.min_confidence else "")
         # In the no-source state the map decays towards zero at the persistence rate.
         target = np.zeros_like(heatmap, dtype=np.float32) if reason else heatmap.astype(np.float32)
