@@ -20,6 +20,7 @@ from pathlib import Path
 # this folder would come first on sys.path, where tools/profile.py shadows the standard `profile`
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from jsa_rt.args import non_negative_float  # noqa: E402
 from jsa_rt.errors import JsaError  # noqa: E402
 from jsa_rt.model import on_grid  # noqa: E402
 from jsa_rt.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("out", help="the checkpoint to write")
     p.add_argument("--stride", type=int, default=None,
                    help="the image encoder's output stride (EfficientNet-Lite0: 32 or 16); default: unchanged")
-    p.add_argument("--map-smoothing", type=float, default=None, metavar="SIGMA",
+    p.add_argument("--map-smoothing", type=non_negative_float, default=None, metavar="SIGMA",
                    help="Gaussian sigma, in tokens, that smooths the maps before upsampling (0: none); default: unchanged")
     p.add_argument("--fp16", action="store_true", help="store the weights as fp16 (how models are shipped)")
     args = p.parse_args(argv)
@@ -44,10 +45,10 @@ def main(argv=None) -> int:
         return 2
     old = meta["config"]
     extra = dict(meta["extra"])
-    stride_note = f", stride {resized.cfg.image_stride}" if resized.cfg.image_stride != old.image_stride else ""
+    changes = f", stride {resized.cfg.image_stride}" if resized.cfg.image_stride != old.image_stride else ""
     if resized.cfg.map_smoothing != old.map_smoothing:
-        stride_note += f", map smoothing {resized.cfg.map_smoothing:g} tokens"
-    note = f"set to {args.size}{stride_note} (grid {resized.cfg.grid}) by tools/set_image_size.py"
+        changes += f", map smoothing {resized.cfg.map_smoothing:g} tokens"
+    note = f"set to {args.size}{changes} (grid {resized.cfg.grid}) by tools/set_image_size.py"
     before = extra.get("image_size")          # set before: keep the size it was trained at
     extra["image_size"] = (f"{before}; then {note}" if before
                            else f"trained at {old.image_size} (grid {old.grid}), {note}")

